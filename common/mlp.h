@@ -1,0 +1,120 @@
+// Dense layer stacks (MLPs) on oneDNN matmul, fp32 and int8, with scalar
+// reference implementations. Every Linear layer is followed by ReLU except the
+// last, which is followed by `last_activation` (DESIGN.md §2).
+#ifndef DUET_COMMON_MLP_H_
+#define DUET_COMMON_MLP_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace duet::common {
+
+enum class Activation { kNone, kRelu, kSigmoid };
+
+// fp32 parameters of one nn.Linear, non-owning: weight is [out, in] row-major.
+struct LinearLayer {
+  int in = 0;
+  int out = 0;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+};
+
+// Int8 parameters of one Linear, non-owning. Weights are symmetric per output
+// channel: W[o][i] ~= weight_scale[o] * weight[o*in + i]. The layer's input is
+// quantized per tensor: x ~= input_scale * q, q int8 (signed) for the first
+// layer of a stack, uint8 for later layers (their inputs are post-ReLU).
+struct Int8LinearLayer {
+  int in = 0;
+  int out = 0;
+  const int8_t* weight = nullptr;
+  const float* weight_scale = nullptr;
+  const float* bias = nullptr;  // fp32, added after dequantization
+  float input_scale = 1.0f;
+};
+
+// Owning int8 parameters, as produced by QuantizeMlp or loaded from disk.
+struct Int8MlpParams {
+  struct Layer {
+    int in = 0;
+    int out = 0;
+    std::vector<int8_t> weight;
+    std::vector<float> weight_scale;
+    std::vector<float> bias;
+    float input_scale = 1.0f;
+  };
+  std::vector<Layer> layers;
+  std::vector<Int8LinearLayer> Views() const;
+};
+
+// fp32 MLP on oneDNN matmul. Weights are copied and reordered once at Create
+// (format_tag::any); the source memory may be released afterwards.
+// Thread-safe: Run may be called concurrently; each calling thread uses its
+// own stream and scratch buffers, and oneDNN runs single-threaded per call.
+class Fp32Mlp {
+ public:
+  static absl::StatusOr<std::unique_ptr<Fp32Mlp>> Create(
+      const std::vector<LinearLayer>& layers, Activation last_activation);
+  ~Fp32Mlp();
+
+  // in: [m, in_dim()] row-major; out: [m, out_dim()]. m >= 1.
+  absl::Status Run(const float* in, int64_t m, float* out) const;
+
+  int in_dim() const;
+  int out_dim() const;
+  int num_layers() const;
+  // Multiply-adds x 2 for m rows.
+  int64_t Flops(int64_t m) const;
+
+ private:
+  struct Impl;
+  explicit Fp32Mlp(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Int8 MLP on oneDNN matmul (s8s8 first layer, u8s8 after; output scales per
+// output channel; fp32 output of the last layer after `last_activation`).
+// Same ownership and thread-safety contract as Fp32Mlp.
+class Int8Mlp {
+ public:
+  static absl::StatusOr<std::unique_ptr<Int8Mlp>> Create(
+      const std::vector<Int8LinearLayer>& layers, Activation last_activation);
+  ~Int8Mlp();
+
+  // in: fp32 [m, in_dim()], quantized internally with layers[0].input_scale.
+  absl::Status Run(const float* in, int64_t m, float* out) const;
+
+  int in_dim() const;
+  int out_dim() const;
+  int num_layers() const;
+  int64_t Ops(int64_t m) const;
+
+ private:
+  struct Impl;
+  explicit Int8Mlp(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Scalar references (the oracles of tests and benchmarks).
+void Fp32MlpRef(const std::vector<LinearLayer>& layers,
+                Activation last_activation, const float* in, int64_t m,
+                float* out);
+// Emulates the integer arithmetic Int8Mlp performs: quantize input (round to
+// nearest, saturate), int32 accumulation, dequantize, bias, activation,
+// requantize to uint8 for the next layer.
+void Int8MlpRef(const std::vector<Int8LinearLayer>& layers,
+                Activation last_activation, const float* in, int64_t m,
+                float* out);
+
+// Post-training static quantization: per-output-channel symmetric weight
+// scales (max |w| / 127); activation scales from the max |activation| seen
+// on `calib_rows` calibration inputs through the fp32 reference.
+Int8MlpParams QuantizeMlp(const std::vector<LinearLayer>& layers,
+                          Activation last_activation, const float* calib,
+                          int64_t calib_rows);
+
+}  // namespace duet::common
+
+#endif  // DUET_COMMON_MLP_H_
