@@ -1,11 +1,21 @@
 // Reader and streaming writer of the safetensors format: an 8-byte
 // little-endian header length, a JSON header {"name": {"dtype", "shape",
 // "data_offsets": [begin, end]}, "__metadata__": {str: str}}, then raw
-// little-endian tensor bytes. Files are memory-mapped: tensors are never copied.
+// little-endian tensor bytes. Files are memory-mapped: tensors are never
+// copied.
+//
+// Error codes: NOT_FOUND for a missing file or tensor (other open/mmap/write
+// failures map from errno); DATA_LOSS for any file whose bytes are not a
+// valid, supported safetensors file (truncated, bad JSON with its byte offset,
+// unsupported dtype, inconsistent offsets); INVALID_ARGUMENT when the caller's
+// request is wrong (Get with another dtype/shape, bad TensorSpecs);
+// FAILED_PRECONDITION for writer calls out of sequence or byte-count mismatch.
 #ifndef DUET_COMMON_SAFETENSORS_H_
 #define DUET_COMMON_SAFETENSORS_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,8 +50,11 @@ class SafetensorsFile {
   // Errors name the file and the offending tensor.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
       const std::string& path);
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
   ~SafetensorsFile();
 
+  // Ordered by data offset (the file's layout), not by header key order.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const {
     return metadata_;
@@ -68,6 +81,7 @@ class SafetensorsFile {
   uint64_t size_ = 0;
   const uint8_t* data_start_ = nullptr;
   std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t, std::less<>> index_;  // name -> tensors_ index
   std::map<std::string, std::string> metadata_;
 };
 
@@ -93,7 +107,9 @@ class SafetensorsWriter {
   // Appends bytes of the current tensor (may span tensor boundaries).
   absl::Status Append(const void* data, size_t nbytes);
   // Fails unless exactly the declared bytes were appended. On success the
-  // file is in place, and `sha256_hex` / `file_size` describe it.
+  // file is in place, and `sha256_hex` / `file_size` describe it (also when
+  // only the final directory fsync fails, which is then reported). After an
+  // I/O error every call returns that error.
   absl::Status Finish();
   const std::string& sha256_hex() const { return sha256_hex_; }
   uint64_t file_size() const { return file_size_; }

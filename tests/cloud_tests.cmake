@@ -1,0 +1,1 @@
+# Integration tests of duet-cloud (see tests/CMakeLists.txt).

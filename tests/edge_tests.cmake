@@ -1,0 +1,1 @@
+# Integration tests of duet-edge (see tests/CMakeLists.txt).
