@@ -91,9 +91,9 @@ struct DeviceProfile {
 // 170 W / 18 = 9.44 W: the mean TDP of the two 18-core Skylake-SP Xeons with a
 // 3.7 GHz turbo (Gold 6140: 140 W, Gold 6154: 200 W), spread over 18 cores.
 DeviceProfile ServerProfile();
-// "phone": Snapdragon 855 (Samsung S10e in the paper). 1.8 W: the active
-// power of the 2.84 GHz Cortex-A76 prime core under SPEC2006 in AnandTech's
-// Snapdragon 855 preview (Jan 2019), which the user model runs on.
+// "phone": Snapdragon 855 (Samsung S10e in the paper). 1.8 W, chosen within
+// the ~1.5-2 W active power of the 2.84 GHz Cortex-A76 prime core (which runs
+// the user model) under SPEC2006 in AnandTech's Snapdragon 855 preview (2019).
 DeviceProfile PhoneProfile();
 // "server" | "phone" -> the profile; InvalidArgument otherwise.
 absl::StatusOr<DeviceProfile> DeviceProfileByName(const std::string& name);

@@ -1,1 +1,394 @@
+#include "common/mlp.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+
+namespace duet::common {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Each;
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::FloatNear;
+using ::testing::Ge;
+using ::testing::HasSubstr;
+using ::testing::Le;
+using ::testing::Lt;
+using ::testing::Gt;
+using ::testing::Pointwise;
+
+// Owning fp32 weights for a stack of widths {in, h1, ..., out}.
+struct Fp32Weights {
+  Fp32Weights(const std::vector<int>& widths, uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (size_t l = 0; l + 1 < widths.size(); ++l) {
+      const int in = widths[l], out = widths[l + 1];
+      // Uniform He-style init keeps activations O(1) through the stack.
+      std::uniform_real_distribution<float> w(-std::sqrt(6.0f / in),
+                                              std::sqrt(6.0f / in));
+      std::uniform_real_distribution<float> b(-0.1f, 0.1f);
+      weights.emplace_back(int64_t{in} * out);
+      biases.emplace_back(out);
+      for (float& v : weights.back()) v = w(rng);
+      for (float& v : biases.back()) v = b(rng);
+    }
+    for (size_t l = 0; l + 1 < widths.size(); ++l) {
+      layers.push_back({widths[l], widths[l + 1], weights[l].data(),
+                        biases[l].data()});
+    }
+  }
+  std::vector<std::vector<float>> weights, biases;
+  std::vector<LinearLayer> layers;
+};
+
+std::vector<float> RandomInput(int64_t n, uint32_t seed, float range = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-range, range);
+  std::vector<float> x(n);
+  for (float& v : x) v = d(rng);
+  return x;
+}
+
+// fp32: oneDNN sums K products in another order (and with FMA) than the
+// reference; with O(1) values and K <= 512 that is ~1e-6 relative.
+auto Fp32Close(float rel) {
+  return ::testing::Truly([rel](const std::tuple<float, float>& t) {
+    const float a = std::get<0>(t), b = std::get<1>(t);
+    return std::fabs(a - b) <= rel * (1.0f + std::fabs(b));
+  });
+}
+
+TEST(Fp32MlpTest, MatchesReferenceForManyRowCounts) {
+  for (Activation act :
+       {Activation::kNone, Activation::kRelu, Activation::kSigmoid}) {
+    const Fp32Weights w({37, 64, 33, 5}, 11);
+    auto mlp = Fp32Mlp::Create(w.layers, act);
+    ASSERT_TRUE(mlp.ok()) << mlp.status();
+    EXPECT_EQ((*mlp)->in_dim(), 37);
+    EXPECT_EQ((*mlp)->out_dim(), 5);
+    EXPECT_EQ((*mlp)->num_layers(), 3);
+    for (int64_t m : {1, 7, 16, 17, 33, 1024}) {
+      const std::vector<float> x = RandomInput(m * 37, m);
+      std::vector<float> out(m * 5, -7.0f), ref(m * 5);
+      ASSERT_TRUE((*mlp)->Run(x.data(), m, out.data()).ok());
+      Fp32MlpRef(w.layers, act, x.data(), m, ref.data());
+      EXPECT_THAT(out, Pointwise(Fp32Close(1e-5f), ref))
+          << "m=" << m << " act=" << static_cast<int>(act);
+      if (act == Activation::kSigmoid) {
+        EXPECT_THAT(out, Each(AllOf(Gt(0.0f), Lt(1.0f))));
+      } else if (act == Activation::kRelu) {
+        EXPECT_THAT(out, Each(Ge(0.0f)));
+      }
+    }
+  }
+}
+
+TEST(Fp32MlpTest, SpecificValuesAndFlops) {
+  // y = relu(W1 x + b1) then W2 h + b2 with no last activation.
+  const std::vector<float> w1 = {1, 2, -1, 0};  // [2 out, 2 in]
+  const std::vector<float> b1 = {0.5f, 0};
+  const std::vector<float> w2 = {1, -3};  // [1, 2]
+  const std::vector<float> b2 = {0.25f};
+  const std::vector<LinearLayer> layers = {{2, 2, w1.data(), b1.data()},
+                                           {2, 1, w2.data(), b2.data()}};
+  auto mlp = Fp32Mlp::Create(layers, Activation::kNone);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  // x = (1, 1): h = relu(3.5, -1) = (3.5, 0); y = 3.75.
+  // x = (-1, 0): h = relu(-0.5, 1) = (0, 1); y = -2.75.
+  const std::vector<float> x = {1, 1, -1, 0};
+  std::vector<float> y(2);
+  ASSERT_TRUE((*mlp)->Run(x.data(), 2, y.data()).ok());
+  EXPECT_THAT(y, ElementsAre(3.75f, -2.75f));
+  EXPECT_EQ((*mlp)->Flops(3), 2 * 3 * (2 * 2 + 2 * 1));
+}
+
+TEST(Fp32MlpTest, OwnsItsWeights) {
+  Fp32Weights w({24, 40, 8}, 5);
+  auto mlp = Fp32Mlp::Create(w.layers, Activation::kRelu);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  const std::vector<float> x = RandomInput(9 * 24, 2);
+  std::vector<float> ref(9 * 8), out(9 * 8);
+  Fp32MlpRef(w.layers, Activation::kRelu, x.data(), 9, ref.data());
+  // Clobber the source; new row counts (new primitives) must still work.
+  for (auto& v : w.weights) std::fill(v.begin(), v.end(), NAN);
+  for (auto& v : w.biases) std::fill(v.begin(), v.end(), NAN);
+  ASSERT_TRUE((*mlp)->Run(x.data(), 9, out.data()).ok());
+  EXPECT_THAT(out, Pointwise(Fp32Close(1e-5f), ref));
+}
+
+TEST(Fp32MlpTest, ConcurrentRunsGiveIdenticalResults) {
+  const Fp32Weights w({64, 128, 32}, 3);
+  auto mlp = Fp32Mlp::Create(w.layers, Activation::kSigmoid);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  const std::vector<int64_t> ms = {1, 7, 40, 129};
+  std::vector<std::vector<float>> inputs, expected;
+  for (int64_t m : ms) {
+    inputs.push_back(RandomInput(m * 64, m));
+    expected.emplace_back(m * 32);
+    ASSERT_TRUE(
+        (*mlp)->Run(inputs.back().data(), m, expected.back().data()).ok());
+  }
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int iter = 0; iter < 50; ++iter) {
+        const size_t i = (t + iter) % ms.size();
+        std::vector<float> out(ms[i] * 32);
+        if (!(*mlp)->Run(inputs[i].data(), ms[i], out.data()).ok() ||
+            out != expected[i]) {
+          ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+}
+
+TEST(Fp32MlpTest, CreateRejectsBadShapes) {
+  EXPECT_THAT(Fp32Mlp::Create({}, Activation::kNone).status(),
+              ::testing::AllOf(
+                  ::testing::Property(&absl::Status::code,
+                                      absl::StatusCode::kInvalidArgument),
+                  ::testing::Property(&absl::Status::message,
+                                      HasSubstr("at least one layer"))));
+  const Fp32Weights a({8, 16}, 1), b({12, 4}, 2);
+  const std::vector<LinearLayer> mismatched = {a.layers[0], b.layers[0]};
+  const absl::Status s =
+      Fp32Mlp::Create(mismatched, Activation::kNone).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              HasSubstr("layer 1 has in=12 but layer 0 has out=16"));
+  std::vector<LinearLayer> no_weight = a.layers;
+  no_weight[0].weight = nullptr;
+  EXPECT_THAT(Fp32Mlp::Create(no_weight, Activation::kNone).status().message(),
+              HasSubstr("no weight"));
+  auto mlp = Fp32Mlp::Create(a.layers, Activation::kNone);
+  ASSERT_TRUE(mlp.ok());
+  float x = 0, y = 0;
+  EXPECT_EQ((*mlp)->Run(&x, 0, &y).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// Int8.
+
+TEST(Int8MlpTest, BiasIsAddedAfterDequantization) {
+  // One layer, in 4, out 2: q(x) = round(x / 0.1) = (3, 1, -2, 5), acc = 7
+  // for both rows of all-ones weights.
+  //   y0 = 0.1 * 0.5 * 7 + 1 = 1.35;  y1 = 0.1 * 0.25 * 7 - 2 = -1.825
+  const std::vector<int8_t> w(8, 1);
+  const std::vector<float> ws = {0.5f, 0.25f};
+  const std::vector<float> bias = {1.0f, -2.0f};
+  const std::vector<Int8LinearLayer> layers = {
+      {4, 2, w.data(), ws.data(), bias.data(), 0.1f}};
+  const std::vector<float> x = {0.3f, 0.1f, -0.2f, 0.5f};
+  std::vector<float> y(2), ref(2);
+  auto mlp = Int8Mlp::Create(layers, Activation::kNone);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  ASSERT_TRUE((*mlp)->Run(x.data(), 1, y.data()).ok());
+  Int8MlpRef(layers, Activation::kNone, x.data(), 1, ref.data());
+  EXPECT_THAT(y, ElementsAre(FloatNear(1.35f, 1e-6f), FloatNear(-1.825f, 1e-6f)));
+  EXPECT_THAT(ref, ElementsAre(FloatNear(1.35f, 1e-6f), FloatNear(-1.825f, 1e-6f)));
+  EXPECT_EQ((*mlp)->Ops(5), 2 * 5 * 8);
+}
+
+TEST(Int8MlpTest, ZeroWeightScaleRowYieldsBias) {
+  const std::vector<int8_t> w = {5, 5, 7, -7};  // row 1 ignored: scale 0
+  const std::vector<float> ws = {0.5f, 0.0f};
+  const std::vector<float> bias = {0.0f, 0.75f};
+  const std::vector<Int8LinearLayer> layers = {
+      {2, 2, w.data(), ws.data(), bias.data(), 1.0f}};
+  const std::vector<float> x = {1.0f, 2.0f};
+  std::vector<float> y(2);
+  auto mlp = Int8Mlp::Create(layers, Activation::kNone);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  ASSERT_TRUE((*mlp)->Run(x.data(), 1, y.data()).ok());
+  EXPECT_THAT(y, ElementsAre(FloatNear(7.5f, 1e-6f), FloatNear(0.75f, 1e-6f)));
+}
+
+TEST(Int8MlpTest, QuantizeMlpScales) {
+  const std::vector<float> w = {0.5f, -1.27f, 0.0f, 0.0f};  // row 1 is zero
+  const std::vector<float> b = {0.1f, 0.2f};
+  const std::vector<float> w2 = {1.0f, 1.0f};
+  const std::vector<LinearLayer> layers = {{2, 2, w.data(), b.data()},
+                                           {2, 1, w2.data(), nullptr}};
+  // Hidden = relu(0.5 x0 - 1.27 x1 + 0.1, 0.2): maxima 2.0 over the rows.
+  const std::vector<float> calib = {-2.54f, 0.5f, 1.0f, -1.0f};
+  const Int8MlpParams p = QuantizeMlp(layers, Activation::kNone, calib.data(), 2);
+  ASSERT_EQ(p.layers.size(), 2u);
+  EXPECT_FLOAT_EQ(p.layers[0].input_scale, 2.54f / 127);
+  EXPECT_THAT(p.layers[0].weight_scale,
+              ElementsAre(FloatNear(0.01f, 1e-8f), 1.0f));
+  EXPECT_THAT(p.layers[0].weight, ElementsAre(50, -127, 0, 0));
+  EXPECT_THAT(p.layers[0].bias, ElementsAre(0.1f, 0.2f));
+  // Row 1 of calib: 0.5 + 1.27 + 0.1 = 1.87; row 0: -1.27 - 0.635 + 0.1 < 0.
+  EXPECT_FLOAT_EQ(p.layers[1].input_scale, 1.87f / 255);
+  EXPECT_THAT(p.layers[1].bias, ElementsAre(0.0f));
+}
+
+// Worst-case effect of +-1 LSB at every requantization (hidden outputs)
+// between oneDNN and the reference: both compute the same integer
+// accumulators; only the float (acc + bias) * scale before rounding may
+// differ in the last ulp, flipping a rounding tie by one code. One code of
+// hidden layer l is one step s_{l+1} (its consumer's input scale) in real
+// units. ReLU/saturation and sigmoid are 1-Lipschitz, so the error e_l
+// (per unit, real units) of layer l's output propagates as
+//   e_{l+1}[o] = s_{l+2} + sum_i |W_{l+1}[o][i]| e_l[i]   (hidden)
+//   e_out[o]   =           sum_i |W_last[o][i]| e_{L-2}[i] (+ float eps)
+// with W the dequantized weights, starting from e_0 = s_1 (no error in the
+// input quantization: identical code on both sides).
+std::vector<float> LsbBound(const Int8MlpParams& p) {
+  const size_t n = p.layers.size();
+  std::vector<float> e;
+  for (size_t l = 0; l + 1 < n; ++l) {
+    const auto& L = p.layers[l];
+    std::vector<float> next(L.out, p.layers[l + 1].input_scale);
+    if (!e.empty()) {
+      for (int o = 0; o < L.out; ++o) {
+        for (int i = 0; i < L.in; ++i) {
+          next[o] += std::abs(L.weight[o * L.in + i] * L.weight_scale[o]) * e[i];
+        }
+      }
+    }
+    e.swap(next);
+  }
+  const auto& last = p.layers.back();
+  std::vector<float> out(last.out, 1e-5f);
+  for (int o = 0; o < last.out; ++o) {
+    for (int i = 0; i < last.in && !e.empty(); ++i) {
+      out[o] += std::abs(last.weight[o * last.in + i] * last.weight_scale[o]) * e[i];
+    }
+  }
+  return out;
+}
+
+class Int8MlpVsRefTest : public ::testing::TestWithParam<Activation> {};
+
+TEST_P(Int8MlpVsRefTest, WithinOneLsbPerLayerOfReference) {
+  const Activation act = GetParam();
+  const Fp32Weights w({48, 96, 40, 6}, 21);
+  const std::vector<float> calib = RandomInput(200 * 48, 99);
+  const Int8MlpParams params =
+      QuantizeMlp(w.layers, act, calib.data(), 200);
+  const std::vector<Int8LinearLayer> views = params.Views();
+  auto mlp = Int8Mlp::Create(views, act);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  EXPECT_EQ((*mlp)->in_dim(), 48);
+  EXPECT_EQ((*mlp)->out_dim(), 6);
+  EXPECT_EQ((*mlp)->num_layers(), 3);
+  const std::vector<float> bound = LsbBound(params);
+  for (int64_t m : {1, 7, 16, 33, 1024}) {
+    const std::vector<float> x = RandomInput(m * 48, 1000 + m);
+    std::vector<float> out(m * 6), ref(m * 6);
+    ASSERT_TRUE((*mlp)->Run(x.data(), m, out.data()).ok());
+    Int8MlpRef(views, act, x.data(), m, ref.data());
+    int exact = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int o = 0; o < 6; ++o) {
+        const float d = std::fabs(out[r * 6 + o] - ref[r * 6 + o]);
+        EXPECT_LE(d, bound[o]) << "m=" << m << " r=" << r << " o=" << o;
+        exact += d <= 1e-5f * (1 + std::fabs(ref[r * 6 + o]));
+      }
+    }
+    // Ties are rare: nearly every output must agree to float precision.
+    EXPECT_GE(exact, m * 6 * 9 / 10) << "m=" << m;
+  }
+}
+
+TEST_P(Int8MlpVsRefTest, CloseToFp32OnCalibratedData) {
+  const Activation act = GetParam();
+  const Fp32Weights w({64, 128, 64, 8}, 8);
+  const std::vector<float> calib = RandomInput(500 * 64, 17);
+  const Int8MlpParams params = QuantizeMlp(w.layers, act, calib.data(), 500);
+  auto mlp = Int8Mlp::Create(params.Views(), act);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  const int64_t m = 256;
+  const std::vector<float> x = RandomInput(m * 64, 18);
+  std::vector<float> q(m * 8), f(m * 8);
+  ASSERT_TRUE((*mlp)->Run(x.data(), m, q.data()).ok());
+  Fp32MlpRef(w.layers, act, x.data(), m, f.data());
+  float max_abs = 0, max_err = 0, sum_err = 0;
+  for (int64_t i = 0; i < m * 8; ++i) {
+    max_abs = std::max(max_abs, std::fabs(f[i]));
+    max_err = std::max(max_err, std::fabs(q[i] - f[i]));
+    sum_err += std::fabs(q[i] - f[i]);
+  }
+  // 8-bit activations and weights over three layers: a few percent of the
+  // output range at worst, well under 1 % on average.
+  EXPECT_LE(max_err, 0.05f * max_abs);
+  EXPECT_LE(sum_err / (m * 8), 0.01f * max_abs);
+}
+
+INSTANTIATE_TEST_SUITE_P(LastActivations, Int8MlpVsRefTest,
+                         ::testing::Values(Activation::kNone,
+                                           Activation::kRelu,
+                                           Activation::kSigmoid));
+
+TEST(Int8MlpTest, ConcurrentRunsGiveIdenticalResults) {
+  const Fp32Weights w({96, 64, 16}, 4);
+  const std::vector<float> calib = RandomInput(64 * 96, 5);
+  const Int8MlpParams params =
+      QuantizeMlp(w.layers, Activation::kRelu, calib.data(), 64);
+  auto mlp = Int8Mlp::Create(params.Views(), Activation::kRelu);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  const std::vector<int64_t> ms = {1, 5, 64, 100};
+  std::vector<std::vector<float>> inputs, expected;
+  for (int64_t m : ms) {
+    inputs.push_back(RandomInput(m * 96, m));
+    expected.emplace_back(m * 16);
+    ASSERT_TRUE(
+        (*mlp)->Run(inputs.back().data(), m, expected.back().data()).ok());
+  }
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int iter = 0; iter < 50; ++iter) {
+        const size_t i = (t + iter) % ms.size();
+        std::vector<float> out(ms[i] * 16);
+        if (!(*mlp)->Run(inputs[i].data(), ms[i], out.data()).ok() ||
+            out != expected[i]) {
+          ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+}
+
+TEST(Int8MlpTest, CreateRejectsBadParameters) {
+  EXPECT_EQ(Int8Mlp::Create({}, Activation::kNone).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::vector<int8_t> w(12, 1);
+  const std::vector<float> ws(4, 0.1f);
+  std::vector<Int8LinearLayer> layers = {
+      {3, 4, w.data(), ws.data(), nullptr, 0.5f},
+      {3, 2, w.data(), ws.data(), nullptr, 0.5f}};
+  absl::Status s = Int8Mlp::Create(layers, Activation::kNone).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("layer 1 has in=3 but layer 0 has out=4"));
+  layers.resize(1);
+  layers[0].input_scale = 0.0f;
+  s = Int8Mlp::Create(layers, Activation::kNone).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("input_scale 0"));
+  layers[0].input_scale = 1.0f;
+  const std::vector<float> bad_ws = {0.1f, -1.0f, 0.1f, 0.1f};
+  layers[0].weight_scale = bad_ws.data();
+  s = Int8Mlp::Create(layers, Activation::kNone).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("weight_scale[1] = -1"));
+}
+
+}  // namespace
+}  // namespace duet::common

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -174,9 +175,11 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
     return absl::InvalidArgumentError("calibration_samples must be positive");
   }
   const std::string& dir = options.out_dir;
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
     return absl::UnavailableError(
-        absl::StrCat("cannot create ", dir, ": ", std::strerror(errno)));
+        absl::StrCat("cannot create ", dir, ": ", ec.message()));
   }
   // A half-written directory must not look like a model.
   ::unlink((dir + "/" + kConfigFile).c_str());

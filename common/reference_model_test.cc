@@ -3,6 +3,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "common/test_util.h"
 #include "common/top_k.h"
 #include "gmock/gmock.h"
@@ -31,10 +32,15 @@ UserInputs RandomUser(const Model& m, std::mt19937_64& rng, int history) {
   return u;
 }
 
+// n distinct catalog items (n <= num_items).
 std::vector<int64_t> RandomItems(const Model& m, std::mt19937_64& rng, int n) {
   std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
-  std::vector<int64_t> v(n);
-  for (auto& x : v) x = item(rng);
+  std::vector<int64_t> v;
+  absl::flat_hash_set<int64_t> seen;
+  while (static_cast<int>(v.size()) < n) {
+    const int64_t x = item(rng);
+    if (seen.insert(x).second) v.push_back(x);
+  }
   return v;
 }
 

@@ -1,1 +1,110 @@
+#include "common/thread_pool.h"
+
+#include <atomic>
+#include <set>
+#include <vector>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+
+namespace duet::common {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Each;
+using ::testing::Ge;
+using ::testing::Lt;
+
+TEST(ThreadPoolTest, DestructorRunsEveryQueuedTask) {
+  std::atomic<int> count{0};
+  {
+    ThreadPool pool(3, "test");
+    EXPECT_EQ(pool.size(), 3);
+    for (int i = 0; i < 1000; ++i) {
+      pool.Schedule([&count] { count.fetch_add(1); });
+    }
+  }
+  EXPECT_EQ(count.load(), 1000);
+}
+
+TEST(ThreadPoolTest, TryScheduleFailsWhenQueueFull) {
+  std::atomic<int> count{0};
+  absl::Notification started, release;
+  {
+    ThreadPool pool(1, "bounded", /*queue_capacity=*/2);
+    ASSERT_TRUE(pool.TrySchedule([&] {
+      started.Notify();
+      release.WaitForNotification();
+      count.fetch_add(1);
+    }));
+    started.WaitForNotification();  // the worker is busy, the queue empty
+    EXPECT_TRUE(pool.TrySchedule([&count] { count.fetch_add(1); }));
+    EXPECT_TRUE(pool.TrySchedule([&count] { count.fetch_add(1); }));
+    EXPECT_FALSE(pool.TrySchedule([&count] { count.fetch_add(100); }));
+    // Schedule ignores the bound.
+    pool.Schedule([&count] { count.fetch_add(1); });
+    release.Notify();
+  }
+  EXPECT_EQ(count.load(), 4);
+}
+
+TEST(ThreadPoolTest, ParallelForRunsEachIndexOnce) {
+  ThreadPool pool(2, "pfor");
+  for (int n : {0, 1, 2, 7, 1000}) {
+    std::vector<std::atomic<int>> hits(n);
+    pool.ParallelFor(n, [&hits](int i) { hits[i].fetch_add(1); });
+    for (int i = 0; i < n; ++i) EXPECT_EQ(hits[i].load(), 1) << "n=" << n;
+  }
+}
+
+TEST(ThreadPoolTest, ParallelForFromInsideTasksDoesNotDeadlock) {
+  // Every worker is inside a task that itself calls ParallelFor: only the
+  // callers' own participation can make progress.
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads, "nested");
+    std::atomic<int> sum{0};
+    absl::BlockingCounter finished(threads);
+    for (int t = 0; t < threads; ++t) {
+      pool.Schedule([&] {
+        pool.ParallelFor(100, [&](int i) {
+          // Nested ParallelFor inside a ParallelFor body too.
+          pool.ParallelFor(3, [&](int j) { sum.fetch_add(i * 3 + j); });
+        });
+        finished.DecrementCount();
+      });
+    }
+    finished.Wait();
+    EXPECT_EQ(sum.load(), threads * (300 * 299 / 2)) << "threads=" << threads;
+  }
+}
+
+TEST(ThreadPoolTest, CurrentWorkerIsInRangeOnPoolAndMinusOneOff) {
+  EXPECT_EQ(ThreadPool::CurrentWorker(), -1);
+  std::set<int> seen;
+  {
+    ThreadPool pool(2, "who");
+    absl::Mutex mu;
+    for (int i = 0; i < 200; ++i) {
+      pool.Schedule([&] {
+        absl::MutexLock lock(&mu);
+        seen.insert(ThreadPool::CurrentWorker());
+      });
+    }
+  }
+  EXPECT_THAT(seen, Each(AllOf(Ge(0), Lt(2))));
+  EXPECT_FALSE(seen.empty());
+}
+
+TEST(ThreadPoolTest, ParallelForRecordsCallerAsMinusOne) {
+  ThreadPool pool(1, "caller");
+  std::vector<int> worker_of(64, -2);
+  pool.ParallelFor(64, [&](int i) { worker_of[i] = ThreadPool::CurrentWorker(); });
+  // Every index ran on the caller (-1) or the one worker (0).
+  EXPECT_THAT(worker_of, Each(AllOf(Ge(-1), Lt(1))));
+}
+
+}  // namespace
+}  // namespace duet::common

@@ -187,10 +187,21 @@ int Inspect(const CliArgs& args) {
   }
   std::printf("\nscratchpad  %lld bytes per user (fp32 rows: ",
               static_cast<long long>(scratchpad));
+  // Runs of equal history lengths print as "24 x 120".
   std::vector<std::string> hist;
-  for (const auto& t : c.user_tables()) hist.push_back(absl::StrCat(t.history_length()));
-  std::printf("history %s x d=%d x 4 B)\n", absl::StrJoin(hist, "+").c_str(),
-              c.embedding_dim());
+  for (int i = 0; i < c.user_tables_size();) {
+    int j = i;
+    while (j < c.user_tables_size() &&
+           c.user_tables(j).history_length() == c.user_tables(i).history_length()) {
+      ++j;
+    }
+    hist.push_back(j - i > 1 ? absl::StrCat(j - i, " x ",
+                                            c.user_tables(i).history_length())
+                             : absl::StrCat(c.user_tables(i).history_length()));
+    i = j;
+  }
+  std::printf("history rows %s, d=%d, 4 B each)\n",
+              absl::StrJoin(hist, " + ").c_str(), c.embedding_dim());
   std::printf("user vector %d values (%d bytes as int8)\n", d.user_out,
               d.user_out);
   for (const auto& f : c.files()) {
