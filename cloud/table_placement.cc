@@ -11,7 +11,8 @@ namespace {
 
 double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
-// Picks the hot rows of a sharded table and their cost; false if none.
+// Picks the hot rows of a sharded table and charges them to the budget
+// (unless forced); leaves `plan` without hot rows when none qualify.
 void PlanHotRows(const TableStats& t, const PlacementOptions& o,
                  int64_t* budget_left, TablePlan* plan) {
   std::vector<int64_t> hot;

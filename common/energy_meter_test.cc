@@ -110,9 +110,9 @@ const prometheus::ClientMetric* FindMetric(
 
 double CounterValue(prometheus::Registry& registry, const std::string& side,
                     const std::string& source) {
-  const auto* metric =
-      FindMetric(registry.Collect(), "duet_energy_joules_total",
-                 {{"side", side}, {"source", source}});
+  const auto families = registry.Collect();  // FindMetric points into it
+  const auto* metric = FindMetric(families, "duet_energy_joules_total",
+                                  {{"side", side}, {"source", source}});
   return metric == nullptr ? -1 : metric->counter.value;
 }
 
@@ -429,9 +429,9 @@ TEST(EnergyMeterTest, ReadErrorsAreCountedAndLeaveTheCounter) {
   EXPECT_EQ(poll.code(), absl::StatusCode::kInternal);
   EXPECT_THAT(poll.message(), HasSubstr("clock broke"));
   EXPECT_DOUBLE_EQ(CounterValue(*t.registry, "cloud", "model"), 170.0 / 18.0);
-  const auto* errors =
-      FindMetric(t.registry->Collect(), "duet_energy_read_errors_total",
-                 {{"side", "cloud"}});
+  const auto families = t.registry->Collect();
+  const auto* errors = FindMetric(families, "duet_energy_read_errors_total",
+                                  {{"side", "cloud"}});
   ASSERT_NE(errors, nullptr);
   EXPECT_EQ(errors->counter.value, 1);
 }

@@ -1,0 +1,85 @@
+// LookupEngine: the item-table side of the item model. Owns the memory a
+// PlacementPlan asks for (a copy per worker of replicated tables, per-worker
+// copies of the hot rows of sharded tables; sharded rows are read in place
+// from the model's memory-mapped file) and gathers + SUM-pools item features
+//   f_j = [f_j1 .. f_jTi]   (DESIGN.md §2)
+// with batch-level (candidates split across workers) or table-level (tables
+// split across workers) parallelism on a common::ThreadPool.
+// Immutable after Create and thread-safe; borrows the model and the pool.
+#ifndef DUET_CLOUD_LOOKUP_ENGINE_H_
+#define DUET_CLOUD_LOOKUP_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cloud/aligned_buffer.h"
+#include "cloud/table_placement.h"
+#include "common/embedding_bag.h"
+#include "common/model.h"
+#include "common/thread_pool.h"
+
+namespace duet::cloud {
+
+enum class LookupStrategy { kBatch, kTable };
+const char* LookupStrategyName(LookupStrategy s);  // "batch" | "table"
+
+class LookupEngine {
+ public:
+  // `plan` must have one entry per item table of `model`. The model (cloud
+  // part) and the pool must outlive the engine.
+  static absl::StatusOr<std::unique_ptr<LookupEngine>> Create(
+      const common::Model* model, const PlacementPlan& plan,
+      common::ThreadPool* pool);
+
+  // Access statistics of every item table, sampled over up to `sample_items`
+  // catalog items spread evenly over the id range; keeps the `top_rows` most
+  // accessed rows per table. Input of the TablePlacement planner.
+  static std::vector<TableStats> SampleStats(const common::Model& model,
+                                             int64_t sample_items,
+                                             int top_rows);
+
+  // f rows of candidates[0, n) into out ([n, item_top_in] row-major), in
+  // parallel on the pool (the caller takes part). Ids must be valid.
+  void Gather(const int64_t* candidates, int n, LookupStrategy strategy,
+              float* out) const;
+  // The same, on the calling thread only: all tables for these rows.
+  void GatherRows(const int64_t* candidates, int n, float* out) const;
+  // Item table t for n candidates into columns [t*d, (t+1)*d) of out.
+  void GatherTable(int t, const int64_t* candidates, int n, float* out) const;
+
+  // How many parallel chunks n rows are worth on this pool.
+  int NumChunks(int n) const;
+  const PlacementPlan& plan() const { return plan_; }
+  int64_t rows_gathered_per_item() const { return lookups_per_item_; }
+
+ private:
+  struct Table {
+    PlacementMode mode = PlacementMode::kShard;
+    common::EmbeddingTable shared;                 // the mmap'd rows
+    std::vector<AlignedBuffer<float>> replicas;    // kReplicate: per worker
+    std::vector<AlignedBuffer<float>> hot_copies;  // kShard: per worker
+    std::vector<int32_t> hot_slot;                 // row -> hot row or -1
+    int64_t num_hot = 0;
+    int bag = 0;
+  };
+  LookupEngine(const common::Model* model, PlacementPlan plan,
+               common::ThreadPool* pool)
+      : model_(model), plan_(std::move(plan)), pool_(pool) {}
+  // The copy of replica/hot data the current thread should read.
+  static int CopyIndex(int copies);
+
+  const common::Model* model_;
+  const PlacementPlan plan_;
+  common::ThreadPool* pool_;
+  std::vector<Table> tables_;
+  int dim_ = 0;
+  int stride_ = 0;
+  int64_t lookups_per_item_ = 0;
+};
+
+}  // namespace duet::cloud
+
+#endif  // DUET_CLOUD_LOOKUP_ENGINE_H_

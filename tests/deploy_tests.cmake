@@ -1,0 +1,1 @@
+# Deployment and observability tests (see tests/CMakeLists.txt).

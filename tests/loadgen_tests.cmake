@@ -1,0 +1,1 @@
+# Load generator tests (see tests/CMakeLists.txt).

@@ -1,0 +1,1 @@
+# duet-loadgen: see tools/CMakeLists.txt

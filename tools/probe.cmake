@@ -1,0 +1,1 @@
+# duet-health-probe: see tools/CMakeLists.txt
