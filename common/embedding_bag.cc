@@ -11,10 +11,11 @@
 namespace duet::common {
 namespace {
 
-// Rows ahead to prefetch. A DRAM miss is ~100 ns and one row costs a few ns
-// to accumulate, so ~16 rows in flight roughly cover the latency while
-// staying well inside the ~12-16 line fill buffers per core for 1-2 line
-// rows (tuned with bench/kernels_benchmark.cc, see the DRAM gather figures).
+// Rows ahead to prefetch (issued across bag boundaries: the id stream is one
+// array). On the 2-core KVM build machine the DRAM-resident gather runs at
+// the prefetching probe's rate for any distance in 8..48 (it is bound by
+// outstanding line misses, ~15 ns per line), so 16 sits mid-plateau
+// (bench/kernels_benchmark.cc, gather/*/dram vs probe/*/dram).
 constexpr int kPrefetchDistance = 16;
 
 // Bag boundaries: explicit offsets or fixed-size bags.

@@ -23,8 +23,7 @@ using ::testing::Pointwise;
 // An embedding table whose rows start at an odd byte offset, like rows after
 // a safetensors JSON header in a mapped file.
 struct TestTable {
-  TestTable(EmbeddingTable::Format format, int64_t rows, int dim,
-            uint32_t seed)
+  TestTable(EmbeddingTable::Format format, int64_t rows, int dim, uint32_t seed)
       : fp32(rows * dim) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -221,8 +220,7 @@ TEST(EmbeddingBagTest, QuantizeRowwiseErrorWithinHalfScale) {
       for (int j = 0; j < dim; ++j) lo = std::min(lo, x[j]);
       EXPECT_EQ(bias, lo);
       for (int j = 0; j < dim; ++j) {
-        EXPECT_LE(std::fabs(scale * row[j] + bias - x[j]),
-                  scale * 0.5f + 1e-6f)
+        EXPECT_LE(std::fabs(scale * row[j] + bias - x[j]), scale * 0.5f + 1e-6f)
             << "dim=" << dim << " r=" << r << " j=" << j;
       }
     }

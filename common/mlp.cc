@@ -136,7 +136,8 @@ class MatmulStack {
   // Validates by building the m = 1 plan (which also packs the weights).
   static absl::StatusOr<std::unique_ptr<MatmulStack>> Create(
       std::vector<LayerSpec> specs) {
-    auto stack = std::unique_ptr<MatmulStack>(new MatmulStack(std::move(specs)));
+    auto stack =
+        std::unique_ptr<MatmulStack>(new MatmulStack(std::move(specs)));
     PinOneDnnToCallingThread();
     try {
       absl::MutexLock lock(&stack->mu_);
@@ -210,7 +211,8 @@ class MatmulStack {
       const memory::desc dst({m, s.out}, s.dst_dt, Tag::ab);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (!s.output_scales.empty()) attr.set_output_scales(1 << 1, s.output_scales);
+      if (!s.output_scales.empty())
+        attr.set_output_scales(1 << 1, s.output_scales);
       if (s.post_op) {
         dnnl::post_ops ops;
         ops.append_eltwise(1.0f, *s.post_op, 0.0f, 0.0f);
@@ -218,7 +220,7 @@ class MatmulStack {
       }
       const dnnl::matmul::primitive_desc pd(
           dnnl::matmul::desc(src, weights_any, bias, dst), attr, eng);
-      LayerPlan lp{dnnl::matmul(pd), src, pd.weights_desc(), bias, dst,
+      LayerPlan lp{dnnl::matmul(pd),    src, pd.weights_desc(), bias, dst,
                    pd.scratchpad_desc()};
       lp.packed_weights = PackedWeightsLocked(l, lp.weights);
       plan->scratch_bytes =
@@ -272,8 +274,8 @@ class MatmulStack {
       la.args = {
           {DNNL_ARG_SRC, la.src},
           {DNNL_ARG_WEIGHTS, memory(lp.weights, eng, lp.packed_weights)},
-          {DNNL_ARG_BIAS, memory(lp.bias, eng,
-                                 const_cast<float*>(specs_[l].bias.data()))},
+          {DNNL_ARG_BIAS,
+           memory(lp.bias, eng, const_cast<float*>(specs_[l].bias.data()))},
           {DNNL_ARG_DST, la.dst},
           {DNNL_ARG_SCRATCHPAD, la.scratch}};
       ctx->layers.push_back(std::move(la));
@@ -292,7 +294,8 @@ class MatmulStack {
     const size_t n = specs_.size();
     for (size_t l = 0; l < n; ++l) {
       ThreadState::LayerArgs& la = ctx.layers[l];
-      la.src.set_data_handle(l == 0 ? const_cast<uint8_t*>(in) : act[(l - 1) % 2]);
+      la.src.set_data_handle(l == 0 ? const_cast<uint8_t*>(in)
+                                    : act[(l - 1) % 2]);
       la.dst.set_data_handle(l + 1 == n ? static_cast<void*>(out) : act[l % 2]);
       la.scratch.set_data_handle(scratch);
       plan.layers[l].prim.execute(*ts.stream, la.args);
@@ -449,9 +452,9 @@ absl::Status ValidateInt8Scales(const std::vector<Int8LinearLayer>& layers) {
     for (int o = 0; o < layer.out; ++o) {
       const float ws = layer.weight_scale[o];
       if (!(ws >= 0.0f) || !std::isfinite(ws)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "int8 MLP layer ", l, " has weight_scale[", o, "] = ", ws,
-            "; expected finite and >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("int8 MLP layer ", l, " has weight_scale[", o,
+                         "] = ", ws, "; expected finite and >= 0"));
       }
     }
   }
@@ -497,8 +500,9 @@ absl::StatusOr<std::unique_ptr<Fp32Mlp>> Fp32Mlp::Create(
     s.bias = src.bias != nullptr
                  ? std::vector<float>(src.bias, src.bias + src.out)
                  : std::vector<float>(src.out, 0.0f);
-    s.post_op = l + 1 < layers.size() ? std::optional(dnnl::algorithm::eltwise_relu)
-                                      : LastPostOp(last_activation);
+    s.post_op = l + 1 < layers.size()
+                    ? std::optional(dnnl::algorithm::eltwise_relu)
+                    : LastPostOp(last_activation);
   }
   auto impl = std::make_unique<Impl>();
   ASSIGN_OR_RETURN(impl->stack, MatmulStack::Create(std::move(specs)));
@@ -601,8 +605,8 @@ int64_t Int8Mlp::Ops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
 namespace {
 
 // One fp32 Linear + activation over m rows.
-void LinearRef(const LinearLayer& l, Activation act, const float* in,
-               int64_t m, float* out) {
+void LinearRef(const LinearLayer& l, Activation act, const float* in, int64_t m,
+               float* out) {
   for (int64_t r = 0; r < m; ++r) {
     const float* x = in + r * l.in;
     for (int o = 0; o < l.out; ++o) {
@@ -627,8 +631,8 @@ void Fp32MlpRef(const std::vector<LinearLayer>& layers,
       next.resize(m * layers[l].out);
       dst = next.data();
     }
-    LinearRef(layers[l], last ? last_activation : Activation::kRelu,
-              cur.data(), m, dst);
+    LinearRef(layers[l], last ? last_activation : Activation::kRelu, cur.data(),
+              m, dst);
     if (!last) cur.swap(next);
   }
 }
@@ -690,9 +694,8 @@ Int8MlpParams QuantizeMlp(const std::vector<LinearLayer>& layers,
     float max_abs = 0.0f;
     for (float v : cur) max_abs = std::max(max_abs, std::fabs(v));
     const float levels = l == 0 ? 127.0f : 255.0f;
-    dst.input_scale = max_abs > 0.0f && std::isfinite(max_abs)
-                          ? max_abs / levels
-                          : 1.0f;
+    dst.input_scale =
+        max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / levels : 1.0f;
     dst.weight.resize(int64_t{src.in} * src.out);
     dst.weight_scale.resize(src.out);
     for (int o = 0; o < src.out; ++o) {
@@ -702,12 +705,14 @@ Int8MlpParams QuantizeMlp(const std::vector<LinearLayer>& layers,
       const float scale = w_max > 0.0f ? w_max / 127.0f : 1.0f;
       dst.weight_scale[o] = scale;
       for (int i = 0; i < src.in; ++i) {
-        const float c = std::clamp(std::nearbyint(w[i] / scale), -127.0f, 127.0f);
+        const float c =
+            std::clamp(std::nearbyint(w[i] / scale), -127.0f, 127.0f);
         dst.weight[int64_t{o} * src.in + i] = static_cast<int8_t>(c);
       }
     }
-    dst.bias = src.bias != nullptr ? std::vector<float>(src.bias, src.bias + src.out)
-                                   : std::vector<float>(src.out, 0.0f);
+    dst.bias = src.bias != nullptr
+                   ? std::vector<float>(src.bias, src.bias + src.out)
+                   : std::vector<float>(src.out, 0.0f);
     if (l + 1 < layers.size() && !cur.empty()) {
       next.resize(calib_rows * src.out);
       LinearRef(src, Activation::kRelu, cur.data(), calib_rows, next.data());

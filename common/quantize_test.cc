@@ -87,8 +87,8 @@ TEST(QuantizeTest, SingleElement) {
 TEST(QuantizeTest, ExactScaleSpecificCodes) {
   // Range [-2, 255/64 - 2] makes scale exactly 1/64 and zero_point 0; the
   // last two values sit on rounding ties (0.5 and 1.5 steps: half to even).
-  const std::vector<float> x = {-2.0f, 0.0f, 1.984375f, 0.5f, 0.0078125f,
-                                0.0234375f};
+  const std::vector<float> x = {-2.0f, 0.0f,       1.984375f,
+                                0.5f,  0.0078125f, 0.0234375f};
   std::vector<int8_t> q(x.size()), q_ref(x.size());
   const AffineParams p = QuantizeAffineInt8(x.data(), x.size(), q.data());
   EXPECT_EQ(p.scale, 1.0f / 64);

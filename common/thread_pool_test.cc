@@ -101,7 +101,8 @@ TEST(ThreadPoolTest, CurrentWorkerIsInRangeOnPoolAndMinusOneOff) {
 TEST(ThreadPoolTest, ParallelForRecordsCallerAsMinusOne) {
   ThreadPool pool(1, "caller");
   std::vector<int> worker_of(64, -2);
-  pool.ParallelFor(64, [&](int i) { worker_of[i] = ThreadPool::CurrentWorker(); });
+  pool.ParallelFor(64,
+                   [&](int i) { worker_of[i] = ThreadPool::CurrentWorker(); });
   // Every index ran on the caller (-1) or the one worker (0).
   EXPECT_THAT(worker_of, Each(AllOf(Ge(-1), Lt(1))));
 }
