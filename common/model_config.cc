@@ -19,12 +19,26 @@ namespace {
 
 using duet::v1::ModelConfig;
 
+// Bounds that keep every derived width and byte count far from integer
+// overflow; the largest preset (rm3) is orders of magnitude below them.
+constexpr int kMaxWidth = 1 << 16;       // layer widths, dense inputs, d
+constexpr int kMaxLayers = 64;
+constexpr int kMaxTables = 1024;
+constexpr int kMaxBag = 1 << 16;         // history_length, lookups_per_item
+constexpr int64_t kMaxRows = int64_t{1} << 40;
+
 absl::Status CheckWidths(const google::protobuf::RepeatedField<int32_t>& w,
                          absl::string_view field) {
+  if (w.size() > kMaxLayers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s has %d layers, at most %d are supported", field, w.size(),
+        kMaxLayers));
+  }
   for (int i = 0; i < w.size(); ++i) {
-    if (w[i] <= 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s[%d] is %d, layer widths must be positive", field, i, w[i]));
+    if (w[i] <= 0 || w[i] > kMaxWidth) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s[%d] is %d, layer widths must be in [1, %d]",
+                          field, i, w[i], kMaxWidth));
     }
   }
   return absl::OkStatus();
@@ -38,13 +52,21 @@ int LastWidth(int in, const google::protobuf::RepeatedField<int32_t>& w) {
 
 absl::Status ValidateConfig(const ModelConfig& c) {
   if (c.name().empty()) return absl::InvalidArgumentError("name is empty");
-  if (c.embedding_dim() <= 0) {
+  if (c.embedding_dim() <= 0 || c.embedding_dim() > kMaxWidth) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "embedding_dim is %d, must be positive", c.embedding_dim()));
+        "embedding_dim is %d, must be in [1, %d]", c.embedding_dim(),
+        kMaxWidth));
   }
-  if (c.num_static_dense() < 0 || c.num_dynamic_dense() < 0) {
-    return absl::InvalidArgumentError(
-        "num_static_dense and num_dynamic_dense must not be negative");
+  if (c.num_static_dense() < 0 || c.num_dynamic_dense() < 0 ||
+      c.num_static_dense() > kMaxWidth || c.num_dynamic_dense() > kMaxWidth) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_static_dense (%d) and num_dynamic_dense (%d) must be in [0, %d]",
+        c.num_static_dense(), c.num_dynamic_dense(), kMaxWidth));
+  }
+  if (c.user_tables_size() > kMaxTables || c.item_tables_size() > kMaxTables) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d user tables and %d item tables, at most %d of each are supported",
+        c.user_tables_size(), c.item_tables_size(), kMaxTables));
   }
   if (c.num_static_dense() == 0 && !c.static_bottom_layers().empty()) {
     return absl::InvalidArgumentError(
@@ -78,19 +100,21 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   }
   for (int t = 0; t < c.user_tables_size(); ++t) {
     const auto& u = c.user_tables(t);
-    if (u.rows() <= 0 || u.history_length() <= 0) {
+    if (u.rows() <= 0 || u.history_length() <= 0 || u.rows() > kMaxRows ||
+        u.history_length() > kMaxBag) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "user_tables[%d] (%s): rows %d and history_length %d must be "
-          "positive",
+          "positive (and at most 2^40, 65536)",
           t, u.name(), u.rows(), u.history_length()));
     }
   }
   for (int t = 0; t < c.item_tables_size(); ++t) {
     const auto& it = c.item_tables(t);
-    if (it.rows() <= 0 || it.lookups_per_item() <= 0) {
+    if (it.rows() <= 0 || it.lookups_per_item() <= 0 || it.rows() > kMaxRows ||
+        it.lookups_per_item() > kMaxBag) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "item_tables[%d] (%s): rows %d and lookups_per_item %d must be "
-          "positive",
+          "positive (and at most 2^40, 65536)",
           t, it.name(), it.rows(), it.lookups_per_item()));
     }
   }
@@ -131,7 +155,11 @@ absl::StatusOr<ModelConfig> ReadConfig(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
 
+absl::StatusOr<ModelConfig> ParseConfig(const std::string& text,
+                                        const std::string& source) {
   // Collect parser errors into the status message instead of stderr.
   struct Collector : google::protobuf::io::ErrorCollector {
     std::string errors;
@@ -143,12 +171,12 @@ absl::StatusOr<ModelConfig> ReadConfig(const std::string& path) {
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&collector);
   ModelConfig config;
-  if (!parser.ParseFromString(text.str(), &config)) {
+  if (!parser.ParseFromString(text, &config)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot parse ", path, ": ", collector.errors));
+        absl::StrCat("cannot parse ", source, ": ", collector.errors));
   }
   if (auto s = ValidateConfig(config); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
   }
   return config;
 }

@@ -38,6 +38,9 @@ ModelDims ComputeDims(const duet::v1::ModelConfig& config);
 int64_t ScratchpadBytes(const duet::v1::ModelConfig& config);
 
 absl::StatusOr<duet::v1::ModelConfig> ReadConfig(const std::string& path);
+// Parses and validates text-format ModelConfig; `source` names it in errors.
+absl::StatusOr<duet::v1::ModelConfig> ParseConfig(const std::string& text,
+                                                  const std::string& source);
 absl::Status WriteConfig(const std::string& path,
                          const duet::v1::ModelConfig& config);
 
