@@ -99,13 +99,12 @@ bool ProfileMemo::WaitForVersion(uint64_t v, absl::Duration timeout) const {
     const ProfileMemo* self;
     uint64_t v;
   } arg{this, v};
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return a->self->current_->version >= a->v;
-          },
-          &arg),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                    return a->self->current_->version >= a->v;
+                                  },
+                                  &arg),
+                              timeout);
 }
 
 int64_t ProfileMemo::recomputes() const {

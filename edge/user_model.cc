@@ -36,9 +36,8 @@ absl::Status UserModel::Run(const float* z_s, const float* c,
   if (x.size() < static_cast<size_t>(d.user_top_in)) x.resize(d.user_top_in);
   std::memcpy(x.data(), z_s, d.static_out * sizeof(float));
   if (d.dynamic_out > 0) {
-    RETURN_IF_ERROR(common::RunOrIdentity(model_->dynamic_bottom(), c, 1,
-                                          d.dynamic_in,
-                                          x.data() + d.static_out));
+    RETURN_IF_ERROR(common::RunOrIdentity(
+        model_->dynamic_bottom(), c, 1, d.dynamic_in, x.data() + d.static_out));
   }
   std::memcpy(x.data() + d.static_out + d.dynamic_out, pooled,
               d.pooled * sizeof(float));

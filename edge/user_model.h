@@ -34,8 +34,8 @@ class UserModel {
 
   // The result of one run; reuse one per thread to avoid allocation.
   struct Output {
-    std::vector<float> u;    // fp32 user vector (dims().user_out)
-    std::vector<int8_t> q;   // its int8 wire form (wire == kInt8)
+    std::vector<float> u;   // fp32 user vector (dims().user_out)
+    std::vector<int8_t> q;  // its int8 wire form (wire == kInt8)
     common::AffineParams params;
   };
 

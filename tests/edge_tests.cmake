@@ -1,1 +1,7 @@
-# Integration tests of duet-edge (see tests/CMakeLists.txt).
+# Integration tests of duet-edge (see tests/CMakeLists.txt): real duet-edge
+# and duet-cloud processes on 127.0.0.1. duet_test_process comes from
+# cloud_tests.cmake, included first.
+duet_test(edge_integration_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/edge_integration_test.cc
+  LIBS duet_test_process duet_test_util duet_model)
+add_dependencies(edge_integration_test duet-edge duet-cloud)

@@ -1,0 +1,66 @@
+#include "edge/edge_metrics.h"
+
+#include <utility>
+
+#include "common/metrics.h"
+
+namespace duet::edge {
+
+EdgeMetrics::EdgeMetrics(std::shared_ptr<prometheus::Registry> registry)
+    : registry_(std::move(registry)) {
+  prometheus::Registry& r = *registry_;
+  auto& durations = prometheus::BuildHistogram()
+                        .Name("duet_query_duration_seconds")
+                        .Help("Query latency per side and stage, in seconds")
+                        .Register(r);
+  const auto buckets = common::LatencyBucketsSeconds();
+  user_model_ =
+      &durations.Add({{"side", "edge"}, {"stage", "user_model"}}, buckets);
+  cloud_ = &durations.Add({{"side", "edge"}, {"stage", "cloud"}}, buckets);
+  total_ = &durations.Add({{"side", "edge"}, {"stage", "total"}}, buckets);
+  queries_ = &prometheus::BuildCounter()
+                  .Name("duet_queries_total")
+                  .Help("Queries answered, by side and status code")
+                  .Register(r);
+  auto counter = [&r](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add(
+        {});
+  };
+  uplink_bytes_ = counter("duet_uplink_bytes_total",
+                          "Serialized bytes sent upstream (BeginQuery + "
+                          "UserVector per query)");
+  downlink_bytes_ = counter("duet_downlink_bytes_total",
+                            "Serialized bytes received from the cloud");
+  scratchpad_updates_ = counter("duet_scratchpad_updates_total",
+                                "Interactions pushed into the scratchpad");
+  memo_recomputes_ =
+      counter("duet_memo_recomputes_total",
+              "Background recomputes of the memoized static bottom MLP");
+  relay_hits_ = counter("duet_relay_hits_total",
+                        "Interactions whose rows came from the relay cache");
+  embedding_fetches_ =
+      counter("duet_embedding_fetches_total",
+              "Interactions that fetched rows with GetItemEmbeddings");
+  memo_seconds_ = &prometheus::BuildHistogram()
+                       .Name("duet_memo_recompute_duration_seconds")
+                       .Help("Duration of a static bottom MLP recompute")
+                       .Register(r)
+                       .Add({}, buckets);
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("duet_inflight_queries")
+                   .Help("Recommend calls in progress")
+                   .Register(r)
+                   .Add({{"side", "edge"}});
+}
+
+void EdgeMetrics::CountQuery(absl::StatusCode code) {
+  queries_->Add({{"side", "edge"}, {"code", absl::StatusCodeToString(code)}})
+      .Increment();
+}
+
+void EdgeMetrics::MemoRecomputed(absl::Duration took) {
+  memo_recomputes_->Increment();
+  memo_seconds_->Observe(absl::ToDoubleSeconds(took));
+}
+
+}  // namespace duet::edge

@@ -1,0 +1,188 @@
+#include "edge/edge_server.h"
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "common/energy_meter.h"
+#include "common/metrics.h"
+#include "common/model.h"
+#include "common/model_config.h"
+#include "common/status_macros.h"
+#include "common/thread_pool.h"
+#include "edge/cloud_session.h"
+#include "edge/edge_metrics.h"
+#include "edge/edge_service_impl.h"
+#include "edge/recommender.h"
+#include "edge/state_store.h"
+#include "edge/user_model.h"
+#include "edge/user_state.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace duet::edge {
+
+// Members in dependency order: destroyed in reverse, the server first.
+struct EdgeServer::Impl {
+  std::unique_ptr<common::MetricsServer> metrics_server;
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<common::InfoMetrics> info;
+  std::unique_ptr<common::Model> model;
+  std::unique_ptr<common::ThreadPool> background;  // memo recomputes
+  std::unique_ptr<EdgeMetrics> metrics;
+  std::unique_ptr<UserModel> user_model;
+  std::unique_ptr<UserState> state;
+  std::unique_ptr<StateStore> store;
+  std::unique_ptr<GrpcCloudClient> cloud;
+  std::unique_ptr<common::EnergyMeter> energy;
+  std::unique_ptr<Recommender> recommender;
+  std::unique_ptr<EdgeServiceImpl> service;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  absl::Mutex mu;
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+};
+
+EdgeServer::EdgeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+EdgeServer::~EdgeServer() { Shutdown(absl::Seconds(1)); }
+
+int EdgeServer::port() const { return impl_->port; }
+
+absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
+    const EdgeServerOptions& o) {
+  if (o.model_dir.empty())
+    return absl::InvalidArgumentError("--model is required");
+  if (o.cloud_target.empty()) {
+    return absl::InvalidArgumentError("--cloud is required");
+  }
+  if (o.state_dir.empty()) {
+    return absl::InvalidArgumentError("--state_dir is required");
+  }
+  if (o.max_candidates < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max_candidates is %d, must be >= 1", o.max_candidates));
+  }
+  if (o.default_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--default_timeout_ms must be > 0");
+  }
+  if (o.relay_cache_items < 0) {
+    return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
+  }
+  UserModel::Options um_options;
+  ASSIGN_OR_RETURN(um_options.precision, ParsePrecision(o.user_precision));
+  ASSIGN_OR_RETURN(um_options.wire, ParsePrecision(o.wire));
+
+  auto impl = std::make_unique<Impl>();
+  if (!o.metrics_listen.empty()) {
+    common::MetricsServer::Options mo;
+    mo.listen_address = o.metrics_listen;
+    ASSIGN_OR_RETURN(impl->metrics_server, common::MetricsServer::Create(mo));
+    impl->registry = impl->metrics_server->registry();
+  } else {
+    impl->registry = std::make_shared<prometheus::Registry>();
+  }
+  ASSIGN_OR_RETURN(impl->info, common::InfoMetrics::Create(
+                                   impl->registry, {"edge", DUET_VERSION}));
+
+  // The edge loads only edge.safetensors: bottom and user top MLPs.
+  common::LoadOptions load;
+  load.parts.edge = true;
+  load.parts.cloud = false;
+  load.parts.user_tables = false;
+  load.verify_checksums = o.verify_checksums;
+  ASSIGN_OR_RETURN(impl->model, common::Model::Load(o.model_dir, load));
+  const auto& config = impl->model->config();
+  impl->info->SetModel(config.name(), absl::StrCat(config.version()),
+                       config.signature());
+
+  impl->background = std::make_unique<common::ThreadPool>(1, "edge-memo");
+  impl->metrics = std::make_unique<EdgeMetrics>(impl->registry);
+  ASSIGN_OR_RETURN(impl->user_model,
+                   UserModel::Create(impl->model.get(), um_options));
+  UserState::Options so;
+  common::ThreadPool* pool = impl->background.get();
+  so.executor = [pool](std::function<void()> fn) {
+    pool->Schedule(std::move(fn));
+  };
+  EdgeMetrics* metrics = impl->metrics.get();
+  so.on_memo_recompute = [metrics](absl::Duration d) {
+    metrics->MemoRecomputed(d);
+  };
+  ASSIGN_OR_RETURN(impl->state,
+                   UserState::Create(impl->model.get(), std::move(so)));
+  StateStore::Options store;
+  store.dir = o.state_dir;
+  store.reset = o.reset_state;
+  store.snapshot_every = o.snapshot_every;
+  ASSIGN_OR_RETURN(impl->store,
+                   StateStore::Open(store, *impl->model, impl->state.get()));
+
+  GrpcCloudClient::Options co;
+  co.target = o.cloud_target;
+  co.uplink_mbps = o.uplink_mbps;
+  co.uplink_rtt = o.uplink_rtt;
+  ASSIGN_OR_RETURN(impl->cloud, GrpcCloudClient::Create(co));
+
+  common::EnergyMeter::Options eo;
+  eo.side = "edge";
+  eo.registry = impl->registry;
+  // Host RAPL measures a server, not a phone: always the device model.
+  eo.rapl = common::EnergyMeter::RaplMode::kDisabled;
+  eo.device = common::PhoneProfile();
+  eo.uplink = common::MmWave5gUplink(
+      o.uplink_mbps > 0 ? o.uplink_mbps : common::kDuetUplinkMbps);
+  ASSIGN_OR_RETURN(impl->energy, common::EnergyMeter::Create(std::move(eo)));
+
+  Recommender::Hooks hooks;
+  hooks.store = impl->store.get();
+  hooks.metrics = impl->metrics.get();
+  hooks.energy = impl->energy.get();
+  Recommender::Options ro;
+  ro.max_candidates = o.max_candidates;
+  ro.relay_cache_items = o.relay_cache_items;
+  impl->recommender = std::make_unique<Recommender>(
+      impl->user_model.get(), impl->cloud.get(), impl->state.get(), hooks, ro);
+  impl->service = std::make_unique<EdgeServiceImpl>(impl->recommender.get(),
+                                                    o.default_timeout);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(),
+                           &impl->port);
+  builder.RegisterService(impl->service.get());
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", o.listen, " (address in use or malformed)"));
+  }
+  std::fprintf(
+      stderr,
+      "duet-edge: model %s, user top MLP %s, wire %s; state %s: %s\n"
+      "duet-edge: serving EdgeService on port %d, cloud %s, "
+      "metrics %s\n",
+      common::ModelLabel(config).c_str(), o.user_precision.c_str(),
+      o.wire.c_str(), o.state_dir.c_str(),
+      impl->store->recovery_report().c_str(), impl->port,
+      o.cloud_target.c_str(),
+      o.metrics_listen.empty() ? "disabled" : o.metrics_listen.c_str());
+  return std::unique_ptr<EdgeServer>(new EdgeServer(std::move(impl)));
+}
+
+void EdgeServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shut_down) return;
+    impl_->shut_down = true;
+  }
+  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  impl_->cloud.reset();
+}
+
+void EdgeServer::Wait() { impl_->server->Wait(); }
+
+}  // namespace duet::edge

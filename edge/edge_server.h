@@ -1,0 +1,57 @@
+// The duet-edge process: loads the model's edge part, restores the user's
+// state from --state_dir, connects to the cloud, and serves EdgeService,
+// grpc.health.v1 and server reflection, plus /metrics on its own port.
+// Create fails (with the precise status) on a bad model, corrupt or foreign
+// state, or a port in use. Shutdown is graceful and idempotent.
+#ifndef DUET_EDGE_EDGE_SERVER_H_
+#define DUET_EDGE_EDGE_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace duet::edge {
+
+struct EdgeServerOptions {
+  std::string model_dir;
+  std::string cloud_target;
+  std::string listen = "127.0.0.1:50061";
+  std::string metrics_listen = "127.0.0.1:9092";  // empty: no /metrics
+  std::string state_dir;
+  bool reset_state = false;
+  std::string user_precision = "int8";  // int8 | fp32
+  std::string wire = "int8";            // int8 | fp32
+  int max_candidates = 1024;
+  absl::Duration default_timeout = absl::Seconds(2);
+  int relay_cache_items = 256;
+  double uplink_mbps = 0;
+  absl::Duration uplink_rtt = absl::ZeroDuration();
+  int snapshot_every = 1000;
+  bool verify_checksums = true;
+};
+
+class EdgeServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<EdgeServer>> Create(
+      const EdgeServerOptions& options);
+  ~EdgeServer();
+
+  // The port EdgeService listens on (resolves ":0").
+  int port() const;
+  // Stops accepting calls, lets running ones finish until `grace` passes
+  // (then cancels them), and stops the cloud session.
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown completes.
+  void Wait();
+
+ private:
+  struct Impl;
+  explicit EdgeServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace duet::edge
+
+#endif  // DUET_EDGE_EDGE_SERVER_H_

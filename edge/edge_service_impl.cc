@@ -1,0 +1,54 @@
+#include "edge/edge_service_impl.h"
+
+#include <algorithm>
+
+#include "edge/status_conversion.h"
+
+namespace duet::edge {
+namespace {
+
+template <typename T>
+grpc::Status Reply(absl::StatusOr<T> result, T* response) {
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+absl::Time EdgeServiceImpl::Deadline(const grpc::ServerContext& context) const {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::Now() + default_timeout_;
+  }
+  return absl::FromChrono(deadline);
+}
+
+grpc::Status EdgeServiceImpl::Recommend(
+    grpc::ServerContext* context, const duet::v1::RecommendRequest* request,
+    duet::v1::RecommendResponse* response) {
+  return Reply(recommender_->Recommend(*request, Deadline(*context)), response);
+}
+
+grpc::Status EdgeServiceImpl::RecordInteraction(
+    grpc::ServerContext* context,
+    const duet::v1::RecordInteractionRequest* request,
+    duet::v1::RecordInteractionResponse* response) {
+  return Reply(recommender_->RecordInteraction(*request, Deadline(*context)),
+               response);
+}
+
+grpc::Status EdgeServiceImpl::UpdateProfile(
+    grpc::ServerContext*, const duet::v1::UpdateProfileRequest* request,
+    duet::v1::UpdateProfileResponse* response) {
+  return Reply(recommender_->UpdateProfile(*request), response);
+}
+
+grpc::Status EdgeServiceImpl::GetState(grpc::ServerContext*,
+                                       const duet::v1::GetStateRequest*,
+                                       duet::v1::EdgeState* response) {
+  *response = recommender_->GetState();
+  return grpc::Status::OK;
+}
+
+}  // namespace duet::edge

@@ -1,0 +1,50 @@
+// A generated model shared by the tests of one binary: rm2 scaled to small
+// tables (its edge part is full size: 24 user tables x 120 rows x d 64, a
+// 48-value user vector), loaded with all three parts.
+#ifndef DUET_EDGE_INTERNAL_TEST_MODEL_H_
+#define DUET_EDGE_INTERNAL_TEST_MODEL_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/model.h"
+#include "common/test_util.h"
+#include "gtest/gtest.h"
+
+namespace duet::edge::internal {
+
+struct TestModel {
+  std::unique_ptr<common::TempDir> dir;
+  std::unique_ptr<common::Model> model;
+};
+
+// Generated on first use per (preset, seed); lives until the process exits.
+inline const common::Model& SharedTestModel(const std::string& preset = "rm2",
+                                            uint64_t seed = 1) {
+  static auto* models =
+      new std::map<std::pair<std::string, uint64_t>, TestModel>();
+  TestModel& m = (*models)[{preset, seed}];
+  if (m.model == nullptr) {
+    m.dir = std::make_unique<common::TempDir>();
+    auto config = common::GenerateTestModel(preset, 0.001, m.dir->path(), seed);
+    if (!config.ok()) {
+      ADD_FAILURE() << config.status();
+      std::abort();
+    }
+    common::LoadOptions options;
+    options.parts.user_tables = true;
+    auto model = common::Model::Load(m.dir->path(), options);
+    if (!model.ok()) {
+      ADD_FAILURE() << model.status();
+      std::abort();
+    }
+    m.model = *std::move(model);
+  }
+  return *m.model;
+}
+
+}  // namespace duet::edge::internal
+
+#endif  // DUET_EDGE_INTERNAL_TEST_MODEL_H_

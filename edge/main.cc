@@ -1,0 +1,98 @@
+// duet-edge: the on-device daemon of the Duet split recommender (DESIGN.md
+// §3). Turns flags into EdgeServerOptions and runs the server until SIGTERM
+// or SIGINT.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "edge/edge_server.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Model directory (model.pbtxt + edge.safetensors); required. The "
+          "edge loads only the edge part.");
+ABSL_FLAG(std::string, cloud, "",
+          "duet-cloud gRPC target: host:port, dns:///name:port or "
+          "ipv4:a:p,b:p (round_robin over the addresses); required.");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50061",
+          "HOST:PORT for EdgeService, health and reflection (port 0: any).");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9092",
+          "HOST:PORT for Prometheus /metrics; empty disables it.");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory of the user's persistent state (scratchpad, trackers, "
+          "profile, memo); required. Created if missing.");
+ABSL_FLAG(bool, reset_state, false,
+          "Discard the stored state (e.g. corrupt, or of another model) and "
+          "start empty. Without it a bad state file stops the daemon.");
+ABSL_FLAG(std::string, user_precision, "int8",
+          "User top MLP precision: int8 (post-training quantized) or fp32.");
+ABSL_FLAG(std::string, wire, "int8",
+          "User vector on the wire: int8 (affine, with scale and zero point) "
+          "or fp32 (exact; for exactness tests).");
+ABSL_FLAG(int, max_candidates, 1024,
+          "Largest candidate list Recommend accepts.");
+ABSL_FLAG(int, default_timeout_ms, 2000,
+          "Deadline of calls whose client set none, in milliseconds.");
+ABSL_FLAG(int, relay_cache_items, 256,
+          "Items whose relayed user-table rows are kept for "
+          "RecordInteraction (LRU); the cloud is asked to relay min(top_k, "
+          "this) items per query. 0 disables relaying.");
+ABSL_FLAG(double, uplink_mbps, 0,
+          "Emulated uplink bandwidth in Mbit/s (the paper's 5G: 24); each "
+          "upstream message waits bytes*8/(mbps*1e6) on one shared virtual "
+          "link. 0: unlimited. Also sets the energy model's throughput.");
+ABSL_FLAG(double, uplink_rtt_ms, 0,
+          "Emulated round-trip time in ms; each upstream message is delayed "
+          "by half of it.");
+ABSL_FLAG(int, snapshot_every, 1000,
+          "Interaction-log records between compactions into a snapshot.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "duet-edge --model DIR --cloud TARGET --state_dir DIR [--listen "
+      "HOST:PORT] [--metrics_listen HOST:PORT] ...\nServes EdgeService "
+      "(Recommend, RecordInteraction, UpdateProfile, GetState) for the app "
+      "on the device; runs the user model locally and streams quantized "
+      "user vectors to duet-cloud.");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the stop signals in every thread; main waits for them below.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  duet::edge::EdgeServerOptions o;
+  o.model_dir = absl::GetFlag(FLAGS_model);
+  o.cloud_target = absl::GetFlag(FLAGS_cloud);
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.reset_state = absl::GetFlag(FLAGS_reset_state);
+  o.user_precision = absl::GetFlag(FLAGS_user_precision);
+  o.wire = absl::GetFlag(FLAGS_wire);
+  o.max_candidates = absl::GetFlag(FLAGS_max_candidates);
+  o.default_timeout =
+      absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
+  o.relay_cache_items = absl::GetFlag(FLAGS_relay_cache_items);
+  o.uplink_mbps = absl::GetFlag(FLAGS_uplink_mbps);
+  o.uplink_rtt = absl::Milliseconds(absl::GetFlag(FLAGS_uplink_rtt_ms));
+  o.snapshot_every = absl::GetFlag(FLAGS_snapshot_every);
+
+  auto server = duet::edge::EdgeServer::Create(o);
+  if (!server.ok()) {
+    std::fprintf(stderr, "duet-edge: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::fprintf(stderr, "duet-edge: signal %d, shutting down\n", sig);
+  (*server)->Shutdown(absl::Seconds(5));
+  (*server)->Wait();
+  return 0;
+}

@@ -1,0 +1,243 @@
+#include "edge/recommender.h"
+
+#include <time.h>
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "common/model_config.h"
+#include "common/status_macros.h"
+
+namespace duet::edge {
+namespace {
+
+int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+}  // namespace
+
+Recommender::Recommender(const UserModel* user_model, CloudClient* cloud,
+                         UserState* state, Hooks hooks, const Options& options)
+    : user_model_(user_model),
+      model_(user_model->model()),
+      cloud_(cloud),
+      state_(state),
+      hooks_(hooks),
+      options_(options),
+      relay_cache_(options.relay_cache_items) {}
+
+absl::Status Recommender::ValidateRecommend(
+    const duet::v1::RecommendRequest& request) const {
+  const int expected = model_.dims().dynamic_in;
+  if (request.context_features_size() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("context_features has %d values, model %s expects %d",
+                        request.context_features_size(),
+                        common::ModelLabel(model_.config()), expected));
+  }
+  RETURN_IF_ERROR(CheckFinite(request.context_features(), "context_features"));
+  const int n = request.candidate_ids_size();
+  if (n == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("candidate_ids is empty; send 1 to %d candidates",
+                        options_.max_candidates));
+  }
+  if (n > options_.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "candidate_ids has %d ids, the maximum is %d (--max_candidates)", n,
+        options_.max_candidates));
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!model_.catalog().Contains(request.candidate_ids(i))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "candidate_ids[%d] is %d, valid item ids are [0, %d)", i,
+          request.candidate_ids(i), model_.catalog().num_items()));
+    }
+  }
+  if (request.top_k() < 1 || request.top_k() > n) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "top_k is %d, must be in [1, %d] (the number of candidates)",
+        request.top_k(), n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<duet::v1::RecommendResponse> Recommender::Recommend(
+    const duet::v1::RecommendRequest& request, absl::Time deadline) {
+  EdgeMetrics* m = hooks_.metrics;
+  if (m != nullptr) m->inflight().Increment();
+  absl::StatusOr<duet::v1::RecommendResponse> result =
+      RecommendImpl(request, deadline);
+  if (m != nullptr) {
+    m->inflight().Decrement();
+    m->CountQuery(result.status().code());
+  }
+  return result;
+}
+
+absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
+    const duet::v1::RecommendRequest& request, absl::Time deadline) {
+  const absl::Time start = absl::Now();
+  RETURN_IF_ERROR(ValidateRecommend(request));
+  if (start >= deadline) {
+    return absl::DeadlineExceededError("the deadline passed before the query");
+  }
+
+  // BeginQuery first: the cloud gathers and runs the item side while the
+  // user model runs here.
+  duet::v1::BeginQuery begin;
+  begin.mutable_candidate_ids()->CopyFrom(request.candidate_ids());
+  begin.set_top_k(request.top_k());
+  begin.set_timeout_us(std::max<int64_t>(1, Micros(deadline - start)));
+  begin.set_relay_top(options_.relay_cache_items > 0 ? request.top_k() : 0);
+  const absl::Time cloud_start = absl::Now();
+  ASSIGN_OR_RETURN(std::unique_ptr<CloudQuery> query,
+                   cloud_->BeginQuery(begin, deadline));
+  begin.set_query_id(query->id());
+
+  // Per-thread output buffers: the user model allocates nothing per query.
+  thread_local UserModel::Output out;
+  thread_local duet::v1::UserVector vector;
+  const absl::Time model_start = absl::Now();
+  const double cpu_start = ThreadCpuSeconds();
+  RETURN_IF_ERROR(state_->ComputeUserVector(
+      *user_model_, request.context_features().data(), &out));
+  user_model_->ToProto(out, query->id(), &vector);
+  const double cpu_seconds = ThreadCpuSeconds() - cpu_start;
+  const absl::Duration user_model_time = absl::Now() - model_start;
+  RETURN_IF_ERROR(query->SendUserVector(vector));
+
+  ASSIGN_OR_RETURN(duet::v1::Scores scores, query->Await(deadline));
+  const absl::Time end = absl::Now();
+  for (duet::v1::ItemEmbeddings& relayed : *scores.mutable_relay()) {
+    if (static_cast<int>(relayed.rows_size()) == model_.dims().pooled) {
+      relay_cache_.Put(
+          relayed.item_id(),
+          std::vector<float>(relayed.rows().begin(), relayed.rows().end()));
+    }
+  }
+
+  const int64_t uplink =
+      static_cast<int64_t>(begin.ByteSizeLong() + vector.ByteSizeLong());
+  duet::v1::RecommendResponse response;
+  response.set_query_id(query->id());
+  response.mutable_items()->Swap(scores.mutable_items());
+  duet::v1::EdgeTimings* t = response.mutable_timings();
+  t->set_user_model_us(Micros(user_model_time));
+  t->set_cloud_us(Micros(end - cloud_start));
+  t->set_total_us(Micros(end - start));
+  t->set_uplink_bytes(uplink);
+  *t->mutable_cloud() = scores.timings();
+
+  if (EdgeMetrics* m = hooks_.metrics) {
+    m->user_model_seconds().Observe(absl::ToDoubleSeconds(user_model_time));
+    m->cloud_seconds().Observe(absl::ToDoubleSeconds(end - cloud_start));
+    m->total_seconds().Observe(absl::ToDoubleSeconds(end - start));
+    m->uplink_bytes().Increment(static_cast<double>(uplink));
+    m->downlink_bytes().Increment(static_cast<double>(scores.ByteSizeLong()));
+  }
+  if (hooks_.energy != nullptr) {
+    hooks_.energy->ObserveQuery(cpu_seconds, static_cast<uint64_t>(uplink));
+  }
+  return response;
+}
+
+absl::StatusOr<duet::v1::RecordInteractionResponse>
+Recommender::RecordInteraction(
+    const duet::v1::RecordInteractionRequest& request, absl::Time deadline) {
+  const int64_t item = request.item_id();
+  if (!model_.catalog().Contains(item)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("item_id is %d, valid item ids are [0, %d)", item,
+                        model_.catalog().num_items()));
+  }
+  std::vector<float> rows;
+  bool relayed = false;
+  if (std::optional<std::vector<float>> cached = relay_cache_.Get(item)) {
+    rows = *std::move(cached);
+    relayed = true;
+  } else {
+    ASSIGN_OR_RETURN(duet::v1::GetItemEmbeddingsResponse fetched,
+                     cloud_->GetItemEmbeddings({item}, deadline));
+    if (fetched.items_size() != 1 || fetched.items(0).item_id() != item) {
+      return absl::InternalError(
+          absl::StrFormat("GetItemEmbeddings for item %d returned %d entries",
+                          item, fetched.items_size()));
+    }
+    rows.assign(fetched.items(0).rows().begin(), fetched.items(0).rows().end());
+  }
+  const absl::Status valid = state_->ValidateInteractionRows(rows);
+  if (!valid.ok()) {
+    return absl::InternalError(absl::StrFormat(
+        "the cloud sent bad rows for item %d: %s", item, valid.message()));
+  }
+  uint64_t sequence;
+  {
+    absl::MutexLock lock(&write_mu_);
+    // Durable before it is applied and acknowledged.
+    if (hooks_.store != nullptr) {
+      RETURN_IF_ERROR(hooks_.store->AppendInteraction(item, rows));
+    }
+    sequence = state_->PushInteraction(rows);
+    if (hooks_.store != nullptr && hooks_.store->ShouldCompact()) {
+      // The record is already durable in the log, so a failed compaction
+      // does not fail the interaction; the next one retries.
+      const absl::Status compacted = hooks_.store->Compact(state_->Export());
+      if (!compacted.ok()) {
+        std::fprintf(stderr, "duet-edge: state compaction failed: %s\n",
+                     compacted.ToString().c_str());
+      }
+    }
+  }
+  if (EdgeMetrics* m = hooks_.metrics) {
+    m->scratchpad_updates().Increment();
+    (relayed ? m->relay_hits() : m->embedding_fetches()).Increment();
+  }
+  duet::v1::RecordInteractionResponse response;
+  response.set_sequence(sequence);
+  response.set_relayed(relayed);
+  return response;
+}
+
+absl::StatusOr<duet::v1::UpdateProfileResponse> Recommender::UpdateProfile(
+    const duet::v1::UpdateProfileRequest& request) {
+  RETURN_IF_ERROR(state_->ValidateProfile(request.static_features()));
+  duet::v1::UpdateProfileResponse response;
+  absl::MutexLock lock(&write_mu_);
+  if (hooks_.store != nullptr) {
+    RETURN_IF_ERROR(hooks_.store->AppendProfile(state_->profile_version() + 1,
+                                                request.static_features()));
+  }
+  response.set_profile_version(
+      state_->UpdateProfile(request.static_features()));
+  return response;
+}
+
+duet::v1::EdgeState Recommender::GetState() const {
+  const UserStateInfo info = state_->Info();
+  duet::v1::EdgeState s;
+  s.set_model_name(model_.config().name());
+  s.set_model_version(model_.config().version());
+  s.set_model_signature(model_.config().signature());
+  for (const UserStateInfo::Table& t : info.tables) {
+    duet::v1::UserTableState* table = s.add_tables();
+    table->set_name(t.name);
+    table->set_history_length(t.history_length);
+    table->set_filled(t.filled);
+    table->set_tracker(t.tracker);
+  }
+  s.set_interactions_total(info.interactions_total);
+  s.set_profile_version(info.profile_version);
+  s.set_memo_version(info.memo_version);
+  s.set_cloud_connection(cloud_->ConnectionState());
+  s.set_user_precision(PrecisionName(user_model_->options().precision));
+  return s;
+}
+
+}  // namespace duet::edge

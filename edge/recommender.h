@@ -1,0 +1,81 @@
+// The edge's request flow for one device (one UserState), independent of
+// gRPC so the daemon's service and the load generator's fleet mode share it:
+// Recommend validates, sends BeginQuery BEFORE running the user model (the
+// cloud starts the item side meanwhile), runs the user model, sends the
+// quantized user vector and awaits the Scores; RecordInteraction takes the
+// item's rows from the relay cache (no RPC) or fetches them once, logs them
+// durably (if a StateStore is given) and pushes them into the scratchpad;
+// UpdateProfile persists s and starts the background memo recompute.
+// Borrows everything it is given. Thread-safe.
+#ifndef DUET_EDGE_RECOMMENDER_H_
+#define DUET_EDGE_RECOMMENDER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/energy_meter.h"
+#include "common/model.h"
+#include "duet/v1/edge.pb.h"
+#include "edge/cloud_client.h"
+#include "edge/edge_metrics.h"
+#include "edge/relay_cache.h"
+#include "edge/state_store.h"
+#include "edge/user_model.h"
+#include "edge/user_state.h"
+
+namespace duet::edge {
+
+class Recommender {
+ public:
+  struct Options {
+    int max_candidates = 1024;
+    int relay_cache_items = 256;  // 0: no relay cache, no relay requested
+  };
+  // Optional collaborators (nullptr: not used).
+  struct Hooks {
+    StateStore* store = nullptr;  // persistence of interactions and profile
+    EdgeMetrics* metrics = nullptr;
+    common::EnergyMeter* energy = nullptr;
+  };
+
+  Recommender(const UserModel* user_model, CloudClient* cloud, UserState* state,
+              Hooks hooks, const Options& options);
+
+  absl::StatusOr<duet::v1::RecommendResponse> Recommend(
+      const duet::v1::RecommendRequest& request, absl::Time deadline);
+  absl::StatusOr<duet::v1::RecordInteractionResponse> RecordInteraction(
+      const duet::v1::RecordInteractionRequest& request, absl::Time deadline);
+  absl::StatusOr<duet::v1::UpdateProfileResponse> UpdateProfile(
+      const duet::v1::UpdateProfileRequest& request);
+  duet::v1::EdgeState GetState() const;
+
+  // INVALID_ARGUMENT naming the field (context_features, candidate_ids,
+  // top_k), else OK.
+  absl::Status ValidateRecommend(
+      const duet::v1::RecommendRequest& request) const;
+
+  const RelayCache& relay_cache() const { return relay_cache_; }
+
+ private:
+  absl::StatusOr<duet::v1::RecommendResponse> RecommendImpl(
+      const duet::v1::RecommendRequest& request, absl::Time deadline);
+
+  const UserModel* const user_model_;
+  const common::Model& model_;
+  CloudClient* const cloud_;
+  UserState* const state_;
+  const Hooks hooks_;
+  const Options options_;
+  RelayCache relay_cache_;
+  // Serializes state mutations with their log records, so the log order is
+  // the order the state saw them in.
+  absl::Mutex write_mu_;
+};
+
+}  // namespace duet::edge
+
+#endif  // DUET_EDGE_RECOMMENDER_H_

@@ -1,0 +1,263 @@
+#include "edge/recommender.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/reference_model.h"
+#include "common/top_k.h"
+#include "edge/internal/fake_cloud.h"
+#include "edge/internal/test_matchers.h"
+#include "edge/internal/test_model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::edge {
+namespace {
+
+using internal::FakeCloud;
+using internal::SharedTestModel;
+using internal::StatusIs;
+using testing::ElementsAre;
+using testing::HasSubstr;
+
+class RecommenderTest : public testing::Test {
+ protected:
+  void Init(Precision precision, Precision wire, int relay_items = 64) {
+    model_ = &SharedTestModel();
+    auto um = UserModel::Create(model_, {precision, wire});
+    ASSERT_TRUE(um.ok());
+    user_model_ = *std::move(um);
+    UserState::Options o;
+    o.executor = [](std::function<void()> fn) { fn(); };
+    auto st = UserState::Create(model_, o);
+    ASSERT_TRUE(st.ok());
+    state_ = *std::move(st);
+    cloud_ = std::make_unique<FakeCloud>(model_);
+    Recommender::Options ro;
+    ro.max_candidates = 64;
+    ro.relay_cache_items = relay_items;
+    rec_ =
+        std::make_unique<Recommender>(user_model_.get(), cloud_.get(),
+                                      state_.get(), Recommender::Hooks{}, ro);
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    c_.resize(model_->dims().dynamic_in);
+    for (float& x : c_) x = dist(rng);
+    s_.assign(model_->dims().static_in, 0.0f);
+    for (int i = 0; i < 40; ++i) {
+      candidates_.push_back(rng() % model_->catalog().num_items());
+    }
+  }
+
+  duet::v1::RecommendRequest Request(int top_k) const {
+    duet::v1::RecommendRequest r;
+    r.mutable_context_features()->Assign(c_.begin(), c_.end());
+    r.mutable_candidate_ids()->Assign(candidates_.begin(), candidates_.end());
+    r.set_top_k(top_k);
+    return r;
+  }
+  absl::Time Deadline() const { return absl::Now() + absl::Seconds(10); }
+
+  // The split reference on the raw history: PoolHistory + SplitModel.
+  std::vector<common::Scored> Reference(int top_k, bool int8) const {
+    std::vector<float> pooled(model_->dims().pooled),
+        u(model_->dims().user_out);
+    common::PoolHistory(*model_, history_, pooled.data());
+    common::SplitModel split(model_);
+    EXPECT_TRUE(
+        split.UserVector(s_.data(), c_.data(), pooled.data(), int8, u.data())
+            .ok());
+    std::vector<float> ctr(candidates_.size());
+    EXPECT_TRUE(split.ScoreItems(u.data(), candidates_, ctr.data()).ok());
+    return common::TopK(candidates_.data(), ctr.data(), candidates_.size(),
+                        top_k);
+  }
+
+  void Interact(int64_t item) {
+    duet::v1::RecordInteractionRequest r;
+    r.set_item_id(item);
+    ASSERT_TRUE(rec_->RecordInteraction(r, Deadline()).ok());
+    history_.push_back(item);
+  }
+
+  const common::Model* model_ = nullptr;
+  std::unique_ptr<UserModel> user_model_;
+  std::unique_ptr<UserState> state_;
+  std::unique_ptr<FakeCloud> cloud_;
+  std::unique_ptr<Recommender> rec_;
+  std::vector<float> c_, s_;
+  std::vector<int64_t> candidates_, history_;
+};
+
+void ExpectRanking(const duet::v1::RecommendResponse& got,
+                   const std::vector<common::Scored>& want, float tol) {
+  ASSERT_EQ(got.items_size(), static_cast<int>(want.size()));
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got.items(i).item_id(), want[i].item_id) << "rank " << i;
+    EXPECT_NEAR(got.items(i).ctr(), want[i].ctr, tol) << "rank " << i;
+  }
+}
+
+TEST_F(RecommenderTest, Fp32EqualsSplitReferenceAndInteractionsChangeIt) {
+  Init(Precision::kFp32, Precision::kFp32);
+  auto first = rec_->Recommend(Request(10), Deadline());
+  ASSERT_TRUE(first.ok()) << first.status();
+  ExpectRanking(*first, Reference(10, false), 1e-5f);
+  // BeginQuery went out before the user vector, under the same id.
+  EXPECT_THAT(cloud_->events(),
+              ElementsAre(absl::StrCat("begin ", first->query_id()),
+                          absl::StrCat("vector ", first->query_id())));
+
+  for (int i = 0; i < 130; ++i) Interact(candidates_[i % 7] + i);
+  auto later = rec_->Recommend(Request(10), Deadline());
+  ASSERT_TRUE(later.ok());
+  const auto want = Reference(10, false);
+  ExpectRanking(*later, want, 1e-5f);
+  bool changed = false;
+  for (int i = 0; i < 10; ++i) {
+    changed |= std::abs(later->items(i).ctr() - first->items(i).ctr()) > 1e-6;
+  }
+  EXPECT_TRUE(changed) << "interactions did not change the scores";
+}
+
+TEST_F(RecommenderTest, Int8IsCloseToReference) {
+  Init(Precision::kInt8, Precision::kInt8);
+  for (int i = 0; i < 20; ++i) Interact(1000 + i);
+  auto got = rec_->Recommend(Request(40), Deadline());
+  ASSERT_TRUE(got.ok()) << got.status();
+  const auto want = Reference(40, /*int8=*/false);
+  double mean = 0;
+  for (const auto& item : got->items()) {
+    for (const auto& w : want) {
+      if (w.item_id == item.item_id()) mean += std::abs(w.ctr - item.ctr());
+    }
+  }
+  mean /= want.size();
+  EXPECT_LT(mean, 0.01) << "mean |dCTR| int8 vs fp32";
+  EXPECT_GT(got->timings().uplink_bytes(), 0);
+}
+
+TEST_F(RecommenderTest, RelayedInteractionMakesNoRpc) {
+  Init(Precision::kInt8, Precision::kInt8);
+  auto got = rec_->Recommend(Request(5), Deadline());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(rec_->relay_cache().size(), 5);
+  duet::v1::RecordInteractionRequest r;
+  r.set_item_id(got->items(0).item_id());
+  auto relayed = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(relayed.ok());
+  EXPECT_TRUE(relayed->relayed());
+  EXPECT_EQ(relayed->sequence(), 1u);
+  EXPECT_EQ(cloud_->embedding_calls, 0);
+
+  // An item that was not returned is fetched once.
+  int64_t other = 0;
+  while (true) {
+    bool returned = false;
+    for (const auto& i : got->items()) returned |= i.item_id() == other;
+    if (!returned) break;
+    ++other;
+  }
+  r.set_item_id(other);
+  auto fetched = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_FALSE(fetched->relayed());
+  EXPECT_EQ(fetched->sequence(), 2u);
+  EXPECT_EQ(cloud_->embedding_calls, 1);
+  const auto state = rec_->GetState();
+  EXPECT_EQ(state.interactions_total(), 2u);
+  EXPECT_EQ(state.tables(0).filled(), 2);
+  EXPECT_EQ(state.tables(0).tracker(), 2);
+  EXPECT_EQ(state.tables_size(), model_->config().user_tables_size());
+  EXPECT_EQ(state.user_precision(), "int8");
+  EXPECT_EQ(state.cloud_connection(), "READY");
+}
+
+TEST_F(RecommenderTest, NoRelayCacheMeansFetch) {
+  Init(Precision::kInt8, Precision::kInt8, /*relay_items=*/0);
+  auto got = rec_->Recommend(Request(5), Deadline());
+  ASSERT_TRUE(got.ok());
+  duet::v1::RecordInteractionRequest r;
+  r.set_item_id(got->items(0).item_id());
+  auto res = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(res.ok());
+  EXPECT_FALSE(res->relayed());
+  EXPECT_EQ(cloud_->embedding_calls, 1);
+}
+
+TEST_F(RecommenderTest, BadInputIsInvalidArgumentNamingTheField) {
+  Init(Precision::kInt8, Precision::kInt8);
+  const auto invalid = [](const std::string& what) {
+    return StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(what));
+  };
+  auto r = Request(5);
+  r.add_context_features(1);
+  EXPECT_THAT(rec_->Recommend(r, Deadline()),
+              invalid(absl::StrCat("context_features has ",
+                                   model_->dims().dynamic_in + 1, " values")));
+  r = Request(5);
+  r.set_context_features(1, std::nanf(""));
+  EXPECT_THAT(rec_->Recommend(r, Deadline()), invalid("context_features[1]"));
+  r = Request(5);
+  r.set_context_features(0, INFINITY);
+  EXPECT_THAT(rec_->Recommend(r, Deadline()), invalid("context_features[0]"));
+  r = Request(1);
+  r.clear_candidate_ids();
+  EXPECT_THAT(rec_->Recommend(r, Deadline()),
+              invalid("candidate_ids is empty"));
+  r = Request(1);
+  for (int i = 0; i < 30; ++i) r.add_candidate_ids(i);
+  EXPECT_THAT(rec_->Recommend(r, Deadline()),
+              invalid("candidate_ids has 70 ids, the maximum is 64"));
+  r = Request(1);
+  r.set_candidate_ids(3, model_->catalog().num_items());
+  EXPECT_THAT(rec_->Recommend(r, Deadline()), invalid("candidate_ids[3]"));
+  r.set_candidate_ids(3, -1);
+  EXPECT_THAT(rec_->Recommend(r, Deadline()),
+              invalid("candidate_ids[3] is -1"));
+  EXPECT_THAT(rec_->Recommend(Request(0), Deadline()),
+              invalid("top_k is 0, must be in [1, 40]"));
+  EXPECT_THAT(rec_->Recommend(Request(41), Deadline()), invalid("top_k is 41"));
+  EXPECT_EQ(cloud_->begins, 0) << "invalid queries reached the cloud";
+
+  duet::v1::RecordInteractionRequest ri;
+  ri.set_item_id(-5);
+  EXPECT_THAT(rec_->RecordInteraction(ri, Deadline()),
+              invalid("item_id is -5"));
+  duet::v1::UpdateProfileRequest up;
+  up.add_static_features(1);
+  EXPECT_THAT(rec_->UpdateProfile(up), invalid("static_features has 1 values"));
+  up.clear_static_features();
+  for (int i = 0; i < model_->dims().static_in; ++i) up.add_static_features(0);
+  up.set_static_features(2, NAN);
+  EXPECT_THAT(rec_->UpdateProfile(up), invalid("static_features[2]"));
+}
+
+TEST_F(RecommenderTest, UnavailableCloudFailsFast) {
+  Init(Precision::kInt8, Precision::kInt8);
+  cloud_->available = false;
+  EXPECT_THAT(rec_->Recommend(Request(5), Deadline()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cloud")));
+  EXPECT_EQ(rec_->GetState().cloud_connection(), "TRANSIENT_FAILURE");
+}
+
+TEST_F(RecommenderTest, UpdateProfileChangesScoresAsTheModelSays) {
+  Init(Precision::kFp32, Precision::kFp32);
+  duet::v1::UpdateProfileRequest up;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  s_.clear();
+  for (int i = 0; i < model_->dims().static_in; ++i) s_.push_back(dist(rng));
+  up.mutable_static_features()->Assign(s_.begin(), s_.end());
+  auto res = rec_->UpdateProfile(up);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->profile_version(), 1u);
+  EXPECT_EQ(rec_->GetState().memo_version(), 1u);  // inline executor
+  auto got = rec_->Recommend(Request(10), Deadline());
+  ASSERT_TRUE(got.ok());
+  ExpectRanking(*got, Reference(10, false), 1e-5f);
+}
+
+}  // namespace
+}  // namespace duet::edge

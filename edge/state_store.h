@@ -1,0 +1,90 @@
+// Crash-safe persistence of one UserState in a directory (--state_dir):
+//  - `interactions.log`: append-only records (interaction rows, profile
+//    updates), each with a CRC-32C, fdatasync'ed before Append* returns, so
+//    whatever the caller acknowledges afterwards survives kill -9 and power
+//    loss;
+//  - `snapshot.bin`: the whole state (scratchpad rows, trackers, fill,
+//    profile, memo, counters, model signature) under one CRC-32C, written
+//    atomically (tmp + fsync + rename + directory fsync) by Compact, after
+//    which the log restarts empty.
+// Open loads the snapshot and replays the log records newer than it. A
+// corrupt file is DATA_LOSS and a file of another model FAILED_PRECONDITION,
+// both naming the file and what was wrong; the daemon then refuses to start
+// unless reset is set (nothing is ever discarded silently). The one repair
+// Open makes on its own is cutting a torn final log record: records are
+// appended and synced one at a time and acknowledged only after their sync,
+// so only the last record can be incomplete, and its caller never got an OK.
+// Not thread-safe: the caller serializes Append*/Compact.
+#ifndef DUET_EDGE_STATE_STORE_H_
+#define DUET_EDGE_STATE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/model.h"
+#include "edge/file_system.h"
+#include "edge/user_state.h"
+
+namespace duet::edge {
+
+inline constexpr char kSnapshotFile[] = "snapshot.bin";
+inline constexpr char kLogFile[] = "interactions.log";
+
+class StateStore {
+ public:
+  struct Options {
+    std::string dir;
+    // Discard whatever the directory holds and start from an empty state.
+    bool reset = false;
+    // Compact after this many log records (ShouldCompact); >= 1.
+    int snapshot_every = 1000;
+    FileSystem* fs = nullptr;  // nullptr: PosixFileSystem()
+  };
+
+  // Loads the persisted state of `model` into `state` (which must be fresh)
+  // and opens the log for appending. See the header comment for errors.
+  static absl::StatusOr<std::unique_ptr<StateStore>> Open(
+      const Options& options, const common::Model& model, UserState* state);
+
+  // Durably logs an interaction with `item_id` appending `rows`.
+  absl::Status AppendInteraction(int64_t item_id, absl::Span<const float> rows);
+  // Durably logs profile `version` = s.
+  absl::Status AppendProfile(uint64_t version, absl::Span<const float> s);
+
+  bool ShouldCompact() const {
+    return records_in_log_ >= options_.snapshot_every;
+  }
+  // Writes `data` (the state after every record appended so far) as the new
+  // snapshot and starts an empty log.
+  absl::Status Compact(const UserStateData& data);
+
+  // What Open did, for the start-up log line.
+  const std::string& recovery_report() const { return recovery_report_; }
+  uint64_t last_sequence() const { return sequence_; }
+  int64_t records_in_log() const { return records_in_log_; }
+
+ private:
+  StateStore(const Options& options, const common::Model& model);
+  absl::Status Load(UserState* state);
+  absl::Status LoadSnapshot(UserState* state, uint64_t* last_sequence);
+  absl::Status ReplayLog(UserState* state, uint64_t after_sequence);
+  absl::Status StartLog(bool fresh);
+  absl::Status AppendRecord(const std::string& payload);
+  std::string Path(const char* name) const;
+  std::string LogHeader() const;
+
+  const Options options_;
+  FileSystem* const fs_;
+  const common::Model& model_;
+  std::unique_ptr<AppendableFile> log_;
+  uint64_t sequence_ = 0;  // of the last record written or replayed
+  int64_t records_in_log_ = 0;
+  std::string recovery_report_;
+};
+
+}  // namespace duet::edge
+
+#endif  // DUET_EDGE_STATE_STORE_H_

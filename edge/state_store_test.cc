@@ -1,0 +1,225 @@
+#include "edge/state_store.h"
+
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/test_util.h"
+#include "edge/internal/fake_cloud.h"
+#include "edge/internal/test_matchers.h"
+#include "edge/internal/test_model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::edge {
+namespace {
+
+using internal::ItemRows;
+using internal::SharedTestModel;
+using internal::StatusIs;
+using testing::HasSubstr;
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+void Spit(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << data;
+}
+
+class StateStoreTest : public testing::Test {
+ protected:
+  std::unique_ptr<UserState> NewState(const common::Model& m) {
+    UserState::Options o;
+    o.executor = [](std::function<void()> fn) { fn(); };
+    auto s = UserState::Create(&m, o);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  }
+  absl::StatusOr<std::unique_ptr<StateStore>> Open(const common::Model& m,
+                                                   UserState* state,
+                                                   bool reset = false,
+                                                   int snapshot_every = 1000) {
+    StateStore::Options o;
+    o.dir = dir_.path() + "/state";
+    o.reset = reset;
+    o.snapshot_every = snapshot_every;
+    return StateStore::Open(o, m, state);
+  }
+  // Logs and applies `count` interactions (as Recommender does).
+  void Interact(StateStore& store, UserState& state, int count, int seed) {
+    std::mt19937 rng(seed);
+    for (int i = 0; i < count; ++i) {
+      const int64_t item = rng() % model_.catalog().num_items();
+      const auto rows = ItemRows(model_, item);
+      ASSERT_TRUE(store.AppendInteraction(item, rows).ok());
+      state.PushInteraction(rows);
+      if (store.ShouldCompact()) {
+        ASSERT_TRUE(store.Compact(state.Export()).ok());
+      }
+    }
+  }
+  std::string LogPath() { return dir_.path() + "/state/" + kLogFile; }
+  std::string SnapshotPath() { return dir_.path() + "/state/" + kSnapshotFile; }
+
+  const common::Model& model_ = SharedTestModel();
+  common::TempDir dir_;
+};
+
+void ExpectSameState(const UserStateData& a, const UserStateData& b) {
+  EXPECT_EQ(a.interactions_total, b.interactions_total);
+  EXPECT_EQ(a.profile_version, b.profile_version);
+  EXPECT_EQ(a.profile, b.profile);
+  EXPECT_EQ(a.memo_version, b.memo_version);
+  EXPECT_EQ(a.memo, b.memo);
+  ASSERT_EQ(a.tables.size(), b.tables.size());
+  for (size_t t = 0; t < a.tables.size(); ++t) {
+    EXPECT_EQ(a.tables[t].tracker, b.tables[t].tracker) << t;
+    EXPECT_EQ(a.tables[t].filled, b.tables[t].filled) << t;
+    EXPECT_EQ(a.tables[t].slots, b.tables[t].slots) << t;
+  }
+}
+
+TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
+  auto state = NewState(model_);
+  UserStateData before;
+  {
+    auto store = Open(model_, state.get(), false, /*snapshot_every=*/50);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Interact(**store, *state, 130, 1);  // 2 compactions + 30 in the log
+    const std::vector<float> s(model_.dims().static_in, 0.5f);
+    ASSERT_TRUE((*store)->AppendProfile(1, s).ok());
+    ASSERT_TRUE(state->ReplayProfile(s, 1).ok());
+    Interact(**store, *state, 5, 2);
+    EXPECT_EQ((*store)->records_in_log(), 36);
+    before = state->Export();
+  }
+  auto restored = NewState(model_);
+  auto store = Open(model_, restored.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->recovery_report(),
+              HasSubstr("loaded snapshot at sequence 100"));
+  EXPECT_THAT((*store)->recovery_report(), HasSubstr("replayed 36 log"));
+  ExpectSameState(before, restored->Export());
+  EXPECT_EQ(before.interactions_total, 135u);
+  // Pooled sums are rebuilt, so queries see the same inputs.
+  EXPECT_EQ(restored->Info().tables[0].filled, 120);
+}
+
+TEST_F(StateStoreTest, TornFinalRecordIsTruncated) {
+  auto state = NewState(model_);
+  std::string good_log;
+  UserStateData before;
+  {
+    auto store = Open(model_, state.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    Interact(**store, *state, 3, 1);
+    before = state->Export();
+    good_log = Slurp(LogPath());
+    // A fourth record that reached the disk only partly (the crash came
+    // before its fsync returned, so it was never acknowledged).
+    Interact(**store, *state, 1, 9);
+  }
+  const std::string full = Slurp(LogPath());
+  const size_t record = full.size() - good_log.size();
+  for (size_t keep : {size_t{5}, record / 2, record - 1}) {
+    SCOPED_TRACE(testing::Message() << "kept " << keep << " of " << record);
+    Spit(LogPath(), full.substr(0, good_log.size() + keep));
+    auto restored = NewState(model_);
+    auto store = Open(model_, restored.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_THAT((*store)->recovery_report(),
+                HasSubstr("truncated a torn final log record"));
+    ExpectSameState(before, restored->Export());
+    EXPECT_EQ(Slurp(LogPath()), good_log);
+  }
+  // A zero-filled tail (some filesystems extend the file before the data
+  // lands) is torn too.
+  Spit(LogPath(), good_log + std::string(100, '\0'));
+  auto restored = NewState(model_);
+  ASSERT_TRUE(Open(model_, restored.get()).ok());
+  EXPECT_EQ(restored->Export().interactions_total, 3u);
+}
+
+TEST_F(StateStoreTest, CorruptRecordBeforeTheEndIsDataLoss) {
+  auto state = NewState(model_);
+  {
+    auto store = Open(model_, state.get());
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 3, 1);
+  }
+  std::string log = Slurp(LogPath());
+  log[log.size() / 3] ^= 0x40;  // inside the first record's rows
+  Spit(LogPath(), log);
+  auto restored = NewState(model_);
+  EXPECT_THAT(Open(model_, restored.get()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       testing::AllOf(HasSubstr("interactions.log"),
+                                      HasSubstr("checksum"),
+                                      HasSubstr("--reset_state"))));
+}
+
+TEST_F(StateStoreTest, CorruptSnapshotIsDataLossUnlessReset) {
+  auto state = NewState(model_);
+  {
+    auto store = Open(model_, state.get(), false, /*snapshot_every=*/2);
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 4, 1);
+  }
+  std::string snap = Slurp(SnapshotPath());
+  snap[snap.size() - 10] ^= 0x01;
+  Spit(SnapshotPath(), snap);
+  auto restored = NewState(model_);
+  EXPECT_THAT(Open(model_, restored.get()),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       testing::AllOf(HasSubstr("snapshot.bin is corrupt"),
+                                      HasSubstr("checksum mismatch"),
+                                      HasSubstr("--reset_state"))));
+  // Truncated snapshot.
+  Spit(SnapshotPath(), snap.substr(0, snap.size() / 2));
+  EXPECT_THAT(Open(model_, restored.get()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("header says")));
+  Spit(SnapshotPath(), "hello");
+  EXPECT_THAT(Open(model_, restored.get()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bad magic")));
+
+  // --reset_state: starts empty and works afterwards.
+  auto store = Open(model_, restored.get(), /*reset=*/true);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->recovery_report(), HasSubstr("state reset"));
+  EXPECT_EQ(restored->Export().interactions_total, 0u);
+  Interact(**store, *restored, 2, 3);
+  store->reset();
+  auto again = NewState(model_);
+  ASSERT_TRUE(Open(model_, again.get()).ok());
+  EXPECT_EQ(again->Export().interactions_total, 2u);
+}
+
+TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
+  auto state = NewState(model_);
+  {
+    auto store = Open(model_, state.get(), false, /*snapshot_every=*/2);
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 3, 1);  // snapshot + 1 log record
+  }
+  const common::Model& other = SharedTestModel("rm2", /*seed=*/2);
+  ASSERT_NE(other.config().signature(), model_.config().signature());
+  auto foreign = NewState(other);
+  EXPECT_THAT(Open(other, foreign.get()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       testing::AllOf(HasSubstr("snapshot.bin was written for "
+                                                "model signature"),
+                                      HasSubstr(model_.config().signature()),
+                                      HasSubstr("--reset_state"))));
+  // Only a log (no snapshot) of another model.
+  ASSERT_EQ(std::remove(SnapshotPath().c_str()), 0);
+  EXPECT_THAT(Open(other, foreign.get()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("interactions.log was written for")));
+  EXPECT_TRUE(Open(other, foreign.get(), /*reset=*/true).ok());
+}
+
+}  // namespace
+}  // namespace duet::edge

@@ -1,0 +1,193 @@
+#include "edge/user_state.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "common/model_config.h"
+#include "common/status_macros.h"
+
+namespace duet::edge {
+namespace {
+
+Scratchpad::Options ScratchpadOptions(const common::Model& model,
+                                      int refresh_every) {
+  Scratchpad::Options o;
+  for (const auto& t : model.config().user_tables()) {
+    o.history_lengths.push_back(t.history_length());
+  }
+  o.dim = model.config().embedding_dim();
+  o.refresh_every = refresh_every;
+  return o;
+}
+
+}  // namespace
+
+absl::Status CheckFinite(absl::Span<const float> v, const char* field) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s[%d] is %f; values must be finite", field, i, v[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+UserState::UserState(const common::Model* model, Options options)
+    : model_(model),
+      scratchpad_(ScratchpadOptions(*model, options.refresh_every)),
+      profile_(model->dims().static_in, 0.0f) {
+  ProfileMemo::Options memo;
+  memo.static_bottom = model->static_bottom();
+  memo.static_in = model->dims().static_in;
+  memo.static_out = model->dims().static_out;
+  memo.executor = std::move(options.executor);
+  memo.on_recompute = std::move(options.on_memo_recompute);
+  memo_ = std::make_unique<ProfileMemo>(std::move(memo));
+}
+
+absl::StatusOr<std::unique_ptr<UserState>> UserState::Create(
+    const common::Model* model, Options options) {
+  if (model == nullptr || !model->has_edge()) {
+    return absl::FailedPreconditionError(
+        "user state needs the edge part of the model (edge.safetensors)");
+  }
+  std::unique_ptr<UserState> state(new UserState(model, std::move(options)));
+  const std::vector<float> zeros(model->dims().static_in, 0.0f);
+  RETURN_IF_ERROR(state->memo_->ComputeNow(zeros, 0));
+  return state;
+}
+
+absl::Status UserState::ValidateInteractionRows(
+    absl::Span<const float> rows) const {
+  const int expected = model_->dims().pooled;
+  if (static_cast<int>(rows.size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "item embedding rows have %d values, model %s expects %d "
+        "(%d user tables x dim %d)",
+        rows.size(), common::ModelLabel(model_->config()), expected,
+        model_->config().user_tables_size(), model_->config().embedding_dim()));
+  }
+  return CheckFinite(rows, "rows");
+}
+
+absl::Status UserState::ValidateProfile(absl::Span<const float> s) const {
+  const int expected = model_->dims().static_in;
+  if (static_cast<int>(s.size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "static_features has %d values, model %s expects %d", s.size(),
+        common::ModelLabel(model_->config()), expected));
+  }
+  return CheckFinite(s, "static_features");
+}
+
+uint64_t UserState::PushInteraction(absl::Span<const float> rows) {
+  absl::MutexLock lock(&mu_);
+  scratchpad_.Push(rows);
+  return ++interactions_total_;
+}
+
+uint64_t UserState::UpdateProfile(absl::Span<const float> s) {
+  uint64_t version;
+  {
+    absl::MutexLock lock(&mu_);
+    profile_.assign(s.begin(), s.end());
+    version = ++profile_version_;
+  }
+  memo_->RecomputeInBackground(std::vector<float>(s.begin(), s.end()), version);
+  return version;
+}
+
+absl::Status UserState::ReplayProfile(absl::Span<const float> s,
+                                      uint64_t version) {
+  RETURN_IF_ERROR(ValidateProfile(s));
+  {
+    absl::MutexLock lock(&mu_);
+    profile_.assign(s.begin(), s.end());
+    profile_version_ = version;
+  }
+  return memo_->ComputeNow(s, version);
+}
+
+absl::Status UserState::ComputeUserVector(const UserModel& model,
+                                          const float* c,
+                                          UserModel::Output* out) const {
+  // Holding the shared_ptr keeps this query's z_s alive and whole even if a
+  // recompute publishes a new one meanwhile.
+  const std::shared_ptr<const ProfileMemo::Value> memo = memo_->Current();
+  absl::ReaderMutexLock lock(&mu_);
+  return model.Run(memo->z_s.data(), c, scratchpad_.pooled(), out);
+}
+
+UserStateData UserState::Export() const {
+  UserStateData data;
+  const std::shared_ptr<const ProfileMemo::Value> memo = memo_->Current();
+  data.memo_version = memo->version;
+  data.memo = memo->z_s;
+  absl::ReaderMutexLock lock(&mu_);
+  data.interactions_total = interactions_total_;
+  data.profile_version = profile_version_;
+  data.profile = profile_;
+  for (int t = 0; t < scratchpad_.num_tables(); ++t) {
+    UserStateData::Table& table = data.tables.emplace_back();
+    table.tracker = scratchpad_.tracker(t);
+    table.filled = scratchpad_.filled(t);
+    const absl::Span<const float> slots = scratchpad_.table_slots(t);
+    table.slots.assign(slots.begin(), slots.end());
+  }
+  return data;
+}
+
+absl::Status UserState::Import(const UserStateData& data) {
+  RETURN_IF_ERROR(ValidateProfile(data.profile));
+  if (data.memo_version > data.profile_version) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("memo version %d is newer than profile version %d",
+                        data.memo_version, data.profile_version));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(data.tables.size()) != scratchpad_.num_tables()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "state has %d user tables, model %s has %d", data.tables.size(),
+          common::ModelLabel(model_->config()), scratchpad_.num_tables()));
+    }
+    for (int t = 0; t < scratchpad_.num_tables(); ++t) {
+      const UserStateData::Table& table = data.tables[t];
+      RETURN_IF_ERROR(
+          scratchpad_.Restore(t, table.slots, table.tracker, table.filled));
+    }
+    interactions_total_ = data.interactions_total;
+    profile_ = data.profile;
+    profile_version_ = data.profile_version;
+  }
+  RETURN_IF_ERROR(memo_->Restore(data.memo_version, data.memo));
+  if (data.memo_version != data.profile_version) {
+    // The process stopped before the background recompute finished.
+    return memo_->ComputeNow(data.profile, data.profile_version);
+  }
+  return absl::OkStatus();
+}
+
+uint64_t UserState::profile_version() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return profile_version_;
+}
+
+UserStateInfo UserState::Info() const {
+  UserStateInfo info;
+  info.memo_version = memo_->version();
+  absl::ReaderMutexLock lock(&mu_);
+  info.interactions_total = interactions_total_;
+  info.profile_version = profile_version_;
+  for (int t = 0; t < scratchpad_.num_tables(); ++t) {
+    UserStateInfo::Table& table = info.tables.emplace_back();
+    table.name = model_->config().user_tables(t).name();
+    table.history_length = scratchpad_.history_length(t);
+    table.filled = scratchpad_.filled(t);
+    table.tracker = scratchpad_.tracker(t);
+  }
+  return info;
+}
+
+}  // namespace duet::edge

@@ -1,0 +1,110 @@
+// One user's on-device state: the scratchpad (history rows, trackers, pooled
+// sums), the profile s with its version, the memoized z_s and the interaction
+// counter. One process can hold many (the load generator's fleet mode).
+// Thread-safe: queries take a shared lock, interactions an exclusive one; a
+// profile change only swaps the memo in the background.
+#ifndef DUET_EDGE_USER_STATE_H_
+#define DUET_EDGE_USER_STATE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/model.h"
+#include "edge/profile_memo.h"
+#include "edge/scratchpad.h"
+#include "edge/user_model.h"
+
+namespace duet::edge {
+
+// Everything a UserState persists (StateStore's snapshot payload).
+struct UserStateData {
+  struct Table {
+    int tracker = 0;
+    int filled = 0;
+    std::vector<float> slots;  // history_length * d, slot order
+  };
+  uint64_t interactions_total = 0;
+  uint64_t profile_version = 0;
+  std::vector<float> profile;  // s
+  uint64_t memo_version = 0;
+  std::vector<float> memo;  // z_s for memo_version
+  std::vector<Table> tables;
+};
+
+// What GetState reports about one user.
+struct UserStateInfo {
+  struct Table {
+    std::string name;
+    int history_length = 0;
+    int filled = 0;
+    int tracker = 0;
+  };
+  std::vector<Table> tables;
+  uint64_t interactions_total = 0;
+  uint64_t profile_version = 0;
+  uint64_t memo_version = 0;
+};
+
+class UserState {
+ public:
+  struct Options {
+    ProfileMemo::Executor executor;  // runs background memo recomputes
+    std::function<void(absl::Duration)> on_memo_recompute;
+    int refresh_every = 0;  // Scratchpad::Options::refresh_every
+  };
+
+  // The initial profile is all zeros (version 0) with its z_s computed now.
+  static absl::StatusOr<std::unique_ptr<UserState>> Create(
+      const common::Model* model, Options options);
+
+  // INVALID_ARGUMENT naming the field for a wrong size or a NaN/Inf.
+  absl::Status ValidateInteractionRows(absl::Span<const float> rows) const;
+  absl::Status ValidateProfile(absl::Span<const float> s) const;
+
+  // Appends one interaction's rows (T_u * d floats, validated); returns the
+  // new interactions_total.
+  uint64_t PushInteraction(absl::Span<const float> rows);
+  // Sets the profile (validated) and starts the memo recompute in the
+  // background; returns the new profile version.
+  uint64_t UpdateProfile(absl::Span<const float> s);
+  // The same with a given version and a synchronous recompute (log replay).
+  absl::Status ReplayProfile(absl::Span<const float> s, uint64_t version);
+
+  // Runs the user model on the current memo and pooled history with context
+  // c (dims().dynamic_in floats, validated). Never waits for a recompute.
+  absl::Status ComputeUserVector(const UserModel& model, const float* c,
+                                 UserModel::Output* out) const;
+
+  UserStateData Export() const;
+  // Replaces the state; INVALID_ARGUMENT when it does not fit the model.
+  absl::Status Import(const UserStateData& data);
+  UserStateInfo Info() const;
+  uint64_t profile_version() const;
+
+  const ProfileMemo& memo() const { return *memo_; }
+  const common::Model& model() const { return *model_; }
+
+ private:
+  UserState(const common::Model* model, Options options);
+
+  const common::Model* model_;
+  mutable absl::Mutex mu_;
+  Scratchpad scratchpad_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> profile_ ABSL_GUARDED_BY(mu_);
+  uint64_t profile_version_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t interactions_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<ProfileMemo> memo_;
+};
+
+// Checks values are finite: INVALID_ARGUMENT "<field>[i] is nan, ..." else.
+absl::Status CheckFinite(absl::Span<const float> v, const char* field);
+
+}  // namespace duet::edge
+
+#endif  // DUET_EDGE_USER_STATE_H_
