@@ -47,10 +47,10 @@ void PlanHotRows(const TableStats& t, const PlacementOptions& o,
   *budget_left -= cost;
   plan->resident_bytes += cost;
   plan->hot_rows = std::move(hot);
-  plan->hot_access_share =
-      t.total_accesses > 0 ? static_cast<double>(hot_count) /
-                                 static_cast<double>(t.total_accesses)
-                           : 0.0;
+  plan->hot_access_share = t.total_accesses > 0
+                               ? static_cast<double>(hot_count) /
+                                     static_cast<double>(t.total_accesses)
+                               : 0.0;
 }
 
 }  // namespace
@@ -59,15 +59,14 @@ absl::StatusOr<PlacementMode> ParsePlacementMode(const std::string& s) {
   if (s == "auto") return PlacementMode::kAuto;
   if (s == "replicate") return PlacementMode::kReplicate;
   if (s == "shard") return PlacementMode::kShard;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "placement '", s, "' is not one of auto, replicate, shard"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("placement '", s, "' is not one of auto, replicate, shard"));
 }
 
 int PlacementPlan::num_replicated() const {
-  return static_cast<int>(
-      std::count_if(tables.begin(), tables.end(), [](const TablePlan& t) {
-        return t.mode == PlacementMode::kReplicate;
-      }));
+  return static_cast<int>(std::count_if(
+      tables.begin(), tables.end(),
+      [](const TablePlan& t) { return t.mode == PlacementMode::kReplicate; }));
 }
 
 int PlacementPlan::num_sharded() const {
@@ -80,8 +79,9 @@ std::string PlacementPlan::DebugString() const {
       num_replicated(), num_sharded(), MiB(resident_bytes));
   for (const TablePlan& t : tables) {
     absl::StrAppendFormat(
-        &out, "  %-16s %-9s shards=%d hot_rows=%d (%.1f%% of accesses) "
-              "%.2f MiB: %s\n",
+        &out,
+        "  %-16s %-9s shards=%d hot_rows=%d (%.1f%% of accesses) "
+        "%.2f MiB: %s\n",
         t.name, t.mode == PlacementMode::kReplicate ? "replicate" : "shard",
         t.num_shards, t.hot_rows.size(), 100.0 * t.hot_access_share,
         MiB(t.resident_bytes), t.reason);
@@ -96,9 +96,9 @@ absl::StatusOr<PlacementPlan> TablePlacement::Plan(
         absl::StrCat("num_workers is ", o.num_workers, ", must be >= 1"));
   }
   if (o.memory_budget_bytes <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("memory budget is ", o.memory_budget_bytes,
-                     " bytes, must be positive"));
+    return absl::InvalidArgumentError(absl::StrCat("memory budget is ",
+                                                   o.memory_budget_bytes,
+                                                   " bytes, must be positive"));
   }
   const int64_t k = o.num_workers;
   int64_t one_copy = 0;
@@ -148,15 +148,15 @@ absl::StatusOr<PlacementPlan> TablePlacement::Plan(
     for (size_t i : order) {
       const int64_t extra = tables[i].bytes() * (k - 1);
       if (tables[i].bytes() > o.small_table_bytes) {
-        plan.tables[i].reason = absl::StrFormat(
-            "%.2f MiB > small-table limit %.2f MiB", MiB(tables[i].bytes()),
-            MiB(o.small_table_bytes));
+        plan.tables[i].reason =
+            absl::StrFormat("%.2f MiB > small-table limit %.2f MiB",
+                            MiB(tables[i].bytes()), MiB(o.small_table_bytes));
       } else if (extra > budget_left) {
-        plan.tables[i].reason = absl::StrFormat(
-            "%d copies would exceed the memory budget", k);
+        plan.tables[i].reason =
+            absl::StrFormat("%d copies would exceed the memory budget", k);
       } else {
-        replicate(i, absl::StrFormat("small (%.2f MiB)",
-                                     MiB(tables[i].bytes())));
+        replicate(i,
+                  absl::StrFormat("small (%.2f MiB)", MiB(tables[i].bytes())));
       }
     }
   } else {
@@ -167,7 +167,8 @@ absl::StatusOr<PlacementPlan> TablePlacement::Plan(
       PlanHotRows(tables[i], o, &budget_left, &plan.tables[i]);
     }
   }
-  for (const TablePlan& p : plan.tables) plan.resident_bytes += p.resident_bytes;
+  for (const TablePlan& p : plan.tables)
+    plan.resident_bytes += p.resident_bytes;
   return plan;
 }
 

@@ -1,1 +1,11 @@
 # Integration tests of duet-cloud (see tests/CMakeLists.txt).
+
+# Process helper shared by every multi-process suite (cloud, edge, ...).
+add_library(duet_test_process STATIC ${CMAKE_CURRENT_LIST_DIR}/test_process.cc)
+target_link_libraries(duet_test_process PUBLIC duet_proto gRPC::grpc++
+                      absl::status absl::statusor absl::strings absl::time)
+
+duet_test(cloud_integration_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/cloud_integration_test.cc
+  LIBS duet_test_process duet_test_util duet_model)
+add_dependencies(cloud_integration_test duet-cloud)

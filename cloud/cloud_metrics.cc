@@ -1,0 +1,142 @@
+#include "cloud/cloud_metrics.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/metrics.h"
+
+namespace duet::cloud {
+namespace {
+
+const char* StageName(int s) {
+  static const char* kNames[kNumStages] = {"queue", "item_model", "user_wait",
+                                           "combine", "total"};
+  return kNames[s];
+}
+
+}  // namespace
+
+const char* RpcName(Rpc rpc) {
+  switch (rpc) {
+    case Rpc::kScoringSession:
+      return "ScoringSession";
+    case Rpc::kScore:
+      return "Score";
+    case Rpc::kMonolithicScore:
+      return "MonolithicScore";
+    case Rpc::kGetItemEmbeddings:
+      return "GetItemEmbeddings";
+  }
+  return "unknown";
+}
+
+CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
+    : registry_(std::move(registry)) {
+  prometheus::Registry& r = *registry_;
+  auto& duration =
+      prometheus::BuildHistogram()
+          .Name("duet_query_duration_seconds")
+          .Help(
+              "Time per query stage: queue (admission to worker pick-up), "
+              "item_model, user_wait (item side done to user vector), "
+              "combine, total")
+          .Register(r);
+  const auto buckets = common::LatencyBucketsSeconds();
+  for (int rpc = 0; rpc < kNumRpcs; ++rpc) {
+    for (int s = 0; s < kNumStages; ++s) {
+      stage_[rpc][s] = &duration.Add({{"side", "cloud"},
+                                      {"stage", StageName(s)},
+                                      {"rpc", RpcName(static_cast<Rpc>(rpc))}},
+                                     buckets);
+    }
+  }
+  queries_ = &prometheus::BuildCounter()
+                  .Name("duet_queries_total")
+                  .Help("Finished queries by RPC and status code")
+                  .Register(r);
+  rejected_ = &prometheus::BuildCounter()
+                   .Name("duet_rejected_queries_total")
+                   .Help("Queries refused at admission, by reason")
+                   .Register(r);
+  candidates_ = &prometheus::BuildCounter()
+                     .Name("duet_candidates_scored_total")
+                     .Help("Candidates scored by successful queries")
+                     .Register(r)
+                     .Add({{"side", "cloud"}});
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("duet_inflight_queries")
+                   .Help("Admitted queries not yet finished")
+                   .Register(r)
+                   .Add({{"side", "cloud"}});
+  auto& strategy = prometheus::BuildCounter()
+                       .Name("duet_strategy_total")
+                       .Help("Strategy choices of the selector, per query")
+                       .Register(r);
+  lookup_[static_cast<int>(LookupStrategy::kBatch)] =
+      &strategy.Add({{"kind", "lookup"}, {"choice", "batch"}});
+  lookup_[static_cast<int>(LookupStrategy::kTable)] =
+      &strategy.Add({{"kind", "lookup"}, {"choice", "table"}});
+  user_[static_cast<int>(UserStrategy::kLoad)] =
+      &strategy.Add({{"kind", "user"}, {"choice", "load"}});
+  user_[static_cast<int>(UserStrategy::kRecompute)] =
+      &strategy.Add({{"kind", "user"}, {"choice", "recompute"}});
+  auto& cache = prometheus::BuildCounter()
+                    .Name("duet_item_cache_lookups_total")
+                    .Help("Item-tower output cache lookups by result")
+                    .Register(r);
+  cache_hits_ = &cache.Add({{"result", "hit"}});
+  cache_misses_ = &cache.Add({{"result", "miss"}});
+  cache_entries_ = &prometheus::BuildGauge()
+                        .Name("duet_item_cache_entries")
+                        .Help("Entries held by the item-tower output cache")
+                        .Register(r)
+                        .Add({});
+  placement_tables_ = &prometheus::BuildGauge()
+                           .Name("duet_placement_tables")
+                           .Help("Item tables per placement mode")
+                           .Register(r);
+  placement_info_ =
+      &prometheus::BuildGauge()
+           .Name("duet_placement_table_info")
+           .Help(
+               "Placement of each item table (value 1; hot_rows: rows of a "
+               "sharded table replicated on every worker)")
+           .Register(r);
+}
+
+void CloudMetrics::ObserveStage(Rpc rpc, Stage stage, double seconds) {
+  stage_[static_cast<int>(rpc)][static_cast<int>(stage)]->Observe(seconds);
+}
+
+void CloudMetrics::CountQuery(Rpc rpc, absl::StatusCode code) {
+  queries_
+      ->Add({{"side", "cloud"},
+             {"rpc", RpcName(rpc)},
+             {"code", absl::StatusCodeToString(code)}})
+      .Increment();
+}
+
+void CloudMetrics::CountRejected(const char* reason) {
+  rejected_->Add({{"side", "cloud"}, {"reason", reason}}).Increment();
+}
+
+void CloudMetrics::CountCache(int64_t hits, int64_t misses) {
+  if (hits > 0) cache_hits_->Increment(static_cast<double>(hits));
+  if (misses > 0) cache_misses_->Increment(static_cast<double>(misses));
+}
+
+void CloudMetrics::SetPlacement(const PlacementPlan& plan) {
+  placement_tables_->Add({{"mode", "replicate"}}).Set(plan.num_replicated());
+  placement_tables_->Add({{"mode", "shard"}}).Set(plan.num_sharded());
+  for (const TablePlan& t : plan.tables) {
+    placement_info_
+        ->Add({{"table", t.name},
+               {"mode",
+                t.mode == PlacementMode::kReplicate ? "replicate" : "shard"},
+               {"hot_rows", absl::StrCat(t.hot_rows.size())}})
+        .Set(1);
+  }
+}
+
+}  // namespace duet::cloud

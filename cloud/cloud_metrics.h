@@ -1,0 +1,79 @@
+// CloudMetrics: the Prometheus series of duet-cloud (DESIGN.md §6), built in
+// a caller-provided registry. Series of fixed label sets are created up
+// front so recording is a pointer dereference plus an atomic add.
+// Thread-safe.
+#ifndef DUET_CLOUD_CLOUD_METRICS_H_
+#define DUET_CLOUD_CLOUD_METRICS_H_
+
+#include <array>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "cloud/combined_top.h"
+#include "cloud/lookup_engine.h"
+#include "cloud/table_placement.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace duet::cloud {
+
+enum class Rpc {
+  kScoringSession,
+  kScore,
+  kMonolithicScore,
+  kGetItemEmbeddings
+};
+inline constexpr int kNumRpcs = 4;
+const char* RpcName(Rpc rpc);
+
+enum class Stage { kQueue, kItemModel, kUserWait, kCombine, kTotal };
+inline constexpr int kNumStages = 5;
+
+class CloudMetrics {
+ public:
+  explicit CloudMetrics(std::shared_ptr<prometheus::Registry> registry);
+
+  void ObserveStage(Rpc rpc, Stage stage, double seconds);
+  void CountQuery(Rpc rpc, absl::StatusCode code);
+  void AddCandidates(int64_t n) {
+    candidates_->Increment(static_cast<double>(n));
+  }
+  void AddInflight(double delta) { inflight_->Increment(delta); }
+  // reason: "inflight" (admission bound) | "shutdown".
+  void CountRejected(const char* reason);
+  void CountLookup(LookupStrategy s) {
+    lookup_[static_cast<int>(s)]->Increment();
+  }
+  void CountUser(UserStrategy s) { user_[static_cast<int>(s)]->Increment(); }
+  void CountCache(int64_t hits, int64_t misses);
+  void SetCacheEntries(int64_t n) {
+    cache_entries_->Set(static_cast<double>(n));
+  }
+  // duet_placement_tables{mode} and duet_placement_table_info{table,mode}.
+  void SetPlacement(const PlacementPlan& plan);
+
+  const std::shared_ptr<prometheus::Registry>& registry() const {
+    return registry_;
+  }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::array<std::array<prometheus::Histogram*, kNumStages>, kNumRpcs> stage_{};
+  prometheus::Family<prometheus::Counter>* queries_ = nullptr;
+  prometheus::Family<prometheus::Counter>* rejected_ = nullptr;
+  prometheus::Counter* candidates_ = nullptr;
+  prometheus::Gauge* inflight_ = nullptr;
+  std::array<prometheus::Counter*, 2> lookup_{}, user_{};
+  prometheus::Counter* cache_hits_ = nullptr;
+  prometheus::Counter* cache_misses_ = nullptr;
+  prometheus::Gauge* cache_entries_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;
+};
+
+}  // namespace duet::cloud
+
+#endif  // DUET_CLOUD_CLOUD_METRICS_H_

@@ -1,0 +1,166 @@
+#include "cloud/cloud_server.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/model_config.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace duet::cloud {
+namespace {
+
+constexpr char kServiceName[] = "duet.v1.ScoringService";
+constexpr char kVersion[] = "0.1.0";
+
+sigset_t ShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "duet-cloud: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Create(
+    CloudServerOptions options) {
+  // Every thread created from here on inherits the blocked mask, so the
+  // signals wait for Run()'s sigwait instead of killing the process.
+  const sigset_t signals = ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto server =
+      std::unique_ptr<CloudServer>(new CloudServer(std::move(options)));
+  RETURN_IF_ERROR(server->Init());
+  return server;
+}
+
+absl::Status CloudServer::Init() {
+  const CloudServerOptions& o = options_;
+  std::shared_ptr<prometheus::Registry> registry;
+  if (!o.metrics_listen.empty()) {
+    common::MetricsServer::Options mo;
+    mo.listen_address = o.metrics_listen;
+    ASSIGN_OR_RETURN(metrics_server_, common::MetricsServer::Create(mo));
+    registry = metrics_server_->registry();
+    Log(absl::StrCat("metrics on http://", metrics_server_->listen_address(),
+                     "/metrics"));
+  } else {
+    registry = std::make_shared<prometheus::Registry>();
+  }
+  ASSIGN_OR_RETURN(info_, common::InfoMetrics::Create(
+                              registry, {/*side=*/"cloud", kVersion}));
+  common::EnergyMeter::Options eo;
+  eo.side = "cloud";
+  eo.registry = registry;
+  ASSIGN_OR_RETURN(energy_, common::EnergyMeter::Create(std::move(eo)));
+  Log(absl::StrCat("energy source: ", energy_->source(),
+                   energy_->rapl_unavailable_reason().empty()
+                       ? ""
+                       : " (" + energy_->rapl_unavailable_reason() + ")"));
+
+  common::LoadOptions lo;
+  lo.parts.edge = true;  // MonolithicScore runs the user side too
+  lo.parts.cloud = true;
+  lo.parts.user_tables = true;  // relay, GetItemEmbeddings, MonolithicScore
+  lo.verify_checksums = o.verify_checksums;
+  const absl::Time load_start = absl::Now();
+  ASSIGN_OR_RETURN(std::unique_ptr<common::Model> model,
+                   common::Model::Load(o.model_dir, lo));
+  Log(absl::StrFormat("loaded %s from %s in %.2f s",
+                      common::ModelLabel(model->config()), o.model_dir,
+                      absl::ToDoubleSeconds(absl::Now() - load_start)));
+  info_->SetModel(model->config().name(),
+                  absl::StrCat(model->config().version()),
+                  model->config().signature());
+
+  ScoringCoreOptions co = o.core;
+  co.registry = registry;
+  const absl::Time calib_start = absl::Now();
+  ASSIGN_OR_RETURN(core_, ScoringCore::Create(std::move(model), co));
+  Log(absl::StrFormat(
+      "%d workers, max %d in flight, max %d candidates, item "
+      "cache %d entries",
+      core_->options().workers, core_->options().max_inflight,
+      core_->options().max_candidates, core_->options().item_cache_entries));
+  Log(core_->placement().DebugString());
+  Log(absl::StrFormat("strategy selector (%.2f s):\n%s",
+                      absl::ToDoubleSeconds(absl::Now() - calib_start),
+                      core_->selector().DebugString()));
+
+  service_ = std::make_unique<ScoringServiceImpl>(core_.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  builder.SetMaxSendMessageSize(o.max_message_bytes);
+  if (o.max_connection_age_s > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               o.max_connection_age_s * 1000);
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(o.shutdown_grace)));
+  }
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", o.listen,
+                     " (address in use or not a valid HOST:PORT)"));
+  }
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  Log(absl::StrCat("serving ", kServiceName, " on ", o.listen, " (port ", port_,
+                   ")"));
+  return absl::OkStatus();
+}
+
+void CloudServer::Run() {
+  const sigset_t signals = ShutdownSignals();
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  Log(absl::StrCat("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                   ", draining (grace ",
+                   absl::FormatDuration(options_.shutdown_grace), ")"));
+  Shutdown();
+}
+
+void CloudServer::Shutdown() {
+  if (shut_down_ || server_ == nullptr) return;
+  shut_down_ = true;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  const absl::Time deadline = absl::Now() + options_.shutdown_grace;
+  const int left = core_->Drain(deadline);
+  if (left > 0) {
+    Log(absl::StrCat(left, " queries still in flight after the grace period"));
+  }
+  // Let the last responses be written, then cancel idle streams.
+  const absl::Time stop =
+      std::min(deadline, absl::Now() + absl::Milliseconds(500));
+  server_->Shutdown(absl::ToChronoTime(std::max(stop, absl::Now())));
+  Log("stopped");
+}
+
+CloudServer::~CloudServer() {
+  Shutdown();
+  server_.reset();
+  service_.reset();
+  core_.reset();
+}
+
+}  // namespace duet::cloud

@@ -1,0 +1,67 @@
+// CloudServer: the duet-cloud process around a ScoringCore. Loads the model,
+// owns the gRPC server (ScoringService, grpc.health.v1, reflection), the
+// Prometheus exposer with model info and energy metering, and the lifecycle:
+// Run() serves until SIGTERM/SIGINT, then health goes NOT_SERVING, new
+// queries are refused, in-flight ones finish within the grace period and
+// the server stops. Create() must run before any other thread exists (it
+// blocks SIGTERM/SIGINT so only Run() receives them).
+#ifndef DUET_CLOUD_CLOUD_SERVER_H_
+#define DUET_CLOUD_CLOUD_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cloud/scoring_core.h"
+#include "cloud/scoring_service_impl.h"
+#include "common/energy_meter.h"
+#include "common/metrics.h"
+#include "grpcpp/grpcpp.h"
+
+namespace duet::cloud {
+
+struct CloudServerOptions {
+  std::string model_dir;
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen = "127.0.0.1:9091";  // empty: no exposer
+  bool verify_checksums = true;
+  ScoringCoreOptions core;
+  int max_connection_age_s = 0;  // 0: connections live forever
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  int max_message_bytes = 8 << 20;
+};
+
+class CloudServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<CloudServer>> Create(
+      CloudServerOptions options);
+  ~CloudServer();
+
+  // Blocks until SIGTERM or SIGINT, then shuts down gracefully.
+  void Run();
+  // Graceful shutdown (idempotent); Run() calls it after a signal.
+  void Shutdown();
+
+  int port() const { return port_; }
+  ScoringCore& core() { return *core_; }
+
+ private:
+  explicit CloudServer(CloudServerOptions options)
+      : options_(std::move(options)) {}
+  absl::Status Init();
+
+  CloudServerOptions options_;
+  std::unique_ptr<common::MetricsServer> metrics_server_;
+  std::unique_ptr<common::InfoMetrics> info_;
+  std::unique_ptr<common::EnergyMeter> energy_;
+  std::unique_ptr<ScoringCore> core_;
+  std::unique_ptr<ScoringServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace duet::cloud
+
+#endif  // DUET_CLOUD_CLOUD_SERVER_H_

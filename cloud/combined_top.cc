@@ -1,0 +1,126 @@
+#include "cloud/combined_top.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/status_macros.h"
+
+namespace duet::cloud {
+namespace {
+
+struct CombineScratch {
+  std::vector<float> a, x, z;
+};
+CombineScratch& Scratch() {
+  thread_local CombineScratch scratch;
+  return scratch;
+}
+float* Grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+const char* UserStrategyName(UserStrategy s) {
+  return s == UserStrategy::kLoad ? "load" : "recompute";
+}
+
+absl::StatusOr<std::unique_ptr<CombinedTop>> CombinedTop::Create(
+    const common::Model* model) {
+  auto top = std::unique_ptr<CombinedTop>(new CombinedTop(model));
+  const common::ModelDims& d = model->dims();
+  const std::vector<common::LinearLayer>& layers = model->combined_top_layers();
+  if (layers.empty() || layers[0].in != d.user_out + d.item_out) {
+    return absl::InvalidArgumentError(
+        "combined top MLP must start with a layer over [u, v_j]");
+  }
+  const common::LinearLayer& first = layers[0];
+  top->user_out_ = d.user_out;
+  top->item_out_ = d.item_out;
+  top->hidden_ = first.out;
+  top->single_layer_ = layers.size() == 1;
+  // Split W = [W_u | W_v] column-wise into two row-major matrices.
+  top->w_u_.resize(static_cast<size_t>(first.out) * d.user_out);
+  top->w_v_.resize(static_cast<size_t>(first.out) * d.item_out);
+  for (int o = 0; o < first.out; ++o) {
+    const float* row = first.weight + static_cast<size_t>(o) * first.in;
+    std::memcpy(top->w_u_.data() + static_cast<size_t>(o) * d.user_out, row,
+                d.user_out * sizeof(float));
+    std::memcpy(top->w_v_.data() + static_cast<size_t>(o) * d.item_out,
+                row + d.user_out, d.item_out * sizeof(float));
+  }
+  top->bias_.assign(first.bias, first.bias + first.out);
+  top->zero_bias_.assign(first.out, 0.0f);
+  ASSIGN_OR_RETURN(
+      top->first_v_,
+      common::Fp32Mlp::Create(
+          {{d.item_out, first.out, top->w_v_.data(), top->zero_bias_.data()}},
+          common::Activation::kNone));
+  if (!top->single_layer_) {
+    std::vector<common::LinearLayer> rest(layers.begin() + 1, layers.end());
+    ASSIGN_OR_RETURN(top->rest_, common::Fp32Mlp::Create(
+                                     rest, common::Activation::kSigmoid));
+  }
+  return top;
+}
+
+absl::Status CombinedTop::Score(const float* u, const float* v, int n,
+                                UserStrategy strategy, float* ctr) const {
+  if (n <= 0) return absl::OkStatus();
+  return strategy == UserStrategy::kLoad ? ScoreLoad(u, v, n, ctr)
+                                         : ScoreRecompute(u, v, n, ctr);
+}
+
+absl::Status CombinedTop::ScoreLoad(const float* u, const float* v, int n,
+                                    float* ctr) const {
+  CombineScratch& s = Scratch();
+  // a = W_u u + b, once for the whole query.
+  float* ap = Grow(s.a, hidden_);
+  for (int o = 0; o < hidden_; ++o) {
+    const float* w = w_u_.data() + static_cast<size_t>(o) * user_out_;
+    float acc = 0;
+    for (int i = 0; i < user_out_; ++i) acc += w[i] * u[i];
+    ap[o] = acc + bias_[o];
+  }
+  float* z = single_layer_ ? ctr : Grow(s.z, static_cast<size_t>(n) * hidden_);
+  RETURN_IF_ERROR(first_v_->Run(v, n, z));
+  const size_t total = static_cast<size_t>(n) * hidden_;
+  if (single_layer_) {
+    for (size_t i = 0; i < total; ++i) {
+      ctr[i] = 1.0f / (1.0f + std::exp(-(z[i] + ap[i % hidden_])));
+    }
+    return absl::OkStatus();
+  }
+  for (int r = 0; r < n; ++r) {
+    float* zr = z + static_cast<size_t>(r) * hidden_;
+    for (int o = 0; o < hidden_; ++o) zr[o] = std::max(0.0f, zr[o] + ap[o]);
+  }
+  return rest_->Run(z, n, ctr);
+}
+
+absl::Status CombinedTop::ScoreRecompute(const float* u, const float* v, int n,
+                                         float* ctr) const {
+  CombineScratch& s = Scratch();
+  const int width = user_out_ + item_out_;
+  float* x = Grow(s.x, static_cast<size_t>(n) * width);
+  for (int r = 0; r < n; ++r) {
+    float* xr = x + static_cast<size_t>(r) * width;
+    std::memcpy(xr, u, user_out_ * sizeof(float));
+    std::memcpy(xr + user_out_, v + static_cast<size_t>(r) * item_out_,
+                item_out_ * sizeof(float));
+  }
+  return model_->combined_top().Run(x, n, ctr);
+}
+
+int64_t CombinedTop::Flops(int n, UserStrategy strategy) const {
+  const int64_t rest = rest_ != nullptr ? rest_->Flops(n) : 0;
+  if (strategy == UserStrategy::kLoad) {
+    return 2 * static_cast<int64_t>(hidden_) * user_out_ +
+           2 * static_cast<int64_t>(n) * hidden_ * item_out_ + rest;
+  }
+  return 2 * static_cast<int64_t>(n) * hidden_ * (user_out_ + item_out_) + rest;
+}
+
+}  // namespace duet::cloud

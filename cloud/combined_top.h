@@ -1,0 +1,57 @@
+// CombinedTop: y_j = sigmoid(CombinedTopMLP([u, v_j])) for the N candidates
+// of a query, with the user's contribution to the first layer either
+//   kLoad:      a = W_u u + b once per query, then W_v v_j + a per row, or
+//   kRecompute: rows [u, v_j] through the full first layer (batched GEMM),
+// (DESIGN.md §2 and §5.3). Both give the same CTRs up to float rounding.
+// Owns re-laid-out copies of the first layer's weights. Immutable after
+// Create and thread-safe (per-thread scratch buffers).
+#ifndef DUET_CLOUD_COMBINED_TOP_H_
+#define DUET_CLOUD_COMBINED_TOP_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/mlp.h"
+#include "common/model.h"
+
+namespace duet::cloud {
+
+enum class UserStrategy { kLoad, kRecompute };
+const char* UserStrategyName(UserStrategy s);  // "load" | "recompute"
+
+class CombinedTop {
+ public:
+  // Needs the cloud part of `model`, which must outlive this object.
+  static absl::StatusOr<std::unique_ptr<CombinedTop>> Create(
+      const common::Model* model);
+
+  // u: [user_out]; v: [n, item_out] row-major; ctr: [n].
+  absl::Status Score(const float* u, const float* v, int n,
+                     UserStrategy strategy, float* ctr) const;
+
+  // Multiply-adds x 2 of one query under each strategy (for the selector's
+  // log and the roofline estimate).
+  int64_t Flops(int n, UserStrategy strategy) const;
+
+ private:
+  explicit CombinedTop(const common::Model* model) : model_(model) {}
+  absl::Status ScoreLoad(const float* u, const float* v, int n,
+                         float* ctr) const;
+  absl::Status ScoreRecompute(const float* u, const float* v, int n,
+                              float* ctr) const;
+
+  const common::Model* model_;
+  int user_out_ = 0, item_out_ = 0, hidden_ = 0;
+  bool single_layer_ = false;  // the first layer is also the last
+  std::vector<float> w_u_;     // [hidden, user_out]
+  std::vector<float> w_v_;     // [hidden, item_out]
+  std::vector<float> bias_;    // [hidden]
+  std::vector<float> zero_bias_;
+  std::unique_ptr<common::Fp32Mlp> first_v_;  // v -> W_v v (no activation)
+  std::unique_ptr<common::Fp32Mlp> rest_;     // layers 1.. (null if none)
+};
+
+}  // namespace duet::cloud
+
+#endif  // DUET_CLOUD_COMBINED_TOP_H_

@@ -1,0 +1,714 @@
+#include "cloud/scoring_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "cloud/aligned_buffer.h"
+#include "common/catalog.h"
+#include "common/model_config.h"
+#include "common/quantize.h"
+#include "common/status_macros.h"
+#include "common/top_k.h"
+
+namespace duet::cloud {
+namespace {
+
+int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+absl::Status Unavailable() {
+  return absl::UnavailableError("duet-cloud is shutting down");
+}
+
+}  // namespace
+
+// Per-query output buffers, sized for max_candidates and recycled.
+struct ScoringCore::Buffers {
+  Buffers(int max_candidates, const common::ModelDims& d)
+      : v(static_cast<size_t>(max_candidates) * d.item_out),
+        ctr(max_candidates),
+        u(d.user_out) {}
+  AlignedBuffer<float> v, ctr, u;
+};
+
+class ScoringCore::Query {
+ public:
+  explicit Query(ScoringCore* core) : core(core) {}
+  ~Query() { core->ReturnBuffers(std::move(buffers)); }
+
+  ScoringCore* const core;
+  uint64_t id = 0;
+  Rpc rpc = Rpc::kScoringSession;
+  std::vector<int64_t> candidates;
+  int top_k = 0;
+  int relay_top = 0;
+  absl::Time start;
+  absl::Time deadline;
+  Done done;
+  std::unique_ptr<Buffers> buffers;
+  std::atomic<bool> finished{false};
+
+  // Owned by the core's deadline_mu_.
+  std::multimap<absl::Time, std::weak_ptr<Query>>::iterator deadline_it;
+  bool has_deadline_it = false;
+
+  absl::Mutex mu;
+  bool item_done ABSL_GUARDED_BY(mu) = false;
+  bool user_arrived ABSL_GUARDED_BY(mu) = false;
+  absl::Time item_done_time ABSL_GUARDED_BY(mu);
+  duet::v1::StageTimings timings ABSL_GUARDED_BY(mu);
+};
+
+ScoringCore::ScoringCore(std::unique_ptr<const common::Model> model,
+                         ScoringCoreOptions options)
+    : model_(std::move(model)), options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<ScoringCore>> ScoringCore::Create(
+    std::unique_ptr<const common::Model> model, ScoringCoreOptions options) {
+  if (model == nullptr || !model->has_cloud()) {
+    return absl::InvalidArgumentError(
+        "ScoringCore needs a model with its cloud part loaded");
+  }
+  auto core = std::unique_ptr<ScoringCore>(
+      new ScoringCore(std::move(model), std::move(options)));
+  RETURN_IF_ERROR(core->Init());
+  return core;
+}
+
+absl::Status ScoringCore::Init() {
+  ScoringCoreOptions& o = options_;
+  if (o.workers <= 0) {
+    o.workers = std::max(1u, std::thread::hardware_concurrency());
+  }
+  if (o.max_inflight < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_inflight is %d, must be >= 1", o.max_inflight));
+  }
+  if (o.max_candidates < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_candidates is %d, must be >= 1", o.max_candidates));
+  }
+  if (o.default_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("default timeout must be positive");
+  }
+  if (o.registry == nullptr)
+    o.registry = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<CloudMetrics>(o.registry);
+  pool_ = std::make_unique<common::ThreadPool>(o.workers, "duet-cloud");
+
+  o.placement.num_workers = o.workers;
+  const int top_rows = static_cast<int>(std::max<int64_t>(
+      {o.placement.max_hot_rows, o.placement.force_hot_rows, 0}));
+  const std::vector<TableStats> stats =
+      LookupEngine::SampleStats(*model_, o.placement_sample_items, top_rows);
+  ASSIGN_OR_RETURN(const PlacementPlan plan,
+                   TablePlacement::Plan(stats, o.placement));
+  ASSIGN_OR_RETURN(engine_,
+                   LookupEngine::Create(model_.get(), plan, pool_.get()));
+  metrics_->SetPlacement(plan);
+  if (o.item_cache_entries > 0) {
+    ItemCache::Options co;
+    co.capacity = o.item_cache_entries;
+    co.width = model_->dims().item_out;
+    cache_ = std::make_unique<ItemCache>(co);
+  }
+  item_model_ = std::make_unique<ItemModel>(model_.get(), engine_.get(),
+                                            pool_.get(), cache_.get());
+  ASSIGN_OR_RETURN(combined_, CombinedTop::Create(model_.get()));
+  if (model_->has_edge() && model_->has_user_tables()) {
+    monolithic_ = std::make_unique<common::MonolithicModel>(model_.get());
+  }
+
+  // Calibration runs on the pool, as queries do, over fixed pseudo-random
+  // candidates with the cache bypassed.
+  const common::ModelDims& d = model_->dims();
+  const int max_n = o.max_candidates;
+  std::vector<int64_t> ids(max_n);
+  for (int i = 0; i < max_n; ++i) {
+    ids[i] = static_cast<int64_t>(
+        common::Mix(i) % static_cast<uint64_t>(model_->catalog().num_items()));
+  }
+  std::vector<float> v(static_cast<size_t>(max_n) * d.item_out, 0.5f);
+  std::vector<float> u(d.user_out, 0.25f), ctr(max_n);
+  auto on_pool = [this](const std::function<absl::Status()>& fn)
+      -> absl::StatusOr<absl::Duration> {
+    absl::Notification done;
+    absl::Status status;
+    absl::Duration took;
+    pool_->Schedule([&] {
+      const absl::Time t0 = absl::Now();
+      status = fn();
+      took = absl::Now() - t0;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (!status.ok()) return status;
+    return took;
+  };
+  StrategySelector::Options so;
+  so.force_lookup = o.force_lookup;
+  so.force_user = o.force_user;
+  so.max_n = max_n;
+  so.budget = o.calibration_budget;
+  ASSIGN_OR_RETURN(
+      selector_,
+      StrategySelector::Create(
+          so,
+          [&](int choice, int n) {
+            return on_pool([&] {
+              return item_model_->ComputeUncached(
+                  ids.data(), n, static_cast<LookupStrategy>(choice), v.data());
+            });
+          },
+          [&](int choice, int n) {
+            return on_pool([&] {
+              return combined_->Score(u.data(), v.data(), n,
+                                      static_cast<UserStrategy>(choice),
+                                      ctr.data());
+            });
+          }));
+
+  {
+    absl::MutexLock lock(&buffers_mu_);
+    for (int i = 0; i < o.max_inflight; ++i) {
+      free_buffers_.push_back(std::make_unique<Buffers>(max_n, d));
+    }
+  }
+  deadline_thread_ = std::thread([this] { DeadlineLoop(); });
+  return absl::OkStatus();
+}
+
+ScoringCore::~ScoringCore() {
+  draining_ = true;
+  std::vector<std::shared_ptr<Query>> open;
+  {
+    absl::MutexLock lock(&deadline_mu_);
+    stop_ = true;
+    for (auto& [t, weak] : deadlines_) {
+      if (auto q = weak.lock()) open.push_back(std::move(q));
+    }
+  }
+  if (deadline_thread_.joinable()) deadline_thread_.join();
+  for (auto& q : open) Finish(*q, Unavailable());
+  pool_.reset();  // runs what is queued: finished queries skip their work
+}
+
+std::unique_ptr<ScoringCore::Buffers> ScoringCore::TakeBuffers() {
+  {
+    absl::MutexLock lock(&buffers_mu_);
+    if (!free_buffers_.empty()) {
+      auto b = std::move(free_buffers_.back());
+      free_buffers_.pop_back();
+      return b;
+    }
+  }
+  // All sets are held by finished queries whose last task has not run yet.
+  return std::make_unique<Buffers>(options_.max_candidates, model_->dims());
+}
+
+void ScoringCore::ReturnBuffers(std::unique_ptr<Buffers> b) {
+  if (b == nullptr) return;
+  absl::MutexLock lock(&buffers_mu_);
+  if (static_cast<int>(free_buffers_.size()) < options_.max_inflight) {
+    free_buffers_.push_back(std::move(b));
+  }
+}
+
+absl::Status ScoringCore::Admit(Rpc rpc) {
+  if (draining_.load()) {
+    metrics_->CountRejected("shutdown");
+    metrics_->CountQuery(rpc, absl::StatusCode::kUnavailable);
+    return Unavailable();
+  }
+  const int now = inflight_.fetch_add(1) + 1;
+  if (now > options_.max_inflight) {
+    inflight_.fetch_sub(1);
+    metrics_->CountRejected("inflight");
+    metrics_->CountQuery(rpc, absl::StatusCode::kResourceExhausted);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%d queries are in flight, the limit is %d (--max_inflight); retry "
+        "later or on another replica",
+        now - 1, options_.max_inflight));
+  }
+  metrics_->AddInflight(1);
+  return absl::OkStatus();
+}
+
+void ScoringCore::Release() {
+  inflight_.fetch_sub(1);
+  metrics_->AddInflight(-1);
+}
+
+absl::Status ScoringCore::ValidateBegin(
+    const duet::v1::BeginQuery& begin) const {
+  const int n = begin.candidate_ids_size();
+  if (n == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "candidate_ids is empty; a query needs 1 to %d candidates",
+        options_.max_candidates));
+  }
+  if (n > options_.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "candidate_ids has %d ids, this server accepts at most %d "
+        "(--max_candidates)",
+        n, options_.max_candidates));
+  }
+  const common::Catalog& catalog = model_->catalog();
+  for (int i = 0; i < n; ++i) {
+    if (!catalog.Contains(begin.candidate_ids(i))) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("candidate_ids[%d] is %d, valid item ids are [0, %d)",
+                          i, begin.candidate_ids(i), catalog.num_items()));
+    }
+  }
+  if (begin.top_k() < 1 || begin.top_k() > n) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "top_k is %d, must be in [1, %d] (the number of candidates)",
+        begin.top_k(), n));
+  }
+  if (begin.relay_top() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("relay_top is %d, must be >= 0", begin.relay_top()));
+  }
+  if (begin.relay_top() > 0 && !model_->has_user_tables()) {
+    return absl::FailedPreconditionError(
+        "relay_top > 0 needs the user tables, which this server did not load");
+  }
+  if (begin.timeout_us() < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "timeout_us is %d, must be >= 0 (0: the server default)",
+        begin.timeout_us()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScoringCore::ValidateUserVector(
+    const duet::v1::UserVector& uv) const {
+  const duet::v1::ModelConfig& c = model_->config();
+  if (uv.model_version() != c.version() ||
+      uv.model_fingerprint() != model_->fingerprint()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "user vector is for model %s v%d (signature %016x), this server runs "
+        "%s",
+        c.name(), uv.model_version(), uv.model_fingerprint(),
+        common::ModelLabel(c)));
+  }
+  const bool has_int8 = !uv.int8_data().empty();
+  const bool has_fp32 = uv.fp32_data_size() > 0;
+  const int expected = model_->dims().user_out;
+  if (has_int8 == has_fp32) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "user_vector carries %s of int8_data and fp32_data, set exactly one "
+        "(%d values for model %s)",
+        has_int8 ? "both" : "neither", expected, common::ModelLabel(c)));
+  }
+  if (has_fp32) {
+    if (uv.fp32_data_size() != expected) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "user_vector.fp32_data has %d values, model %s expects %d",
+          uv.fp32_data_size(), common::ModelLabel(c), expected));
+    }
+    for (int i = 0; i < expected; ++i) {
+      if (!std::isfinite(uv.fp32_data(i))) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "user_vector.fp32_data[%d] is %f, values must be finite", i,
+            uv.fp32_data(i)));
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (static_cast<int>(uv.int8_data().size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "user_vector.int8_data has %d values, model %s expects %d",
+        uv.int8_data().size(), common::ModelLabel(c), expected));
+  }
+  if (!std::isfinite(uv.scale()) || uv.scale() <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "user_vector.scale is %f, must be finite and positive", uv.scale()));
+  }
+  if (uv.zero_point() < -128 || uv.zero_point() > 127) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("user_vector.zero_point is %d, must be in [-128, 127]",
+                        uv.zero_point()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
+    const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
+    Done done) {
+  const absl::Time now = absl::Now();
+  if (absl::Status s = ValidateBegin(begin); !s.ok()) {
+    metrics_->CountQuery(rpc, s.code());
+    return s;
+  }
+  RETURN_IF_ERROR(Admit(rpc));
+  auto q = std::make_shared<Query>(this);
+  q->id = begin.query_id();
+  q->rpc = rpc;
+  q->candidates.assign(begin.candidate_ids().begin(),
+                       begin.candidate_ids().end());
+  q->top_k = begin.top_k();
+  q->relay_top = std::min(begin.relay_top(), begin.top_k());
+  q->start = now;
+  const absl::Duration timeout = begin.timeout_us() > 0
+                                     ? absl::Microseconds(begin.timeout_us())
+                                     : options_.default_timeout;
+  q->deadline = std::min(deadline, now + timeout);
+  q->done = std::move(done);
+  q->buffers = TakeBuffers();
+  AddDeadline(q);
+  pool_->Schedule([this, q] { RunItemSide(q); });
+  return q;
+}
+
+void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
+  if (q->finished.load()) return;
+  const absl::Time pick = absl::Now();
+  const int n = static_cast<int>(q->candidates.size());
+  const LookupStrategy strategy = selector_->ChooseLookup(n);
+  metrics_->CountLookup(strategy);
+  int hits = 0;
+  const absl::Status status = item_model_->Compute(
+      q->candidates.data(), n, strategy, q->buffers->v.data(), &hits);
+  const absl::Time done = absl::Now();
+  if (cache_ != nullptr) metrics_->CountCache(hits, n - hits);
+  if (!status.ok()) {
+    Finish(*q, status);
+    return;
+  }
+  bool combine;
+  {
+    absl::MutexLock lock(&q->mu);
+    q->timings.set_queue_us(Micros(pick - q->start));
+    q->timings.set_item_model_us(Micros(done - pick));
+    q->timings.set_lookup_strategy(LookupStrategyName(strategy));
+    q->timings.set_cache_hits(hits);
+    q->item_done = true;
+    q->item_done_time = done;
+    combine = q->user_arrived;
+  }
+  if (combine) RunCombine(q);
+}
+
+void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
+                                    const duet::v1::UserVector& uv) {
+  if (q->finished.load()) return;
+  if (absl::Status s = ValidateUserVector(uv); !s.ok()) {
+    Finish(*q, s);
+    return;
+  }
+  const absl::Time now = absl::Now();
+  bool duplicate = false, combine = false;
+  {
+    absl::MutexLock lock(&q->mu);
+    if (q->user_arrived) {
+      duplicate = true;
+    } else {
+      float* u = q->buffers->u.data();
+      const int n = model_->dims().user_out;
+      if (uv.fp32_data_size() > 0) {
+        std::memcpy(u, uv.fp32_data().data(), n * sizeof(float));
+      } else {
+        common::DequantizeAffineInt8(
+            reinterpret_cast<const int8_t*>(uv.int8_data().data()), n,
+            {uv.scale(), uv.zero_point()}, u);
+      }
+      q->user_arrived = true;
+      q->timings.set_item_side_ready_first(q->item_done);
+      q->timings.set_user_wait_us(q->item_done ? Micros(now - q->item_done_time)
+                                               : 0);
+      combine = q->item_done;
+    }
+  }
+  if (duplicate) {
+    Finish(*q, absl::InvalidArgumentError(absl::StrFormat(
+                   "query_id %d already received its user vector", q->id)));
+    return;
+  }
+  if (combine) pool_->Schedule([this, q] { RunCombine(q); });
+}
+
+void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {
+  if (q->finished.load()) return;
+  const absl::Time t0 = absl::Now();
+  const int n = static_cast<int>(q->candidates.size());
+  const UserStrategy strategy = selector_->ChooseUser(n);
+  metrics_->CountUser(strategy);
+  float* ctr = q->buffers->ctr.data();
+  if (absl::Status s = combined_->Score(q->buffers->u.data(),
+                                        q->buffers->v.data(), n, strategy, ctr);
+      !s.ok()) {
+    Finish(*q, s);
+    return;
+  }
+  const std::vector<common::Scored> top =
+      common::TopK(q->candidates.data(), ctr, n, q->top_k);
+  duet::v1::Scores scores;
+  scores.set_query_id(q->id);
+  scores.mutable_items()->Reserve(static_cast<int>(top.size()));
+  std::vector<int64_t> relay_ids;
+  for (const common::Scored& s : top) {
+    duet::v1::ScoredItem* item = scores.add_items();
+    item->set_item_id(s.item_id);
+    item->set_ctr(s.ctr);
+    if (static_cast<int>(relay_ids.size()) < q->relay_top) {
+      relay_ids.push_back(s.item_id);
+    }
+  }
+  FillRelay(relay_ids.data(), static_cast<int>(relay_ids.size()),
+            scores.mutable_relay());
+  const absl::Time t1 = absl::Now();
+  {
+    absl::MutexLock lock(&q->mu);
+    q->timings.set_combine_us(Micros(t1 - t0));
+    q->timings.set_user_strategy(UserStrategyName(strategy));
+    q->timings.set_total_us(Micros(t1 - q->start));
+    *scores.mutable_timings() = q->timings;
+  }
+  Finish(*q, std::move(scores));
+}
+
+void ScoringCore::Cancel(const std::shared_ptr<Query>& q) {
+  Finish(*q, absl::CancelledError(
+                 absl::StrFormat("query_id %d was cancelled", q->id)));
+}
+
+void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
+  if (q.finished.exchange(true)) return;
+  {
+    absl::MutexLock lock(&deadline_mu_);
+    if (q.has_deadline_it) {
+      deadlines_.erase(q.deadline_it);
+      q.has_deadline_it = false;
+    }
+  }
+  metrics_->CountQuery(
+      q.rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
+  if (result.ok()) {
+    const duet::v1::StageTimings& t = result->timings();
+    metrics_->ObserveStage(q.rpc, Stage::kQueue, t.queue_us() * 1e-6);
+    metrics_->ObserveStage(q.rpc, Stage::kItemModel, t.item_model_us() * 1e-6);
+    metrics_->ObserveStage(q.rpc, Stage::kUserWait, t.user_wait_us() * 1e-6);
+    metrics_->ObserveStage(q.rpc, Stage::kCombine, t.combine_us() * 1e-6);
+    metrics_->ObserveStage(q.rpc, Stage::kTotal, t.total_us() * 1e-6);
+    metrics_->AddCandidates(static_cast<int64_t>(q.candidates.size()));
+    if (cache_ != nullptr) metrics_->SetCacheEntries(cache_->size());
+  }
+  Done done = std::move(q.done);
+  q.done = nullptr;
+  if (done) done(std::move(result));
+  Release();
+}
+
+void ScoringCore::AddDeadline(const std::shared_ptr<Query>& q) {
+  absl::MutexLock lock(&deadline_mu_);
+  q->deadline_it = deadlines_.emplace(q->deadline, q);
+  q->has_deadline_it = true;
+  if (q->deadline_it == deadlines_.begin()) deadline_changed_ = true;
+}
+
+void ScoringCore::DeadlineLoop() {
+  deadline_mu_.Lock();
+  while (!stop_) {
+    const absl::Time next =
+        deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
+    deadline_changed_ = false;
+    deadline_mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](ScoringCore* c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return c->stop_ || c->deadline_changed_;
+            },
+            this),
+        next);
+    if (stop_) break;
+    const absl::Time now = absl::Now();
+    std::vector<std::shared_ptr<Query>> expired;
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      if (auto q = deadlines_.begin()->second.lock()) {
+        q->has_deadline_it = false;
+        expired.push_back(std::move(q));
+      }
+      deadlines_.erase(deadlines_.begin());
+    }
+    if (expired.empty()) continue;
+    deadline_mu_.Unlock();
+    for (auto& q : expired) {
+      bool item_done, user_arrived;
+      {
+        absl::MutexLock lock(&q->mu);
+        item_done = q->item_done;
+        user_arrived = q->user_arrived;
+      }
+      Finish(*q, absl::DeadlineExceededError(absl::StrFormat(
+                     "query_id %d exceeded its deadline of %d ms (item side "
+                     "%s, user vector %s); its pending work was cancelled",
+                     q->id, absl::ToInt64Milliseconds(q->deadline - q->start),
+                     item_done ? "done" : "not done",
+                     user_arrived ? "received" : "not received")));
+    }
+    expired.clear();
+    deadline_mu_.Lock();
+  }
+  deadline_mu_.Unlock();
+}
+
+void ScoringCore::FillRelay(
+    const int64_t* items, int n,
+    google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out) const {
+  if (n == 0) return;
+  const int tables = model_->config().user_tables_size();
+  const int dim = model_->config().embedding_dim();
+  out->Reserve(n);
+  for (int i = 0; i < n; ++i) {
+    duet::v1::ItemEmbeddings* e = out->Add();
+    e->set_item_id(items[i]);
+    e->mutable_rows()->Resize(tables * dim, 0.0f);
+    float* dst = e->mutable_rows()->mutable_data();
+    for (int t = 0; t < tables; ++t) {
+      const common::EmbeddingTable& table = model_->user_table(t);
+      const int64_t key = model_->catalog().HistoryKey(items[i], t);
+      std::memcpy(dst + t * dim,
+                  static_cast<const uint8_t*>(table.data) +
+                      static_cast<size_t>(key) * table.row_stride(),
+                  dim * sizeof(float));
+    }
+  }
+}
+
+void ScoringCore::MonolithicScore(
+    const duet::v1::MonolithicScoreRequest& request, absl::Time deadline,
+    MonolithicDone done) {
+  const Rpc rpc = Rpc::kMonolithicScore;
+  auto fail = [&](absl::Status s) {
+    metrics_->CountQuery(rpc, s.code());
+    done(std::move(s));
+  };
+  if (monolithic_ == nullptr) {
+    return fail(absl::FailedPreconditionError(
+        "MonolithicScore needs the edge and user-table parts of the model"));
+  }
+  common::UserInputs user;
+  user.static_features.assign(request.static_features().begin(),
+                              request.static_features().end());
+  user.dynamic_features.assign(request.dynamic_features().begin(),
+                               request.dynamic_features().end());
+  user.history.assign(request.history_item_ids().begin(),
+                      request.history_item_ids().end());
+  duet::v1::BeginQuery shape;  // reuse the candidate/top_k checks
+  *shape.mutable_candidate_ids() = request.candidate_ids();
+  shape.set_top_k(request.top_k());
+  if (absl::Status s = ValidateBegin(shape); !s.ok()) return fail(s);
+  if (absl::Status s = common::ValidateUserInputs(*model_, user); !s.ok()) {
+    return fail(s);
+  }
+  if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
+  const absl::Time start = absl::Now();
+  pool_->Schedule(
+      [this, rpc, start, deadline, user = std::move(user),
+       candidates = std::vector<int64_t>(request.candidate_ids().begin(),
+                                         request.candidate_ids().end()),
+       top_k = request.top_k(), done = std::move(done)]() {
+        const absl::Time pick = absl::Now();
+        absl::StatusOr<duet::v1::ScoreResponse> result;
+        if (pick > deadline) {
+          result = absl::DeadlineExceededError(
+              "MonolithicScore deadline passed before a worker picked it up");
+        } else {
+          thread_local std::vector<float> ctr;
+          if (ctr.size() < candidates.size()) ctr.resize(candidates.size());
+          absl::Status s = monolithic_->Score(user, candidates, ctr.data());
+          if (!s.ok()) {
+            result = s;
+          } else {
+            const int n = static_cast<int>(candidates.size());
+            duet::v1::ScoreResponse response;
+            for (const common::Scored& x :
+                 common::TopK(candidates.data(), ctr.data(), n, top_k)) {
+              duet::v1::ScoredItem* item = response.add_items();
+              item->set_item_id(x.item_id);
+              item->set_ctr(x.ctr);
+            }
+            const absl::Time end = absl::Now();
+            duet::v1::StageTimings* t = response.mutable_timings();
+            t->set_queue_us(Micros(pick - start));
+            t->set_item_model_us(Micros(end - pick));
+            t->set_total_us(Micros(end - start));
+            metrics_->ObserveStage(rpc, Stage::kQueue, t->queue_us() * 1e-6);
+            metrics_->ObserveStage(rpc, Stage::kTotal, t->total_us() * 1e-6);
+            metrics_->AddCandidates(n);
+            result = std::move(response);
+          }
+        }
+        metrics_->CountQuery(
+            rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
+        done(std::move(result));
+        Release();
+      });
+}
+
+void ScoringCore::GetItemEmbeddings(
+    const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline,
+    EmbeddingsDone done) {
+  const Rpc rpc = Rpc::kGetItemEmbeddings;
+  auto fail = [&](absl::Status s) {
+    metrics_->CountQuery(rpc, s.code());
+    done(std::move(s));
+  };
+  if (!model_->has_user_tables()) {
+    return fail(absl::FailedPreconditionError(
+        "GetItemEmbeddings needs the user tables, which this server did not "
+        "load"));
+  }
+  const int n = request.item_ids_size();
+  if (n == 0) return fail(absl::InvalidArgumentError("item_ids is empty"));
+  if (n > options_.max_candidates) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrFormat("item_ids has %d ids, this server accepts at most %d "
+                        "(--max_candidates)",
+                        n, options_.max_candidates)));
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!model_->catalog().Contains(request.item_ids(i))) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrFormat("item_ids[%d] is %d, valid item ids are [0, %d)", i,
+                          request.item_ids(i), model_->catalog().num_items())));
+    }
+  }
+  if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
+  const absl::Time start = absl::Now();
+  pool_->Schedule([this, rpc, start, deadline,
+                   ids = std::vector<int64_t>(request.item_ids().begin(),
+                                              request.item_ids().end()),
+                   done = std::move(done)]() {
+    absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
+    if (absl::Now() > deadline) {
+      result = absl::DeadlineExceededError(
+          "GetItemEmbeddings deadline passed before a worker picked it up");
+    } else {
+      duet::v1::GetItemEmbeddingsResponse response;
+      FillRelay(ids.data(), static_cast<int>(ids.size()),
+                response.mutable_items());
+      metrics_->ObserveStage(rpc, Stage::kTotal,
+                             absl::ToDoubleSeconds(absl::Now() - start));
+      result = std::move(response);
+    }
+    metrics_->CountQuery(
+        rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
+    done(std::move(result));
+    Release();
+  });
+}
+
+int ScoringCore::Drain(absl::Time deadline) {
+  draining_ = true;
+  while (inflight_.load() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return inflight_.load();
+}
+
+}  // namespace duet::cloud

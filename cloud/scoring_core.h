@@ -1,0 +1,164 @@
+// ScoringCore: the cloud side of Duet without any RPC code. Owns the model,
+// the worker pool, the placement, lookup engine, item cache, item model,
+// combined top and strategy selector, and runs queries on the pool:
+//  * Begin() validates and admits a query (bounded in flight, else
+//    RESOURCE_EXHAUSTED at once) and starts its item side immediately;
+//  * ProvideUserVector() checks the model version, dequantizes u and, once
+//    the item side is done, runs the combined top MLP + top-k + relay;
+//  * every admitted query ends exactly once through its Done callback: with
+//    Scores, the first error, CANCELLED (Cancel) or DEADLINE_EXCEEDED (its
+//    deadline passed; pending work for it is skipped).
+// MonolithicScore and GetItemEmbeddings run on the same pool.
+// Thread-safe. Done callbacks run on pool threads, the deadline thread or
+// the caller's thread, and must not call back into the same query.
+#ifndef DUET_CLOUD_SCORING_CORE_H_
+#define DUET_CLOUD_SCORING_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cloud/cloud_metrics.h"
+#include "cloud/combined_top.h"
+#include "cloud/item_cache.h"
+#include "cloud/item_model.h"
+#include "cloud/lookup_engine.h"
+#include "cloud/strategy_selector.h"
+#include "cloud/table_placement.h"
+#include "common/model.h"
+#include "common/reference_model.h"
+#include "common/thread_pool.h"
+#include "duet/v1/scoring.pb.h"
+
+namespace duet::cloud {
+
+struct ScoringCoreOptions {
+  int workers = 0;  // 0: std::thread::hardware_concurrency()
+  int max_inflight = 64;
+  int max_candidates = 1024;
+  absl::Duration default_timeout = absl::Seconds(2);
+  std::optional<LookupStrategy> force_lookup;  // nullopt: selector decides
+  std::optional<UserStrategy> force_user;
+  PlacementOptions placement;  // num_workers is set from `workers`
+  // Catalog items sampled for the planner's access statistics.
+  int64_t placement_sample_items = 20000;
+  int64_t item_cache_entries = 100000;  // 0 disables the cache
+  absl::Duration calibration_budget = absl::Seconds(3);
+  // Null: a private registry (tests).
+  std::shared_ptr<prometheus::Registry> registry;
+};
+
+class ScoringCore {
+ public:
+  class Query;
+  using Done = std::function<void(absl::StatusOr<duet::v1::Scores>)>;
+  using MonolithicDone =
+      std::function<void(absl::StatusOr<duet::v1::ScoreResponse>)>;
+  using EmbeddingsDone =
+      std::function<void(absl::StatusOr<duet::v1::GetItemEmbeddingsResponse>)>;
+
+  // The model needs its cloud and user_tables parts (the latter for the
+  // relay, MonolithicScore and GetItemEmbeddings; MonolithicScore also
+  // needs the edge part). Calibrates the selector before returning.
+  static absl::StatusOr<std::unique_ptr<ScoringCore>> Create(
+      std::unique_ptr<const common::Model> model, ScoringCoreOptions options);
+  // Stops admission, fails open queries with UNAVAILABLE, joins the pool.
+  ~ScoringCore();
+
+  // Validates and admits; starts the item side. On error nothing started
+  // and `done` is dropped. `deadline` is absl::InfiniteFuture() for "use
+  // begin.timeout_us or the default".
+  absl::StatusOr<std::shared_ptr<Query>> Begin(
+      const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
+      Done done);
+  // Completes `query` (or fails it: wrong model version is
+  // FAILED_PRECONDITION, bad length / NaN / Inf / bad quantization is
+  // INVALID_ARGUMENT, a second vector for the query INVALID_ARGUMENT).
+  void ProvideUserVector(const std::shared_ptr<Query>& query,
+                         const duet::v1::UserVector& user_vector);
+  // Ends the query with CANCELLED (no-op if it already ended).
+  void Cancel(const std::shared_ptr<Query>& query);
+  // The checks ProvideUserVector applies, without a query.
+  absl::Status ValidateUserVector(const duet::v1::UserVector& uv) const;
+
+  void MonolithicScore(const duet::v1::MonolithicScoreRequest& request,
+                       absl::Time deadline, MonolithicDone done);
+  void GetItemEmbeddings(const duet::v1::GetItemEmbeddingsRequest& request,
+                         absl::Time deadline, EmbeddingsDone done);
+
+  // Graceful shutdown: new queries get UNAVAILABLE; waits until none is in
+  // flight or `deadline`; returns how many were still in flight.
+  int Drain(absl::Time deadline);
+
+  const common::Model& model() const { return *model_; }
+  const ScoringCoreOptions& options() const { return options_; }
+  const PlacementPlan& placement() const { return engine_->plan(); }
+  const StrategySelector& selector() const { return *selector_; }
+  const ItemCache* cache() const { return cache_.get(); }
+  const ItemModel& item_model() const { return *item_model_; }
+  const CombinedTop& combined_top() const { return *combined_; }
+  const LookupEngine& lookup_engine() const { return *engine_; }
+  CloudMetrics& metrics() { return *metrics_; }
+  common::ThreadPool& pool() { return *pool_; }
+  int inflight() const { return inflight_.load(); }
+
+ private:
+  struct Buffers;
+  ScoringCore(std::unique_ptr<const common::Model> model,
+              ScoringCoreOptions options);
+  absl::Status Init();
+  absl::Status ValidateBegin(const duet::v1::BeginQuery& begin) const;
+  absl::Status Admit(Rpc rpc);
+  void Release();
+  void RunItemSide(const std::shared_ptr<Query>& q);
+  void RunCombine(const std::shared_ptr<Query>& q);
+  void Finish(Query& q, absl::StatusOr<duet::v1::Scores> result);
+  void AddDeadline(const std::shared_ptr<Query>& q);
+  void DeadlineLoop();
+  std::unique_ptr<Buffers> TakeBuffers();
+  void ReturnBuffers(std::unique_ptr<Buffers> b);
+  void FillRelay(
+      const int64_t* items, int n,
+      google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out) const;
+
+  const std::unique_ptr<const common::Model> model_;
+  ScoringCoreOptions options_;
+  std::unique_ptr<CloudMetrics> metrics_;
+  std::unique_ptr<common::ThreadPool> pool_;
+  std::unique_ptr<LookupEngine> engine_;
+  std::unique_ptr<ItemCache> cache_;
+  std::unique_ptr<ItemModel> item_model_;
+  std::unique_ptr<CombinedTop> combined_;
+  std::unique_ptr<StrategySelector> selector_;
+  std::unique_ptr<common::MonolithicModel> monolithic_;
+
+  std::atomic<int> inflight_{0};
+  std::atomic<bool> draining_{false};
+
+  absl::Mutex buffers_mu_;
+  std::vector<std::unique_ptr<Buffers>> free_buffers_
+      ABSL_GUARDED_BY(buffers_mu_);
+
+  absl::Mutex deadline_mu_;
+  std::multimap<absl::Time, std::weak_ptr<Query>> deadlines_
+      ABSL_GUARDED_BY(deadline_mu_);
+  bool deadline_changed_ ABSL_GUARDED_BY(deadline_mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(deadline_mu_) = false;
+  std::thread deadline_thread_;
+
+  friend class Query;
+};
+
+}  // namespace duet::cloud
+
+#endif  // DUET_CLOUD_SCORING_CORE_H_

@@ -1,0 +1,568 @@
+#include "cloud/scoring_core.h"
+
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "common/quantize.h"
+#include "common/reference_model.h"
+#include "common/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::cloud {
+namespace {
+
+using ::testing::HasSubstr;
+
+// One generated model directory per preset, shared by the whole binary.
+const std::string& ModelDir(const std::string& preset) {
+  static auto* dirs = new std::map<std::string, common::TempDir>();
+  auto it = dirs->find(preset);
+  if (it == dirs->end()) {
+    it = dirs->try_emplace(preset).first;
+    const double scale = preset == "tiny" ? 1.0 : 0.0005;
+    auto config = common::GenerateTestModel(preset, scale, it->second.path());
+    EXPECT_TRUE(config.ok()) << config.status();
+  }
+  return it->second.path();
+}
+
+std::unique_ptr<const common::Model> LoadModel(const std::string& preset) {
+  common::LoadOptions lo;
+  lo.parts.user_tables = true;
+  lo.verify_checksums = false;
+  auto model = common::Model::Load(ModelDir(preset), lo);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return std::move(model).value();
+}
+
+ScoringCoreOptions FastOptions() {
+  ScoringCoreOptions o;
+  o.workers = 2;
+  o.max_candidates = 256;
+  o.force_lookup = LookupStrategy::kBatch;
+  o.force_user = UserStrategy::kLoad;
+  o.placement_sample_items = 500;
+  return o;
+}
+
+std::unique_ptr<ScoringCore> MakeCore(const std::string& preset,
+                                      ScoringCoreOptions options) {
+  auto core = ScoringCore::Create(LoadModel(preset), std::move(options));
+  EXPECT_TRUE(core.ok()) << core.status();
+  return core.ok() ? std::move(core).value() : nullptr;
+}
+
+std::vector<float> RandomU(const common::Model& m, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(0, 1);
+  std::vector<float> u(m.dims().user_out);
+  for (float& x : u) x = dist(rng);
+  return u;
+}
+
+duet::v1::UserVector Fp32Vector(const common::Model& m,
+                                const std::vector<float>& u, uint64_t id = 0) {
+  duet::v1::UserVector uv;
+  uv.set_query_id(id);
+  uv.set_model_version(m.config().version());
+  uv.set_model_fingerprint(m.fingerprint());
+  for (float x : u) uv.add_fp32_data(x);
+  return uv;
+}
+
+duet::v1::BeginQuery Begin(const std::vector<int64_t>& ids, int top_k,
+                           uint64_t id = 0) {
+  duet::v1::BeginQuery b;
+  b.set_query_id(id);
+  for (int64_t i : ids) b.add_candidate_ids(i);
+  b.set_top_k(top_k);
+  return b;
+}
+
+std::vector<int64_t> Candidates(const common::Model& m, int n, int64_t salt) {
+  std::vector<int64_t> ids;
+  const int64_t items = m.catalog().num_items();
+  for (int i = 0; i < n; ++i) ids.push_back((salt + 104729 * i) % items);
+  return ids;
+}
+
+// Begin + user vector, waiting for the result.
+absl::StatusOr<duet::v1::Scores> RunQuery(ScoringCore& core,
+                                          const duet::v1::BeginQuery& begin,
+                                          const duet::v1::UserVector& uv) {
+  absl::Notification done;
+  absl::StatusOr<duet::v1::Scores> result;
+  auto q = core.Begin(begin, absl::InfiniteFuture(), Rpc::kScore,
+                      [&](absl::StatusOr<duet::v1::Scores> r) {
+                        result = std::move(r);
+                        done.Notify();
+                      });
+  if (!q.ok()) return q.status();
+  core.ProvideUserVector(*q, uv);
+  done.WaitForNotification();
+  return result;
+}
+
+void ExpectMatchesSplitModel(const common::Model& m,
+                             const std::vector<float>& u,
+                             const std::vector<int64_t>& ids,
+                             const duet::v1::Scores& scores) {
+  std::vector<float> want(ids.size());
+  ASSERT_TRUE(
+      common::SplitModel(&m).ScoreItems(u.data(), ids, want.data()).ok());
+  ASSERT_EQ(scores.items_size(), static_cast<int>(ids.size()));
+  std::map<int64_t, float> got;
+  for (const auto& item : scores.items()) got[item.item_id()] = item.ctr();
+  for (size_t j = 0; j < ids.size(); ++j) {
+    ASSERT_TRUE(got.count(ids[j])) << ids[j];
+    EXPECT_NEAR(got[ids[j]], want[j], 1e-5) << "candidate " << j;
+  }
+  for (int i = 1; i < scores.items_size(); ++i) {
+    EXPECT_GE(scores.items(i - 1).ctr(), scores.items(i).ctr());
+  }
+}
+
+enum class Placement { kReplicate, kShard, kShardHot };
+
+using MatrixParam =
+    std::tuple<const char*, LookupStrategy, UserStrategy, Placement, bool>;
+
+std::string MatrixName(const ::testing::TestParamInfo<MatrixParam>& info) {
+  const char* placements[] = {"replicate", "shard", "shardhot"};
+  return std::string(std::get<0>(info.param)) + "_" +
+         LookupStrategyName(std::get<1>(info.param)) + "_" +
+         UserStrategyName(std::get<2>(info.param)) + "_" +
+         placements[static_cast<int>(std::get<3>(info.param))] + "_" +
+         (std::get<4>(info.param) ? "cache" : "nocache");
+}
+
+class StrategyMatrixTest : public ::testing::TestWithParam<MatrixParam> {};
+
+TEST_P(StrategyMatrixTest, MatchesSplitReference) {
+  const auto [preset, lookup, user, placement, cache] = GetParam();
+  ScoringCoreOptions o = FastOptions();
+  o.force_lookup = lookup;
+  o.force_user = user;
+  o.placement.mode = placement == Placement::kReplicate
+                         ? PlacementMode::kReplicate
+                         : PlacementMode::kShard;
+  o.placement.force_hot_rows = placement == Placement::kShardHot ? 32 : -1;
+  o.item_cache_entries = cache ? 1000 : 0;
+  auto core = MakeCore(preset, o);
+  ASSERT_NE(core, nullptr);
+  const common::Model& m = core->model();
+  if (placement == Placement::kShardHot) {
+    ASSERT_FALSE(core->placement().tables[0].hot_rows.empty());
+  }
+  for (int n : {1, 17, 256}) {
+    const auto ids = Candidates(m, n, n);
+    const auto u = RandomU(m, n);
+    for (int round = 0; round < 2; ++round) {
+      auto scores = RunQuery(*core, Begin(ids, n), Fp32Vector(m, u));
+      ASSERT_TRUE(scores.ok()) << scores.status();
+      ExpectMatchesSplitModel(m, u, ids, *scores);
+      EXPECT_EQ(scores->timings().lookup_strategy(),
+                LookupStrategyName(lookup));
+      EXPECT_EQ(scores->timings().user_strategy(), UserStrategyName(user));
+      // The second round of the same candidates is served from the cache.
+      EXPECT_EQ(scores->timings().cache_hits(), cache && round == 1 ? n : 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, StrategyMatrixTest,
+    ::testing::Combine(
+        ::testing::Values("tiny", "rm2"),
+        ::testing::Values(LookupStrategy::kBatch, LookupStrategy::kTable),
+        ::testing::Values(UserStrategy::kLoad, UserStrategy::kRecompute),
+        ::testing::Values(Placement::kReplicate, Placement::kShard,
+                          Placement::kShardHot),
+        ::testing::Bool()),
+    MatrixName);
+
+TEST(ScoringCoreTest, AutoSelectorCalibratesAndCountsChoices) {
+  ScoringCoreOptions o = FastOptions();
+  o.force_lookup.reset();
+  o.force_user.reset();
+  o.calibration_budget = absl::Milliseconds(100);
+  auto core = MakeCore("tiny", o);
+  ASSERT_NE(core, nullptr);
+  EXPECT_EQ(core->selector().lookup_measurements().size(), 6u);  // 8..256
+  EXPECT_EQ(core->selector().user_measurements().size(), 6u);
+  const common::Model& m = core->model();
+  const auto u = RandomU(m, 1);
+  for (int n : {8, 100, 256}) {
+    const auto ids = Candidates(m, n, 3);
+    auto scores = RunQuery(*core, Begin(ids, n), Fp32Vector(m, u));
+    ASSERT_TRUE(scores.ok()) << scores.status();
+    ExpectMatchesSplitModel(m, u, ids, *scores);
+  }
+  const StrategySelector& s = core->selector();
+  EXPECT_EQ(s.lookup_count(LookupStrategy::kBatch) +
+                s.lookup_count(LookupStrategy::kTable),
+            3u);
+  EXPECT_EQ(s.user_count(UserStrategy::kLoad) +
+                s.user_count(UserStrategy::kRecompute),
+            3u);
+}
+
+TEST(ScoringCoreTest, Int8UserVectorIsDequantized) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  const auto u = RandomU(m, 5);
+  std::vector<int8_t> q(u.size());
+  const common::AffineParams p = common::QuantizeAffineInt8(
+      u.data(), static_cast<int>(u.size()), q.data());
+  std::vector<float> deq(u.size());
+  common::DequantizeAffineInt8(q.data(), static_cast<int>(q.size()), p,
+                               deq.data());
+  duet::v1::UserVector uv = Fp32Vector(m, {});
+  uv.set_int8_data(std::string(q.begin(), q.end()));
+  uv.set_scale(p.scale);
+  uv.set_zero_point(p.zero_point);
+  const auto ids = Candidates(m, 40, 1);
+  auto scores = RunQuery(*core, Begin(ids, 40), uv);
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  ExpectMatchesSplitModel(m, deq, ids, *scores);
+}
+
+TEST(ScoringCoreTest, RelayCarriesUserTableRowsOfTopItems) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  auto begin = Begin(Candidates(m, 20, 9), 5);
+  begin.set_relay_top(3);
+  auto scores = RunQuery(*core, begin, Fp32Vector(m, RandomU(m, 2)));
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  ASSERT_EQ(scores->relay_size(), 3);
+  const int dim = m.config().embedding_dim();
+  for (int i = 0; i < 3; ++i) {
+    const auto& e = scores->relay(i);
+    EXPECT_EQ(e.item_id(), scores->items(i).item_id());
+    ASSERT_EQ(e.rows_size(), m.config().user_tables_size() * dim);
+    for (int t = 0; t < m.config().user_tables_size(); ++t) {
+      const float* row = static_cast<const float*>(m.user_table(t).data) +
+                         m.catalog().HistoryKey(e.item_id(), t) * dim;
+      for (int k = 0; k < dim; ++k) ASSERT_EQ(e.rows(t * dim + k), row[k]);
+    }
+  }
+}
+
+TEST(ScoringCoreTest, ItemSideOverlapsWithUserVector) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  absl::Notification done;
+  absl::StatusOr<duet::v1::Scores> result;
+  auto q = core->Begin(Begin(Candidates(m, 64, 1), 4), absl::InfiniteFuture(),
+                       Rpc::kScoringSession,
+                       [&](absl::StatusOr<duet::v1::Scores> r) {
+                         result = std::move(r);
+                         done.Notify();
+                       });
+  ASSERT_TRUE(q.ok());
+  absl::SleepFor(absl::Milliseconds(200));
+  core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, 1)));
+  done.WaitForNotification();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->timings().item_side_ready_first());
+  EXPECT_GT(result->timings().user_wait_us(), 0);
+  EXPECT_GT(result->timings().total_us(), result->timings().user_wait_us());
+
+  // User vector first: the item side could not have been ready.
+  auto scores = RunQuery(*core, Begin(Candidates(m, 8, 1), 4),
+                         Fp32Vector(m, RandomU(m, 1)));
+  ASSERT_TRUE(scores.ok());
+  if (!scores->timings().item_side_ready_first()) {
+    EXPECT_EQ(scores->timings().user_wait_us(), 0);
+  }
+}
+
+TEST(ScoringCoreTest, AdmissionControlRejectsBeyondMaxInflight) {
+  ScoringCoreOptions o = FastOptions();
+  o.max_inflight = 2;
+  auto core = MakeCore("tiny", o);
+  const common::Model& m = core->model();
+  std::vector<absl::Status> ends;
+  absl::Mutex mu;
+  auto record = [&](absl::StatusOr<duet::v1::Scores> r) {
+    absl::MutexLock lock(&mu);
+    ends.push_back(r.status());
+  };
+  auto a = core->Begin(Begin(Candidates(m, 4, 1), 1, 1), absl::InfiniteFuture(),
+                       Rpc::kScoringSession, record);
+  auto b = core->Begin(Begin(Candidates(m, 4, 2), 1, 2), absl::InfiniteFuture(),
+                       Rpc::kScoringSession, record);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(core->inflight(), 2);
+  auto c = core->Begin(Begin(Candidates(m, 4, 3), 1, 3), absl::InfiniteFuture(),
+                       Rpc::kScoringSession, record);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(), HasSubstr("the limit is 2"));
+  core->Cancel(*a);
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(ends.size(), 1u);
+    EXPECT_EQ(ends[0].code(), absl::StatusCode::kCancelled);
+  }
+  auto d = core->Begin(Begin(Candidates(m, 4, 4), 1, 4), absl::InfiniteFuture(),
+                       Rpc::kScoringSession, record);
+  EXPECT_TRUE(d.ok()) << d.status();
+  core->Cancel(*b);
+  core->Cancel(*d);
+  EXPECT_EQ(core->inflight(), 0);
+}
+
+TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  auto begin = Begin(Candidates(m, 4, 1), 1);
+  begin.set_timeout_us(50000);
+  absl::Notification done;
+  absl::Status status;
+  auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,
+                       [&](absl::StatusOr<duet::v1::Scores> r) {
+                         status = r.status();
+                         done.Notify();
+                       });
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(status.message(), HasSubstr("user vector not received"));
+  EXPECT_EQ(core->inflight(), 0);
+  // A late user vector is ignored (the query already ended once).
+  core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, 1)));
+}
+
+TEST(ScoringCoreTest, BadBeginQueriesGetPreciseErrors) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  const auto ids = Candidates(m, 4, 1);
+  struct Case {
+    duet::v1::BeginQuery begin;
+    const char* message;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Begin({}, 1), "candidate_ids is empty"});
+  cases.push_back({Begin(Candidates(m, 257, 1), 1), "at most 256"});
+  cases.push_back({Begin({1, 2, 500}, 1), "candidate_ids[2] is 500"});
+  cases.push_back({Begin({1, -1}, 1), "candidate_ids[1] is -1"});
+  cases.push_back({Begin(ids, 0), "top_k is 0, must be in [1, 4]"});
+  cases.push_back({Begin(ids, 5), "top_k is 5"});
+  auto relay = Begin(ids, 2);
+  relay.set_relay_top(-1);
+  cases.push_back({relay, "relay_top is -1"});
+  auto timeout = Begin(ids, 2);
+  timeout.set_timeout_us(-5);
+  cases.push_back({timeout, "timeout_us is -5"});
+  for (const Case& c : cases) {
+    auto q = core->Begin(c.begin, absl::InfiniteFuture(), Rpc::kScore,
+                         [](absl::StatusOr<duet::v1::Scores>) {
+                           ADD_FAILURE() << "done must not run";
+                         });
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.message;
+    EXPECT_THAT(q.status().message(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(core->inflight(), 0);
+}
+
+TEST(ScoringCoreTest, BadUserVectorsGetPreciseErrors) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  const auto u = RandomU(m, 1);
+  const int n = m.dims().user_out;
+  struct Case {
+    duet::v1::UserVector uv;
+    absl::StatusCode code;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  auto version = Fp32Vector(m, u);
+  version.set_model_version(m.config().version() + 1);
+  cases.push_back({version, absl::StatusCode::kFailedPrecondition,
+                   "user vector is for model tiny v2"});
+  auto fingerprint = Fp32Vector(m, u);
+  fingerprint.set_model_fingerprint(m.fingerprint() ^ 1);
+  cases.push_back(
+      {fingerprint, absl::StatusCode::kFailedPrecondition,
+       "this server runs tiny v1 (signature " + m.config().signature() + ")"});
+  cases.push_back({Fp32Vector(m, std::vector<float>(n - 1, 0.f)),
+                   absl::StatusCode::kInvalidArgument,
+                   "fp32_data has " + std::to_string(n - 1) + " values"});
+  auto nan = Fp32Vector(m, u);
+  nan.set_fp32_data(1, std::nanf(""));
+  cases.push_back(
+      {nan, absl::StatusCode::kInvalidArgument, "fp32_data[1] is nan"});
+  auto inf = Fp32Vector(m, u);
+  inf.set_fp32_data(0, INFINITY);
+  cases.push_back(
+      {inf, absl::StatusCode::kInvalidArgument, "fp32_data[0] is inf"});
+  cases.push_back(
+      {Fp32Vector(m, {}), absl::StatusCode::kInvalidArgument, "neither"});
+  auto both = Fp32Vector(m, u);
+  both.set_int8_data(std::string(n, '\1'));
+  both.set_scale(0.1f);
+  cases.push_back({both, absl::StatusCode::kInvalidArgument, "both"});
+  auto short8 = Fp32Vector(m, {});
+  short8.set_int8_data(std::string(n + 1, '\1'));
+  short8.set_scale(0.1f);
+  cases.push_back({short8, absl::StatusCode::kInvalidArgument,
+                   "int8_data has " + std::to_string(n + 1) + " values"});
+  auto scale = Fp32Vector(m, {});
+  scale.set_int8_data(std::string(n, '\1'));
+  scale.set_scale(std::nanf(""));
+  cases.push_back(
+      {scale, absl::StatusCode::kInvalidArgument, "user_vector.scale is nan"});
+  auto zp = Fp32Vector(m, {});
+  zp.set_int8_data(std::string(n, '\1'));
+  zp.set_scale(0.1f);
+  zp.set_zero_point(300);
+  cases.push_back(
+      {zp, absl::StatusCode::kInvalidArgument, "zero_point is 300"});
+  for (const Case& c : cases) {
+    auto result = RunQuery(*core, Begin(Candidates(m, 4, 1), 2), c.uv);
+    EXPECT_EQ(result.status().code(), c.code) << c.message;
+    EXPECT_THAT(result.status().message(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(core->inflight(), 0);
+}
+
+TEST(ScoringCoreTest, SecondUserVectorFailsTheQuery) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  absl::Notification done;
+  absl::StatusOr<duet::v1::Scores> result;
+  auto begin = Begin(Candidates(m, 4, 1), 2, 77);
+  auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,
+                       [&](absl::StatusOr<duet::v1::Scores> r) {
+                         result = std::move(r);
+                         done.Notify();
+                       });
+  ASSERT_TRUE(q.ok());
+  // Hold the item side back is not possible; send both at once: either the
+  // first completes the query (the second is ignored) or the second fails it.
+  core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, 1)));
+  core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, 1)));
+  done.WaitForNotification();
+  if (!result.ok()) {
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(result.status().message(),
+                HasSubstr("query_id 77 already received its user vector"));
+  }
+}
+
+TEST(ScoringCoreTest, MonolithicEqualsSplitFp32Path) {
+  for (const char* preset : {"tiny", "rm2"}) {
+    auto core = MakeCore(preset, FastOptions());
+    const common::Model& m = core->model();
+    const common::ModelDims& d = m.dims();
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    duet::v1::MonolithicScoreRequest req;
+    for (int i = 0; i < d.static_in; ++i) req.add_static_features(dist(rng));
+    for (int i = 0; i < d.dynamic_in; ++i) req.add_dynamic_features(dist(rng));
+    for (int i = 0; i < 30; ++i) req.add_history_item_ids((i * 31 + 5) % 500);
+    const auto ids = Candidates(m, 64, 11);
+    for (int64_t id : ids) req.add_candidate_ids(id);
+    req.set_top_k(64);
+    absl::Notification done;
+    absl::StatusOr<duet::v1::ScoreResponse> result;
+    core->MonolithicScore(req, absl::InfiniteFuture(),
+                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
+                            result = std::move(r);
+                            done.Notify();
+                          });
+    done.WaitForNotification();
+    ASSERT_TRUE(result.ok()) << result.status();
+    // The split fp32 path for the same user.
+    std::vector<float> pooled(d.pooled), u(d.user_out);
+    const std::vector<int64_t> history(req.history_item_ids().begin(),
+                                       req.history_item_ids().end());
+    common::PoolHistory(m, history, pooled.data());
+    ASSERT_TRUE(common::SplitModel(&m)
+                    .UserVector(req.static_features().data(),
+                                req.dynamic_features().data(), pooled.data(),
+                                /*int8=*/false, u.data())
+                    .ok());
+    auto split = RunQuery(*core, Begin(ids, 64), Fp32Vector(m, u));
+    ASSERT_TRUE(split.ok()) << split.status();
+    std::map<int64_t, float> want;
+    for (const auto& item : split->items()) want[item.item_id()] = item.ctr();
+    ASSERT_EQ(result->items_size(), 64);
+    for (const auto& item : result->items()) {
+      EXPECT_NEAR(item.ctr(), want[item.item_id()], 1e-5) << preset;
+    }
+  }
+}
+
+TEST(ScoringCoreTest, MonolithicBadInputs) {
+  auto core = MakeCore("tiny", FastOptions());
+  duet::v1::MonolithicScoreRequest req;
+  req.add_candidate_ids(1);
+  req.set_top_k(1);
+  absl::Status status;
+  core->MonolithicScore(
+      req, absl::InfiniteFuture(),
+      [&](absl::StatusOr<duet::v1::ScoreResponse> r) { status = r.status(); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("static_features has 0 values"));
+}
+
+TEST(ScoringCoreTest, GetItemEmbeddings) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  duet::v1::GetItemEmbeddingsRequest req;
+  req.add_item_ids(3);
+  req.add_item_ids(499);
+  absl::Notification done;
+  absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
+  core->GetItemEmbeddings(
+      req, absl::InfiniteFuture(),
+      [&](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> r) {
+        result = std::move(r);
+        done.Notify();
+      });
+  done.WaitForNotification();
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->items_size(), 2);
+  const int dim = m.config().embedding_dim();
+  EXPECT_EQ(result->items(1).item_id(), 499);
+  const float* row = static_cast<const float*>(m.user_table(1).data) +
+                     m.catalog().HistoryKey(499, 1) * dim;
+  EXPECT_EQ(result->items(1).rows(dim), row[0]);
+
+  req.add_item_ids(500);
+  absl::Status status;
+  core->GetItemEmbeddings(
+      req, absl::InfiniteFuture(),
+      [&](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> r) {
+        status = r.status();
+      });
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("item_ids[2] is 500"));
+}
+
+TEST(ScoringCoreTest, DrainRejectsNewQueries) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  EXPECT_EQ(core->Drain(absl::Now() + absl::Seconds(1)), 0);
+  auto q = core->Begin(Begin(Candidates(m, 4, 1), 1), absl::InfiniteFuture(),
+                       Rpc::kScore, [](absl::StatusOr<duet::v1::Scores>) {});
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ScoringCoreTest, PlacementOverBudgetFailsCreate) {
+  ScoringCoreOptions o = FastOptions();
+  o.placement.memory_budget_bytes = 1000;
+  auto core = ScoringCore::Create(LoadModel("tiny"), o);
+  EXPECT_EQ(core.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(core.status().message(), HasSubstr("memory budget"));
+}
+
+}  // namespace
+}  // namespace duet::cloud

@@ -1,0 +1,181 @@
+#include "tests/test_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+extern char** environ;
+
+namespace duet::test {
+
+absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(
+    std::vector<std::string> argv, std::string log_path) {
+  if (argv.empty()) return absl::InvalidArgumentError("argv is empty");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // The child starts with default signal dispositions and an empty mask,
+  // whatever the test binary has set.
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc =
+      posix_spawn(&pid, argv[0].c_str(), &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("posix_spawn ", argv[0], ": ", std::strerror(rc)));
+  }
+  return std::unique_ptr<Subprocess>(new Subprocess(pid, std::move(log_path)));
+}
+
+Subprocess::~Subprocess() {
+  if (!Poll()) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+}
+
+bool Subprocess::Poll() {
+  if (exit_.has_value()) return true;
+  int status = 0;
+  const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return false;
+  if (r < 0) {
+    exit_ = -SIGKILL;  // not our child any more: treat as gone
+    return true;
+  }
+  exit_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  return true;
+}
+
+absl::Status Subprocess::Signal(int sig) {
+  if (Poll()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("process ", pid_, " already exited with ", *exit_));
+  }
+  if (::kill(pid_, sig) != 0) {
+    return absl::InternalError(
+        absl::StrCat("kill(", pid_, ", ", sig, "): ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!Poll()) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " still running after ",
+                       absl::FormatDuration(timeout)));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return *exit_;
+}
+
+bool Subprocess::Running() { return !Poll(); }
+
+std::string Subprocess::ReadLog() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int PickFreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) std::abort();
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    std::abort();
+  }
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+absl::Status WaitForHealthy(const std::string& target, absl::Duration timeout,
+                            Subprocess* process) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string last = "no attempt";
+  while (absl::Now() < deadline) {
+    if (process != nullptr && !process->Running()) {
+      const std::string log = process->ReadLog();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "process exited with ", process->Wait(absl::ZeroDuration()).value(),
+          " before serving; log tail:\n",
+          log.substr(log.size() > 2000 ? log.size() - 2000 : 0)));
+    }
+    // A fresh channel (and subchannel) per attempt: a channel that saw the
+    // port closed backs off its reconnects for seconds.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto stub = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(
+        target, grpc::InsecureChannelCredentials(), args));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(500));
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status s = stub->Check(&context, request, &response);
+    if (s.ok() &&
+        response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::OkStatus();
+    }
+    last = s.ok() ? absl::StrCat("status ", response.status())
+                  : absl::StrCat("rpc error ", s.error_code(), ": ",
+                                 s.error_message());
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(target, " not SERVING after ",
+                                                  absl::FormatDuration(timeout),
+                                                  "; last: ", last));
+}
+
+std::string BinaryPath(const std::string& relative) {
+  if (const char* dir = std::getenv("DUET_BINARY_DIR"); dir && *dir) {
+    return absl::StrCat(dir, "/", relative);
+  }
+  std::error_code ec;
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path().parent_path() / relative).string();
+}
+
+}  // namespace duet::test
