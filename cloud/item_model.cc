@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "common/scratch.h"
 
 namespace duet::cloud {
 namespace {
@@ -18,11 +19,6 @@ struct ItemScratch {
 ItemScratch& Scratch() {
   thread_local ItemScratch scratch;
   return scratch;
-}
-template <typename T>
-T* Grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
 }
 
 // First error of a parallel section.
@@ -54,9 +50,10 @@ absl::Status ItemModel::ComputeUncached(const int64_t* candidates, int n,
   const common::ModelDims& d = model_->dims();
   const common::Fp32Mlp* top = model_->item_top();
   // With no item top layers v_j is f_j: gather straight into v.
-  float* f = top == nullptr
-                 ? v
-                 : Grow(Scratch().f, static_cast<size_t>(n) * d.item_top_in);
+  float* f =
+      top == nullptr
+          ? v
+          : common::GrowTo(Scratch().f, static_cast<size_t>(n) * d.item_top_in);
   const int chunks = engine_->NumChunks(n);
   const int per = (n + chunks - 1) / chunks;
   FirstError error;
@@ -95,8 +92,8 @@ absl::Status ItemModel::Compute(const int64_t* candidates, int n,
   const int width = model_->dims().item_out;
   const uint64_t fp = model_->fingerprint();
   ItemScratch& s = Scratch();
-  int64_t* miss_ids = Grow(s.miss_ids, n);
-  int32_t* miss_rows = Grow(s.miss_rows, n);
+  int64_t* miss_ids = common::GrowTo(s.miss_ids, n);
+  int32_t* miss_rows = common::GrowTo(s.miss_rows, n);
   int misses = 0;
   for (int j = 0; j < n; ++j) {
     if (!cache_->Lookup(candidates[j], fp,
@@ -108,7 +105,7 @@ absl::Status ItemModel::Compute(const int64_t* candidates, int n,
   }
   if (cache_hits != nullptr) *cache_hits = n - misses;
   if (misses == 0) return absl::OkStatus();
-  float* vm = Grow(s.v, static_cast<size_t>(misses) * width);
+  float* vm = common::GrowTo(s.v, static_cast<size_t>(misses) * width);
   absl::Status status = ComputeUncached(miss_ids, misses, strategy, vm);
   if (!status.ok()) return status;
   for (int i = 0; i < misses; ++i) {

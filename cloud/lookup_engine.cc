@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/scratch.h"
 
 namespace duet::cloud {
 namespace {
@@ -21,11 +22,6 @@ struct GatherScratch {
 GatherScratch& Scratch() {
   thread_local GatherScratch scratch;
   return scratch;
-}
-template <typename T>
-T* Grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
 }
 
 }  // namespace
@@ -143,7 +139,7 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
   const common::Catalog& catalog = model_->catalog();
   GatherScratch& s = Scratch();
   const int bag = table.bag;
-  int64_t* ids = Grow(s.ids, static_cast<size_t>(n) * bag);
+  int64_t* ids = common::GrowTo(s.ids, static_cast<size_t>(n) * bag);
   for (int j = 0; j < n; ++j) {
     catalog.ItemSparseIds(candidates[j], t, ids + static_cast<size_t>(j) * bag);
   }
@@ -164,10 +160,10 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
   // Hot rows come from this worker's copy, the rest from the shared shards:
   // two pooled passes over the same bags.
   const size_t total = static_cast<size_t>(n) * bag;
-  int64_t* hot = Grow(s.hot_ids, total);
-  int64_t* cold = Grow(s.cold_ids, total);
-  int32_t* hot_off = Grow(s.hot_offsets, n + 1);
-  int32_t* cold_off = Grow(s.cold_offsets, n + 1);
+  int64_t* hot = common::GrowTo(s.hot_ids, total);
+  int64_t* cold = common::GrowTo(s.cold_ids, total);
+  int32_t* hot_off = common::GrowTo(s.hot_offsets, n + 1);
+  int32_t* cold_off = common::GrowTo(s.cold_offsets, n + 1);
   int32_t nh = 0, nc = 0;
   hot_off[0] = cold_off[0] = 0;
   for (int j = 0; j < n; ++j) {

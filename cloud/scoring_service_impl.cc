@@ -7,8 +7,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cloud/grpc_status.h"
 #include "cloud/session_multiplexer.h"
+#include "common/grpc_status.h"
 
 namespace duet::cloud {
 namespace {
@@ -119,7 +119,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
   if (absl::Status s = core_->ValidateUserVector(request->user_vector());
       !s.ok()) {
     core_->metrics().CountQuery(Rpc::kScore, s.code());
-    reactor->Finish(ToGrpcStatus(s));
+    reactor->Finish(common::ToGrpcStatus(s));
     return reactor;
   }
   duet::v1::BeginQuery begin;
@@ -130,7 +130,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
       begin, Deadline(context), Rpc::kScore,
       [reactor, response](absl::StatusOr<duet::v1::Scores> result) {
         if (!result.ok()) {
-          reactor->Finish(ToGrpcStatus(result.status()));
+          reactor->Finish(common::ToGrpcStatus(result.status()));
           return;
         }
         response->mutable_items()->Swap(result->mutable_items());
@@ -139,7 +139,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
         reactor->Finish(grpc::Status::OK);
       });
   if (!query.ok()) {
-    reactor->Finish(ToGrpcStatus(query.status()));
+    reactor->Finish(common::ToGrpcStatus(query.status()));
     return reactor;
   }
   core_->ProvideUserVector(*query, request->user_vector());
@@ -155,7 +155,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
       *request, Deadline(context),
       [reactor, response](absl::StatusOr<duet::v1::ScoreResponse> result) {
         if (result.ok()) response->Swap(&*result);
-        reactor->Finish(ToGrpcStatus(result.status()));
+        reactor->Finish(common::ToGrpcStatus(result.status()));
       });
   return reactor;
 }
@@ -170,7 +170,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
       [reactor,
        response](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result) {
         if (result.ok()) response->Swap(&*result);
-        reactor->Finish(ToGrpcStatus(result.status()));
+        reactor->Finish(common::ToGrpcStatus(result.status()));
       });
   return reactor;
 }

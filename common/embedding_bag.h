@@ -68,8 +68,7 @@ int64_t FindOutOfRangeId(const EmbeddingTable& table, const int64_t* ids,
 // Row-wise int8 quantization of an fp32 table into the kInt8Rowwise layout
 // (`out` holds rows * (dim + 8) bytes): scale = (max - min) / 255,
 // bias = min, code = round((x - min) / scale). A constant row gets scale 0.
-void QuantizeRowwiseInt8(const float* src, int64_t rows, int dim,
-                         uint8_t* out);
+void QuantizeRowwiseInt8(const float* src, int64_t rows, int dim, uint8_t* out);
 
 }  // namespace duet::common
 

@@ -19,8 +19,8 @@
 namespace duet::common {
 
 struct ModelParts {
-  bool edge = true;          // edge.safetensors: bottom + user top MLPs
-  bool cloud = true;         // cloud.safetensors: item tables, item/combined top
+  bool edge = true;   // edge.safetensors: bottom + user top MLPs
+  bool cloud = true;  // cloud.safetensors: item tables, item/combined top
   bool user_tables = false;  // user_tables.safetensors (datacenter side)
 };
 
@@ -34,8 +34,8 @@ struct LoadOptions {
 // must not be called (has_*() tells).
 class Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
-                                                     const LoadOptions& options);
+  static absl::StatusOr<std::unique_ptr<Model>> Load(
+      const std::string& dir, const LoadOptions& options);
 
   const duet::v1::ModelConfig& config() const { return config_; }
   const ModelDims& dims() const { return dims_; }

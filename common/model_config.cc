@@ -21,18 +21,18 @@ using duet::v1::ModelConfig;
 
 // Bounds that keep every derived width and byte count far from integer
 // overflow; the largest preset (rm3) is orders of magnitude below them.
-constexpr int kMaxWidth = 1 << 16;       // layer widths, dense inputs, d
+constexpr int kMaxWidth = 1 << 16;  // layer widths, dense inputs, d
 constexpr int kMaxLayers = 64;
 constexpr int kMaxTables = 1024;
-constexpr int kMaxBag = 1 << 16;         // history_length, lookups_per_item
+constexpr int kMaxBag = 1 << 16;  // history_length, lookups_per_item
 constexpr int64_t kMaxRows = int64_t{1} << 40;
 
 absl::Status CheckWidths(const google::protobuf::RepeatedField<int32_t>& w,
                          absl::string_view field) {
   if (w.size() > kMaxLayers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s has %d layers, at most %d are supported", field, w.size(),
-        kMaxLayers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has %d layers, at most %d are supported", field,
+                        w.size(), kMaxLayers));
   }
   for (int i = 0; i < w.size(); ++i) {
     if (w[i] <= 0 || w[i] > kMaxWidth) {
@@ -53,9 +53,9 @@ int LastWidth(int in, const google::protobuf::RepeatedField<int32_t>& w) {
 absl::Status ValidateConfig(const ModelConfig& c) {
   if (c.name().empty()) return absl::InvalidArgumentError("name is empty");
   if (c.embedding_dim() <= 0 || c.embedding_dim() > kMaxWidth) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "embedding_dim is %d, must be in [1, %d]", c.embedding_dim(),
-        kMaxWidth));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("embedding_dim is %d, must be in [1, %d]",
+                        c.embedding_dim(), kMaxWidth));
   }
   if (c.num_static_dense() < 0 || c.num_dynamic_dense() < 0 ||
       c.num_static_dense() > kMaxWidth || c.num_dynamic_dense() > kMaxWidth) {

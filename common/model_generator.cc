@@ -3,8 +3,8 @@
 #include <sys/stat.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
+#include <filesystem>
 #include <memory>
 #include <vector>
 

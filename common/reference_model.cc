@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "common/scratch.h"
 #include "common/status_macros.h"
 
 namespace duet::common {
@@ -18,11 +19,6 @@ struct Scratch {
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
   return scratch;
-}
-template <typename T>
-T* Grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
 }
 
 absl::Status CheckFinite(const std::vector<float>& v, const char* field) {
@@ -112,7 +108,7 @@ void GatherItemFeatures(const Model& model, const int64_t* candidates, int n,
   std::vector<int64_t>& ids = ThreadScratch().ids;
   for (int t = 0; t < model.num_item_tables(); ++t) {
     const int bag = catalog.lookups_per_item(t);
-    int64_t* p = Grow(ids, static_cast<size_t>(n) * bag);
+    int64_t* p = GrowTo(ids, static_cast<size_t>(n) * bag);
     for (int j = 0; j < n; ++j)
       catalog.ItemSparseIds(candidates[j], t, p + j * bag);
     EmbeddingBagSumFixed(model.item_table(t), p, n, bag, out + t * dim, stride,
@@ -132,9 +128,9 @@ absl::Status MonolithicModel::Score(const UserInputs& user,
 
   // Bottom MLPs over every candidate row: the server does not know the rows
   // are identical.
-  float* x_user = Grow(s.a, n * d.user_top_in);
-  float* rows = Grow(s.b, n * std::max(d.static_in, d.dynamic_in));
-  float* z = Grow(s.c, n * std::max(d.static_out, d.dynamic_out));
+  float* x_user = GrowTo(s.a, n * d.user_top_in);
+  float* rows = GrowTo(s.b, n * std::max(d.static_in, d.dynamic_in));
+  float* z = GrowTo(s.c, n * std::max(d.static_out, d.dynamic_out));
   for (int64_t r = 0; r < n; ++r) {
     std::copy(user.static_features.begin(), user.static_features.end(),
               rows + r * d.static_in);
@@ -152,8 +148,8 @@ absl::Status MonolithicModel::Score(const UserInputs& user,
   for (int t = 0; t < c.user_tables_size(); ++t) {
     const size_t len = std::min<size_t>(c.user_tables(t).history_length(),
                                         user.history.size());
-    int64_t* ids = Grow(s.ids, n * len);
-    int32_t* offsets = Grow(s.offsets, n + 1);
+    int64_t* ids = GrowTo(s.ids, n * len);
+    int32_t* offsets = GrowTo(s.offsets, n + 1);
     for (size_t i = 0; i < len; ++i) {
       ids[i] = m.catalog().HistoryKey(
           user.history[user.history.size() - len + i], t);
@@ -166,15 +162,15 @@ absl::Status MonolithicModel::Score(const UserInputs& user,
                     x_user + d.static_out + d.dynamic_out + t * dim,
                     d.user_top_in, /*accumulate=*/false);
   }
-  float* x_comb = Grow(s.d, n * d.combined_in);
-  float* u = Grow(s.e, n * d.user_out);
+  float* x_comb = GrowTo(s.d, n * d.combined_in);
+  float* u = GrowTo(s.e, n * d.user_out);
   RETURN_IF_ERROR(m.user_top().Run(x_user, n, u));
   CopyColumns(u, n, d.user_out, x_comb, d.combined_in, 0);
 
   // Item side.
-  float* f = Grow(s.f, n * std::max(d.item_top_in, d.item_out));
+  float* f = GrowTo(s.f, n * std::max(d.item_top_in, d.item_out));
   GatherItemFeatures(m, candidates.data(), static_cast<int>(n), f);
-  float* v = Grow(s.b, n * d.item_out);
+  float* v = GrowTo(s.b, n * d.item_out);
   RETURN_IF_ERROR(RunOrIdentity(m.item_top(), f, n, d.item_top_in, v));
   CopyColumns(v, n, d.item_out, x_comb, d.combined_in, d.user_out);
   return m.combined_top().Run(x_comb, n, ctr);
@@ -187,7 +183,7 @@ absl::Status SplitModel::UserVector(const float* static_features,
   const Model& m = *model_;
   const ModelDims& d = m.dims();
   Scratch& s = ThreadScratch();
-  float* x = Grow(s.a, d.user_top_in);
+  float* x = GrowTo(s.a, d.user_top_in);
   RETURN_IF_ERROR(
       RunOrIdentity(m.static_bottom(), static_features, 1, d.static_in, x));
   RETURN_IF_ERROR(RunOrIdentity(m.dynamic_bottom(), dynamic_features, 1,
@@ -204,11 +200,11 @@ absl::Status SplitModel::ScoreItems(const float* u,
   const ModelDims& d = m.dims();
   const int64_t n = static_cast<int64_t>(candidates.size());
   Scratch& s = ThreadScratch();
-  float* f = Grow(s.a, n * d.item_top_in);
+  float* f = GrowTo(s.a, n * d.item_top_in);
   GatherItemFeatures(m, candidates.data(), static_cast<int>(n), f);
-  float* v = Grow(s.b, n * d.item_out);
+  float* v = GrowTo(s.b, n * d.item_out);
   RETURN_IF_ERROR(RunOrIdentity(m.item_top(), f, n, d.item_top_in, v));
-  float* x = Grow(s.c, n * d.combined_in);
+  float* x = GrowTo(s.c, n * d.combined_in);
   for (int64_t r = 0; r < n; ++r) {
     std::memcpy(x + r * d.combined_in, u, d.user_out * sizeof(float));
   }

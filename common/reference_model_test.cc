@@ -26,8 +26,10 @@ UserInputs RandomUser(const Model& m, std::mt19937_64& rng, int history) {
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
   UserInputs u;
-  for (int i = 0; i < m.dims().static_in; ++i) u.static_features.push_back(unit(rng));
-  for (int i = 0; i < m.dims().dynamic_in; ++i) u.dynamic_features.push_back(unit(rng));
+  for (int i = 0; i < m.dims().static_in; ++i)
+    u.static_features.push_back(unit(rng));
+  for (int i = 0; i < m.dims().dynamic_in; ++i)
+    u.dynamic_features.push_back(unit(rng));
   for (int i = 0; i < history; ++i) u.history.push_back(item(rng));
   return u;
 }
@@ -57,10 +59,10 @@ std::vector<float> RunRef(const std::vector<LinearLayer>& layers, Activation a,
 double ScalarCtr(const Model& m, const UserInputs& user, int64_t item) {
   const auto& c = m.config();
   const int dim = c.embedding_dim();
-  std::vector<float> x = RunRef(m.static_bottom_layers(), Activation::kRelu,
-                                user.static_features);
-  const std::vector<float> zc = RunRef(m.dynamic_bottom_layers(),
-                                       Activation::kRelu, user.dynamic_features);
+  std::vector<float> x =
+      RunRef(m.static_bottom_layers(), Activation::kRelu, user.static_features);
+  const std::vector<float> zc = RunRef(
+      m.dynamic_bottom_layers(), Activation::kRelu, user.dynamic_features);
   x.insert(x.end(), zc.begin(), zc.end());
   for (int t = 0; t < c.user_tables_size(); ++t) {
     const int len = std::min<int>(c.user_tables(t).history_length(),
@@ -87,7 +89,8 @@ double ScalarCtr(const Model& m, const UserInputs& user, int64_t item) {
                        false);
     f.insert(f.end(), p.begin(), p.end());
   }
-  const std::vector<float> v = RunRef(m.item_top_layers(), Activation::kRelu, f);
+  const std::vector<float> v =
+      RunRef(m.item_top_layers(), Activation::kRelu, f);
   joint.insert(joint.end(), v.begin(), v.end());
   return RunRef(m.combined_top_layers(), Activation::kSigmoid, joint)[0];
 }
@@ -164,12 +167,16 @@ TEST_P(PresetEquivalenceTest, Int8UserTopStaysCloseToFp32) {
     std::vector<float> pooled(m.dims().pooled), u32(m.dims().user_out),
         u8(m.dims().user_out), c32(n), c8(n);
     PoolHistory(m, user.history, pooled.data());
-    ASSERT_TRUE(split.UserVector(user.static_features.data(),
-                                 user.dynamic_features.data(), pooled.data(),
-                                 false, u32.data()).ok());
-    ASSERT_TRUE(split.UserVector(user.static_features.data(),
-                                 user.dynamic_features.data(), pooled.data(),
-                                 true, u8.data()).ok());
+    ASSERT_TRUE(split
+                    .UserVector(user.static_features.data(),
+                                user.dynamic_features.data(), pooled.data(),
+                                false, u32.data())
+                    .ok());
+    ASSERT_TRUE(split
+                    .UserVector(user.static_features.data(),
+                                user.dynamic_features.data(), pooled.data(),
+                                true, u8.data())
+                    .ok());
     ASSERT_TRUE(split.ScoreItems(u32.data(), items, c32.data()).ok());
     ASSERT_TRUE(split.ScoreItems(u8.data(), items, c8.data()).ok());
     for (int j = 0; j < n; ++j) sum_abs += std::fabs(c32[j] - c8[j]);
@@ -218,8 +225,9 @@ TEST_F(ValidationTest, RejectsBadUserInputsNamingTheField) {
 
   user = RandomUser(*model_, rng, 3);
   user.history[2] = 500;
-  EXPECT_THAT(ValidateUserInputs(*model_, user).message(),
-              HasSubstr("history_item_ids[2] is 500, valid item ids are [0, 500)"));
+  EXPECT_THAT(
+      ValidateUserInputs(*model_, user).message(),
+      HasSubstr("history_item_ids[2] is 500, valid item ids are [0, 500)"));
 }
 
 TEST_F(ValidationTest, RejectsBadCandidates) {

@@ -9,10 +9,10 @@
 #define DUET_CONCAT_(a, b) DUET_CONCAT_INNER_(a, b)
 
 // RETURN_IF_ERROR(expr): returns the status of `expr` if it is not OK.
-#define RETURN_IF_ERROR(expr)                                 \
-  do {                                                        \
-    ::absl::Status duet_status_ = (expr);                     \
-    if (!duet_status_.ok()) return duet_status_;              \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status duet_status_ = (expr);        \
+    if (!duet_status_.ok()) return duet_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates a StatusOr; returns its status on

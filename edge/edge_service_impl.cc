@@ -2,14 +2,14 @@
 
 #include <algorithm>
 
-#include "edge/status_conversion.h"
+#include "common/grpc_status.h"
 
 namespace duet::edge {
 namespace {
 
 template <typename T>
 grpc::Status Reply(absl::StatusOr<T> result, T* response) {
-  if (!result.ok()) return ToGrpcStatus(result.status());
+  if (!result.ok()) return common::ToGrpcStatus(result.status());
   *response = *std::move(result);
   return grpc::Status::OK;
 }

@@ -31,9 +31,8 @@ absl::StatusOr<CliArgs> CliArgs::Parse(
     }
     if (contains(bool_flags, name)) {
       if (has_value && value != "true" && value != "false") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " takes no value or true|false, got '",
-                         value, "'"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", name, " takes no value or true|false, got '", value, "'"));
       }
       out.values_[name] = has_value ? value : "true";
     } else if (contains(value_flags, name)) {
@@ -52,7 +51,8 @@ absl::StatusOr<CliArgs> CliArgs::Parse(
   return out;
 }
 
-std::string CliArgs::Get(const std::string& flag, const std::string& def) const {
+std::string CliArgs::Get(const std::string& flag,
+                         const std::string& def) const {
   auto it = values_.find(flag);
   return it == values_.end() ? def : it->second;
 }

@@ -17,9 +17,10 @@ class CliArgs {
  public:
   // `value_flags` take a value; `bool_flags` do not. Any other --flag is an
   // INVALID_ARGUMENT error naming it.
-  static absl::StatusOr<CliArgs> Parse(const std::vector<std::string>& args,
-                                       const std::vector<std::string>& value_flags,
-                                       const std::vector<std::string>& bool_flags);
+  static absl::StatusOr<CliArgs> Parse(
+      const std::vector<std::string>& args,
+      const std::vector<std::string>& value_flags,
+      const std::vector<std::string>& bool_flags);
 
   bool Has(const std::string& flag) const { return values_.contains(flag); }
   std::string Get(const std::string& flag, const std::string& def = "") const;

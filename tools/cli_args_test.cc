@@ -10,8 +10,9 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 TEST(CliArgsTest, ParsesValuesBooleansAndPositionals) {
-  auto args = CliArgs::Parse({"DIR", "--rows-scale", "0.5", "--seed=3", "--json"},
-                             {"rows-scale", "seed"}, {"json"});
+  auto args =
+      CliArgs::Parse({"DIR", "--rows-scale", "0.5", "--seed=3", "--json"},
+                     {"rows-scale", "seed"}, {"json"});
   ASSERT_TRUE(args.ok()) << args.status();
   EXPECT_THAT(args->positional(), ElementsAre("DIR"));
   EXPECT_DOUBLE_EQ(*args->GetDouble("rows-scale", 1.0), 0.5);

@@ -26,7 +26,8 @@ namespace {
 using common::ModelDims;
 using duet::v1::ModelConfig;
 
-constexpr char kUsage[] = R"(duet-model: create and check Duet model directories.
+constexpr char kUsage[] =
+    R"(duet-model: create and check Duet model directories.
 
 Usage:
   duet-model gen --preset P [--rows-scale F] [--seed S] [--version V] --out DIR
@@ -69,8 +70,8 @@ int Gen(const CliArgs& args) {
   auto seed = args.GetUint("seed", 1);
   auto version = args.GetUint("version", 1);
   auto samples = args.GetInt("calibration-samples", 512);
-  for (const absl::Status& s : {scale.status(), seed.status(), version.status(),
-                                samples.status()}) {
+  for (const absl::Status& s :
+       {scale.status(), seed.status(), version.status(), samples.status()}) {
     if (!s.ok()) return Usage(std::string(s.message()));
   }
   auto config = common::PresetConfig(args.Get("preset"), *scale);
@@ -83,11 +84,11 @@ int Gen(const CliArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto result = common::GenerateModel(*config, options, &std::cerr);
   if (!result.ok()) return Fail(result.status());
-  std::printf("generated %s in %s (%.1f s)\n",
-              common::ModelLabel(*result).c_str(), options.out_dir.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                            start)
-                  .count());
+  std::printf(
+      "generated %s in %s (%.1f s)\n", common::ModelLabel(*result).c_str(),
+      options.out_dir.c_str(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count());
   return 0;
 }
 
@@ -157,10 +158,9 @@ int Inspect(const CliArgs& args) {
     json += "},\"files\":[";
     first = true;
     for (const auto& f : c.files()) {
-      absl::StrAppendFormat(&json,
-                            "%s{\"name\":\"%s\",\"bytes\":%d,\"sha256\":\"%s\"}",
-                            first ? "" : ",", f.name(), f.size_bytes(),
-                            f.sha256());
+      absl::StrAppendFormat(
+          &json, "%s{\"name\":\"%s\",\"bytes\":%d,\"sha256\":\"%s\"}",
+          first ? "" : ",", f.name(), f.size_bytes(), f.sha256());
       first = false;
     }
     json += "]}";
@@ -172,11 +172,11 @@ int Inspect(const CliArgs& args) {
   std::printf("embedding   d=%d, %d user tables, %d item tables, %lld items\n",
               c.embedding_dim(), c.user_tables_size(), c.item_tables_size(),
               static_cast<long long>(c.catalog().num_items()));
-  std::printf("dims        s %d -> z_s %d | c %d -> z_c %d | user top %d -> u %d"
-              " | item top %d -> v %d | combined %d -> 1\n",
-              d.static_in, d.static_out, d.dynamic_in, d.dynamic_out,
-              d.user_top_in, d.user_out, d.item_top_in, d.item_out,
-              d.combined_in);
+  std::printf(
+      "dims        s %d -> z_s %d | c %d -> z_c %d | user top %d -> u %d"
+      " | item top %d -> v %d | combined %d -> 1\n",
+      d.static_in, d.static_out, d.dynamic_in, d.dynamic_out, d.user_top_in,
+      d.user_out, d.item_top_in, d.item_out, d.combined_in);
   std::printf("\n%-20s %-24s %16s %16s\n", "part", "file", "parameters",
               "bytes");
   for (const Part& p : parts) {
@@ -191,8 +191,8 @@ int Inspect(const CliArgs& args) {
   std::vector<std::string> hist;
   for (int i = 0; i < c.user_tables_size();) {
     int j = i;
-    while (j < c.user_tables_size() &&
-           c.user_tables(j).history_length() == c.user_tables(i).history_length()) {
+    while (j < c.user_tables_size() && c.user_tables(j).history_length() ==
+                                           c.user_tables(i).history_length()) {
       ++j;
     }
     hist.push_back(j - i > 1 ? absl::StrCat(j - i, " x ",
@@ -215,8 +215,9 @@ int Verify(const CliArgs& args) {
   if (args.positional().size() != 1) return Usage("verify needs DIR");
   const std::string dir = args.positional()[0];
   if (absl::Status s = common::VerifyModelDir(dir); !s.ok()) return Fail(s);
-  std::printf("%s: OK (checksums, sizes, dtypes and shapes match model.pbtxt)\n",
-              dir.c_str());
+  std::printf(
+      "%s: OK (checksums, sizes, dtypes and shapes match model.pbtxt)\n",
+      dir.c_str());
   return 0;
 }
 
@@ -230,7 +231,8 @@ int Compare(const CliArgs& args) {
   auto queries = args.GetInt("queries", 20);
   auto n_cand = args.GetInt("candidates", 256);
   auto seed = args.GetUint("seed", 7);
-  for (const absl::Status& s : {queries.status(), n_cand.status(), seed.status()}) {
+  for (const absl::Status& s :
+       {queries.status(), n_cand.status(), seed.status()}) {
     if (!s.ok()) return Usage(std::string(s.message()));
   }
   if (*queries < 1 || *n_cand < 1) {
@@ -261,8 +263,10 @@ int Compare(const CliArgs& args) {
   using Clock = std::chrono::steady_clock;
   for (int q = 0; q < *queries; ++q) {
     common::UserInputs user;
-    for (int i = 0; i < d.static_in; ++i) user.static_features.push_back(unit(rng));
-    for (int i = 0; i < d.dynamic_in; ++i) user.dynamic_features.push_back(unit(rng));
+    for (int i = 0; i < d.static_in; ++i)
+      user.static_features.push_back(unit(rng));
+    for (int i = 0; i < d.dynamic_in; ++i)
+      user.dynamic_features.push_back(unit(rng));
     for (int i = 0; i < max_history; ++i) user.history.push_back(item(rng));
     for (auto& c : cands) c = item(rng);
 
@@ -289,7 +293,8 @@ int Compare(const CliArgs& args) {
       t_split.push_back(std::chrono::duration<double>(t2 - t1).count());
     }
     for (int j = 0; j < n; ++j) {
-      max_fp32 = std::max<double>(max_fp32, std::fabs(ctr_mono[j] - ctr_fp32[j]));
+      max_fp32 =
+          std::max<double>(max_fp32, std::fabs(ctr_mono[j] - ctr_fp32[j]));
       sum_int8 += std::fabs(ctr_int8[j] - ctr_fp32[j]);
     }
     const int k = std::min(10, n);
@@ -307,14 +312,16 @@ int Compare(const CliArgs& args) {
               static_cast<long long>(*queries), n);
   std::printf("fp32 split vs monolithic: max |dCTR| = %.3g (bound 1e-5)\n",
               max_fp32);
-  std::printf("int8 user top vs fp32:    mean |dCTR| = %.3g, top-10 overlap = "
-              "%.1f %%\n",
-              mean_int8, 100.0 * overlap / *queries);
+  std::printf(
+      "int8 user top vs fp32:    mean |dCTR| = %.3g, top-10 overlap = "
+      "%.1f %%\n",
+      mean_int8, 100.0 * overlap / *queries);
   if (!t_mono.empty()) {
-    std::printf("in-process latency (median of %zu, one thread): monolithic "
-                "%.3f ms, split %.3f ms, ratio %.1fx\n",
-                t_mono.size(), 1e3 * Median(t_mono), 1e3 * Median(t_split),
-                Median(t_mono) / Median(t_split));
+    std::printf(
+        "in-process latency (median of %zu, one thread): monolithic "
+        "%.3f ms, split %.3f ms, ratio %.1fx\n",
+        t_mono.size(), 1e3 * Median(t_mono), 1e3 * Median(t_split),
+        Median(t_mono) / Median(t_split));
   }
   if (!(max_fp32 <= 1e-5)) {
     std::cerr << "duet-model: fp32 split and monolithic CTRs differ by "
@@ -338,12 +345,13 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
-  auto parsed = CliArgs::Parse(
-      args,
-      {"preset", "rows-scale", "seed", "version", "out", "calibration-samples",
-       "queries", "candidates"},
-      {"json", "help"});
-  if (!parsed.ok()) return duet::tools::Usage(std::string(parsed.status().message()));
+  auto parsed =
+      CliArgs::Parse(args,
+                     {"preset", "rows-scale", "seed", "version", "out",
+                      "calibration-samples", "queries", "candidates"},
+                     {"json", "help"});
+  if (!parsed.ok())
+    return duet::tools::Usage(std::string(parsed.status().message()));
   if (parsed->Has("help")) {
     std::printf(duet::tools::kUsage,
                 absl::StrJoin(duet::common::PresetNames(), ", ").c_str());

@@ -14,8 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const duet::common::ModelDims d = duet::common::ComputeDims(*config);
   if (d.user_top_in <= 0 || d.combined_in <= 0) __builtin_trap();
   if (duet::common::ScratchpadBytes(*config) <= 0) __builtin_trap();
-  for (const char* file : {"edge.safetensors", "cloud.safetensors",
-                           "user_tables.safetensors"}) {
+  for (const char* file :
+       {"edge.safetensors", "cloud.safetensors", "user_tables.safetensors"}) {
     (void)duet::common::ExpectedTensors(*config, file);
   }
   const duet::common::Catalog catalog(*config);
