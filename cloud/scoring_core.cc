@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "cloud/aligned_buffer.h"
 #include "common/catalog.h"
+#include "common/energy_meter.h"
 #include "common/model_config.h"
 #include "common/quantize.h"
 #include "common/status_macros.h"
@@ -50,6 +51,8 @@ class ScoringCore::Query {
   Done done;
   std::unique_ptr<Buffers> buffers;
   std::atomic<bool> finished{false};
+  // CPU time of this query's compute on all workers (energy attribution).
+  std::atomic<int64_t> cpu_ns{0};
 
   // Owned by the core's deadline_mu_.
   std::multimap<absl::Time, std::weak_ptr<Query>>::iterator deadline_it;
@@ -367,6 +370,7 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
 
 void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   if (q->finished.load()) return;
+  common::ScopedCpuAccount cpu(&q->cpu_ns);
   const absl::Time pick = absl::Now();
   const int n = static_cast<int>(q->candidates.size());
   const LookupStrategy strategy = selector_->ChooseLookup(n);
@@ -434,6 +438,18 @@ void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
 
 void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {
   if (q->finished.load()) return;
+  absl::StatusOr<duet::v1::Scores> result;
+  {
+    // Finish (and with it the energy observation) runs after the scope has
+    // charged this thread's CPU time to the query.
+    common::ScopedCpuAccount cpu(&q->cpu_ns);
+    result = Combine(*q);
+  }
+  Finish(*q, std::move(result));
+}
+
+absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
+  Query* q = &query;
   const absl::Time t0 = absl::Now();
   const int n = static_cast<int>(q->candidates.size());
   const UserStrategy strategy = selector_->ChooseUser(n);
@@ -442,8 +458,7 @@ void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {
   if (absl::Status s = combined_->Score(q->buffers->u.data(),
                                         q->buffers->v.data(), n, strategy, ctr);
       !s.ok()) {
-    Finish(*q, s);
-    return;
+    return s;
   }
   const std::vector<common::Scored> top =
       common::TopK(q->candidates.data(), ctr, n, q->top_k);
@@ -469,7 +484,7 @@ void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {
     q->timings.set_total_us(Micros(t1 - q->start));
     *scores.mutable_timings() = q->timings;
   }
-  Finish(*q, std::move(scores));
+  return scores;
 }
 
 void ScoringCore::Cancel(const std::shared_ptr<Query>& q) {
@@ -497,6 +512,9 @@ void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
     metrics_->ObserveStage(q.rpc, Stage::kTotal, t.total_us() * 1e-6);
     metrics_->AddCandidates(static_cast<int64_t>(q.candidates.size()));
     if (cache_ != nullptr) metrics_->SetCacheEntries(cache_->size());
+    if (options_.energy != nullptr) {
+      options_.energy->ObserveQuery(q.cpu_ns.load() * 1e-9, 0);
+    }
   }
   Done done = std::move(q.done);
   q.done = nullptr;
@@ -620,7 +638,15 @@ void ScoringCore::MonolithicScore(
         } else {
           thread_local std::vector<float> ctr;
           if (ctr.size() < candidates.size()) ctr.resize(candidates.size());
-          absl::Status s = monolithic_->Score(user, candidates, ctr.data());
+          std::atomic<int64_t> cpu_ns{0};
+          absl::Status s;
+          {
+            common::ScopedCpuAccount cpu(&cpu_ns);
+            s = monolithic_->Score(user, candidates, ctr.data());
+          }
+          if (s.ok() && options_.energy != nullptr) {
+            options_.energy->ObserveQuery(cpu_ns.load() * 1e-9, 0);
+          }
           if (!s.ok()) {
             result = s;
           } else {

@@ -40,6 +40,10 @@
 #include "common/thread_pool.h"
 #include "duet/v1/scoring.pb.h"
 
+namespace duet::common {
+class EnergyMeter;
+}  // namespace duet::common
+
 namespace duet::cloud {
 
 struct ScoringCoreOptions {
@@ -56,6 +60,10 @@ struct ScoringCoreOptions {
   absl::Duration calibration_budget = absl::Seconds(3);
   // Null: a private registry (tests).
   std::shared_ptr<prometheus::Registry> registry;
+  // Per-query energy attribution (duet_query_energy_joules{side="cloud"}):
+  // the CPU time of each query's compute, on every worker it ran on. Not
+  // owned; may be null.
+  common::EnergyMeter* energy = nullptr;
 };
 
 class ScoringCore {
@@ -122,6 +130,8 @@ class ScoringCore {
   void Release();
   void RunItemSide(const std::shared_ptr<Query>& q);
   void RunCombine(const std::shared_ptr<Query>& q);
+  // The combined top MLP, top-k and relay of a query whose two sides are done.
+  absl::StatusOr<duet::v1::Scores> Combine(Query& q);
   void Finish(Query& q, absl::StatusOr<duet::v1::Scores> result);
   void AddDeadline(const std::shared_ptr<Query>& q);
   void DeadlineLoop();

@@ -1,6 +1,7 @@
 #include "common/thread_pool.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,11 +22,18 @@ thread_local int current_worker = -1;
 // Helpers may start after the loop has finished (the queue is FIFO and other
 // work may be ahead of them), so the state is reference-counted and a late
 // helper simply finds no index left to claim.
-struct ParallelForState {
-  ParallelForState(int n, const std::function<void(int)>& fn) : n(n), fn(fn) {}
+thread_local std::atomic<int64_t>* current_account = nullptr;
 
-  // Claims and runs indices until none are left.
-  void Work() {
+struct ParallelForState {
+  ParallelForState(int n, const std::function<void(int)>& fn)
+      : n(n), fn(fn), account(ScopedCpuAccount::Current()) {}
+
+  // Claims and runs indices until none are left. A helper (not the caller,
+  // whose own scope already counts its time) charges its CPU time to the
+  // caller's account before reporting completion, i.e. while the caller is
+  // still blocked and the account is alive.
+  void Work(bool helper) {
+    const int64_t start = helper && account != nullptr ? ThreadCpuNanos() : 0;
     int ran = 0;
     for (int i = next.fetch_add(1, std::memory_order_relaxed); i < n;
          i = next.fetch_add(1, std::memory_order_relaxed)) {
@@ -33,6 +41,9 @@ struct ParallelForState {
       ++ran;
     }
     if (ran > 0) {
+      if (helper && account != nullptr) {
+        account->fetch_add(ThreadCpuNanos() - start, std::memory_order_relaxed);
+      }
       absl::MutexLock lock(&mu);
       done += ran;
     }
@@ -44,6 +55,7 @@ struct ParallelForState {
   // Only dereferenced while an index is unclaimed, i.e. while the caller is
   // still blocked in ParallelFor, so the reference stays valid.
   const std::function<void(int)>& fn;
+  std::atomic<int64_t>* const account;
   std::atomic<int> next{0};
   absl::Mutex mu;
   int done ABSL_GUARDED_BY(mu) = 0;
@@ -131,9 +143,9 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int)>& fn) {
   // One helper per worker at most; the caller is the remaining participant.
   const int helpers = std::min(n - 1, size());
   for (int h = 0; h < helpers; ++h) {
-    Schedule([state] { state->Work(); });
+    Schedule([state] { state->Work(/*helper=*/true); });
   }
-  state->Work();
+  state->Work(/*helper=*/false);
   absl::MutexLock lock(&state->mu);
   state->mu.Await(absl::Condition(state.get(), &ParallelForState::AllDone));
 }
@@ -141,5 +153,28 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int)>& fn) {
 int ThreadPool::size() const { return static_cast<int>(impl_->workers.size()); }
 
 int ThreadPool::CurrentWorker() { return current_worker; }
+
+int64_t ThreadCpuNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+ScopedCpuAccount::ScopedCpuAccount(std::atomic<int64_t>* nanoseconds)
+    : account_(nanoseconds),
+      previous_(current_account),
+      start_ns_(ThreadCpuNanos()) {
+  current_account = account_;
+}
+
+ScopedCpuAccount::~ScopedCpuAccount() {
+  if (account_ != nullptr) {
+    account_->fetch_add(ThreadCpuNanos() - start_ns_,
+                        std::memory_order_relaxed);
+  }
+  current_account = previous_;
+}
+
+std::atomic<int64_t>* ScopedCpuAccount::Current() { return current_account; }
 
 }  // namespace duet::common

@@ -3,11 +3,37 @@
 #ifndef DUET_COMMON_THREAD_POOL_H_
 #define DUET_COMMON_THREAD_POOL_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
 namespace duet::common {
+
+// CPU-time attribution for per-query energy: while a ScopedCpuAccount is
+// alive on a thread, that thread's CPU time (CLOCK_THREAD_CPUTIME_ID) is
+// added to `*nanoseconds` when the scope ends, and so is the CPU time pool
+// workers spend on ParallelFor indices claimed on its behalf. Scopes nest
+// (the inner one wins until it ends). `nanoseconds` must outlive the scope.
+class ScopedCpuAccount {
+ public:
+  explicit ScopedCpuAccount(std::atomic<int64_t>* nanoseconds);
+  ~ScopedCpuAccount();
+  ScopedCpuAccount(const ScopedCpuAccount&) = delete;
+  ScopedCpuAccount& operator=(const ScopedCpuAccount&) = delete;
+
+  // The account of the innermost live scope on this thread, or nullptr.
+  static std::atomic<int64_t>* Current();
+
+ private:
+  std::atomic<int64_t>* const account_;
+  std::atomic<int64_t>* const previous_;
+  const int64_t start_ns_;
+};
+
+// CPU time consumed by the calling thread, in nanoseconds.
+int64_t ThreadCpuNanos();
 
 // Thread-safe. The destructor stops accepting work, runs what is queued, and
 // joins the workers.

@@ -109,3 +109,49 @@ TEST(ThreadPoolTest, ParallelForRecordsCallerAsMinusOne) {
 
 }  // namespace
 }  // namespace duet::common
+
+namespace duet::common {
+namespace {
+
+// Spins until this thread has used at least `ns` of CPU; returns what it used.
+int64_t BurnCpu(int64_t ns) {
+  const int64_t start = ThreadCpuNanos();
+  volatile uint64_t x = 0;
+  while (ThreadCpuNanos() - start < ns) {
+    for (int i = 0; i < 1000; ++i) x = x * 31 + i;
+  }
+  return ThreadCpuNanos() - start;
+}
+
+TEST(ScopedCpuAccountTest, ChargesParallelForWorkOnEveryThread) {
+  ThreadPool pool(2, "acct");
+  std::atomic<int64_t> account{0};
+  std::atomic<int64_t> burned{0};
+  {
+    ScopedCpuAccount scope(&account);
+    EXPECT_EQ(ScopedCpuAccount::Current(), &account);
+    pool.ParallelFor(6, [&](int) { burned += BurnCpu(2'000'000); });
+  }
+  EXPECT_EQ(ScopedCpuAccount::Current(), nullptr);
+  // Every body's CPU time reached the account, wherever it ran.
+  EXPECT_GE(account.load(), burned.load());
+  EXPECT_GE(burned.load(), 6 * 2'000'000);
+}
+
+TEST(ScopedCpuAccountTest, NestedScopesRestoreTheOuterAccount) {
+  std::atomic<int64_t> outer{0}, inner{0};
+  {
+    ScopedCpuAccount a(&outer);
+    {
+      ScopedCpuAccount b(&inner);
+      EXPECT_EQ(ScopedCpuAccount::Current(), &inner);
+      BurnCpu(1'000'000);
+    }
+    EXPECT_EQ(ScopedCpuAccount::Current(), &outer);
+  }
+  EXPECT_GE(inner.load(), 1'000'000);
+  EXPECT_GE(outer.load(), inner.load());
+}
+
+}  // namespace
+}  // namespace duet::common
