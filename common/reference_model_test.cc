@@ -34,14 +34,17 @@ UserInputs RandomUser(const Model& m, std::mt19937_64& rng, int history) {
   return u;
 }
 
-// n distinct catalog items (n <= num_items).
-std::vector<int64_t> RandomItems(const Model& m, std::mt19937_64& rng, int n) {
-  std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
+// n random catalog items; distinct ones when `distinct` (needs n <= items).
+std::vector<int64_t> RandomItems(const Model& m, std::mt19937_64& rng, int n,
+                                 bool distinct = false) {
+  const int64_t items = m.catalog().num_items();
+  EXPECT_TRUE(!distinct || n <= items);
+  std::uniform_int_distribution<int64_t> item(0, items - 1);
   std::vector<int64_t> v;
   absl::flat_hash_set<int64_t> seen;
   while (static_cast<int>(v.size()) < n) {
     const int64_t x = item(rng);
-    if (seen.insert(x).second) v.push_back(x);
+    if (!distinct || seen.insert(x).second) v.push_back(x);
   }
   return v;
 }
@@ -163,7 +166,7 @@ TEST_P(PresetEquivalenceTest, Int8UserTopStaysCloseToFp32) {
   double sum_abs = 0, overlap = 0;
   for (int q = 0; q < users; ++q) {
     const UserInputs user = RandomUser(m, rng, 400);
-    const auto items = RandomItems(m, rng, n);
+    const auto items = RandomItems(m, rng, n, /*distinct=*/true);
     std::vector<float> pooled(m.dims().pooled), u32(m.dims().user_out),
         u8(m.dims().user_out), c32(n), c8(n);
     PoolHistory(m, user.history, pooled.data());
