@@ -1,1 +1,31 @@
-# duet-loadgen: see tools/CMakeLists.txt
+# duet-loadgen: load generator for duet-edge (edge), in-process simulated
+# edges (fleet), MonolithicScore (monolithic) and unary Score (score).
+set(loadgen_dir ${CMAKE_CURRENT_SOURCE_DIR}/loadgen)
+
+# Distributions, statistics and the summary: no gRPC.
+add_library(duet_loadgen_stats STATIC
+  ${loadgen_dir}/sampler.cc ${loadgen_dir}/stats.cc ${loadgen_dir}/summary.cc)
+target_link_libraries(duet_loadgen_stats PUBLIC duet_model absl::status
+                      absl::statusor absl::strings absl::str_format
+                      absl::synchronization absl::flat_hash_set)
+
+# The driver and the gRPC targets.
+add_library(duet_loadgen_lib STATIC
+  ${loadgen_dir}/load_driver.cc ${loadgen_dir}/grpc_targets.cc)
+target_link_libraries(duet_loadgen_lib PUBLIC duet_loadgen_stats duet_model
+                      duet_proto gRPC::grpc++ absl::time absl::flat_hash_map)
+# The fleet target runs the edge library's request flow (UserState,
+# Recommender) over its ScoringSession client (duet_edge_grpc).
+target_sources(duet_loadgen_lib PRIVATE ${loadgen_dir}/fleet_target.cc)
+target_link_libraries(duet_loadgen_lib PUBLIC duet_edge_grpc)
+
+add_executable(duet-loadgen ${loadgen_dir}/main.cc)
+target_link_libraries(duet-loadgen PRIVATE duet_loadgen_lib absl::flags
+                      absl::flags_parse absl::flags_usage)
+
+if(DUET_BUILD_TESTS)
+  foreach(t sampler stats summary)
+    duet_test(loadgen_${t}_test SOURCES ${loadgen_dir}/${t}_test.cc
+              LIBS duet_loadgen_stats)
+  endforeach()
+endif()

@@ -1,0 +1,25 @@
+// The `fleet` target: K simulated devices in this process, each an
+// edge::UserState (scratchpad, profile memo) behind the edge library's own
+// Recommender — the request flow duet-edge runs: BeginQuery, the int8 user
+// model, UserVector, await Scores, relay cache — on one or several shared
+// GrpcCloudClient ScoringSession streams to duet-cloud. Scratchpads start
+// full, with rows fetched from the cloud (GetItemEmbeddings).
+#ifndef DUET_TOOLS_LOADGEN_FLEET_TARGET_H_
+#define DUET_TOOLS_LOADGEN_FLEET_TARGET_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/model.h"
+#include "tools/loadgen/grpc_targets.h"
+
+namespace duet::loadgen {
+
+// `model` (edge part loaded) must outlive the target. Fails with the
+// cloud's status when it cannot be reached while filling the scratchpads.
+absl::StatusOr<std::unique_ptr<Target>> CreateFleetTarget(
+    const TargetOptions& options, const common::Model* model);
+
+}  // namespace duet::loadgen
+
+#endif  // DUET_TOOLS_LOADGEN_FLEET_TARGET_H_
