@@ -7,3 +7,13 @@ if(TARGET duet-cloud AND TARGET duet-edge AND TARGET duet-loadgen)
     LIBS duet_test_process duet_test_util duet_proto)
   add_dependencies(loadgen_integration_test duet-cloud duet-edge duet-loadgen)
 endif()
+
+# bench/e2e --quick produces its CSV, Markdown table and PNG plots (issue 5).
+if(TARGET duet-cloud AND TARGET duet-loadgen AND TARGET duet-model)
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  add_test(NAME bench_e2e_quick
+    COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/bench_e2e_quick_test.py
+            --root ${CMAKE_SOURCE_DIR} --build ${CMAKE_BINARY_DIR})
+  set_tests_properties(bench_e2e_quick PROPERTIES
+    LABELS bench TIMEOUT 900 RESOURCE_LOCK duet_deploy_stack)
+endif()
