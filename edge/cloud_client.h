@@ -1,7 +1,7 @@
 // The edge's view of duet-cloud (the seam between the core and gRPC):
 // start a query (BeginQuery, so the cloud begins the item side at once),
 // send its user vector, await its scores; fetch user-table rows of items.
-// GrpcCloudClient implements it over one ScoringSession stream; tests use a
+// GrpcCloudClient implements it over ScoringSession streams; tests use a
 // fake. Implementations are thread-safe and never block past a deadline.
 #ifndef DUET_EDGE_CLOUD_CLIENT_H_
 #define DUET_EDGE_CLOUD_CLIENT_H_

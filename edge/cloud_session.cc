@@ -2,15 +2,32 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "edge/status_conversion.h"
+#include "absl/synchronization/notification.h"
+#include "common/grpc_status.h"
 #include "grpc/grpc.h"
 
 namespace duet::edge {
 namespace {
+
+// A stream that lived this long (or got an answer) was healthy: its end
+// resets the lane's backoff.
+constexpr absl::Duration kStableStream = absl::Seconds(1);
+// How often a lane without a stream looks at the channel at most (the
+// channel itself reconnects with the configured backoff).
+constexpr absl::Duration kChannelPoll = absl::Milliseconds(250);
+// A draining stream is half-closed this long after the latest deadline of
+// its queries even if some never finished (a query object leaked).
+constexpr absl::Duration kDrainSlack = absl::Seconds(1);
+// A half-closed stream the cloud has not finished by then is cancelled.
+constexpr absl::Duration kCloseTimeout = absl::Seconds(5);
+// A rotation due while the channel is not READY is retried this much later.
+constexpr absl::Duration kRotateRetry = absl::Seconds(1);
 
 const char* ChannelStateName(grpc_connectivity_state s) {
   switch (s) {
@@ -34,22 +51,99 @@ std::chrono::system_clock::time_point ToChrono(absl::Time t) {
 
 }  // namespace
 
-// One open query on the session stream.
+struct GrpcCloudClient::Pending {
+  absl::Notification done;
+  absl::StatusOr<duet::v1::Scores> result;
+};
+
+// One ScoringSession stream. The lane's supervisor owns it (and joins its
+// reader); queries hold a reference to write on it, which fails once it is
+// half-closed or ended. Fields marked "mu_" are guarded by the client's mu_.
+struct GrpcCloudClient::Session {
+  using Stream = grpc::ClientReaderWriter<duet::v1::SessionRequest,
+                                          duet::v1::SessionResponse>;
+  enum class Phase {
+    kOpen,        // takes new queries (when it is its lane's current one)
+    kDraining,    // rotated out: waits for its queries
+    kHalfClosed,  // WritesDone sent: waits for the cloud to finish it
+    kEnded,       // Read returned false and Finish returned
+  };
+
+  Session(Lane* lane, int64_t number) : lane(lane), number(number) {}
+
+  bool Write(const duet::v1::SessionRequest& request) {
+    absl::MutexLock lock(&write_mu);
+    return writable && stream->Write(request);
+  }
+  void HalfClose() {
+    absl::MutexLock lock(&write_mu);
+    if (!writable) return;
+    writable = false;
+    stream->WritesDone();
+  }
+  void StopWrites() {
+    absl::MutexLock lock(&write_mu);
+    writable = false;
+  }
+
+  Lane* const lane;
+  const int64_t number;  // 1-based, over all lanes
+  const absl::Time opened = absl::Now();
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream;  // set before the reader starts
+  std::thread reader;
+
+  Phase phase = Phase::kOpen;                         // mu_
+  absl::Time rotate_at = absl::InfiniteFuture();      // mu_, kOpen
+  absl::Time drain_until = absl::InfiniteFuture();    // mu_, kDraining
+  absl::Time close_until = absl::InfiniteFuture();    // mu_, kHalfClosed
+  absl::Time latest_deadline = absl::InfinitePast();  // mu_
+  bool answered = false;                              // mu_
+  grpc::Status end;                                   // mu_, kEnded
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> pending;  // mu_
+
+  // gRPC allows one writer at a time.
+  absl::Mutex write_mu;
+  bool writable ABSL_GUARDED_BY(write_mu) = false;
+};
+
+// A slot holding one stream that takes queries, plus the streams it rotated
+// out until they have finished.
+struct GrpcCloudClient::Lane {
+  Lane(int index, absl::Duration backoff) : index(index), backoff(backoff) {}
+
+  bool Ready() const {
+    return current != nullptr && current->phase == Session::Phase::kOpen;
+  }
+
+  const int index;
+  std::thread supervisor;
+  bool wake = false;                               // mu_
+  std::shared_ptr<Session> current;                // mu_; null: none yet
+  std::vector<std::shared_ptr<Session>> retiring;  // mu_
+  // The supervisor's own.
+  absl::Duration backoff;
+  absl::Time next_connect = absl::InfinitePast();
+};
+
+// One open query on a session stream.
 class GrpcCloudClient::Query : public CloudQuery {
  public:
-  Query(GrpcCloudClient* client, uint64_t id, uint64_t generation,
+  Query(GrpcCloudClient* client, std::shared_ptr<Session> session, uint64_t id,
         std::shared_ptr<Pending> pending)
       : client_(client),
+        session_(std::move(session)),
         id_(id),
-        generation_(generation),
         pending_(std::move(pending)) {}
 
   ~Query() override {
     if (finished_) return;
-    client_->Forget(id_);
+    // Cancel before Forget: forgetting the last query of a draining stream
+    // lets it be half-closed, after which the cancel could not be sent.
     duet::v1::SessionRequest cancel;
     cancel.mutable_cancel()->set_query_id(id_);
-    client_->Write(generation_, cancel);
+    session_->Write(cancel);
+    client_->Forget(session_.get(), id_);
   }
 
   uint64_t id() const override { return id_; }
@@ -58,7 +152,7 @@ class GrpcCloudClient::Query : public CloudQuery {
     duet::v1::SessionRequest request;
     *request.mutable_user_vector() = vector;
     client_->EmulateUplink(request.ByteSizeLong());
-    if (!client_->Write(generation_, request)) {
+    if (!session_->Write(request)) {
       return absl::UnavailableError(absl::StrCat(
           "the session with the cloud at ", client_->options_.target,
           " broke before the user vector of query ", id_, " was sent"));
@@ -78,45 +172,63 @@ class GrpcCloudClient::Query : public CloudQuery {
 
  private:
   GrpcCloudClient* const client_;
+  const std::shared_ptr<Session> session_;
   const uint64_t id_;
-  const uint64_t generation_;
   std::shared_ptr<Pending> pending_;
   bool finished_ = false;
 };
 
-GrpcCloudClient::GrpcCloudClient(const Options& options) : options_(options) {
+GrpcCloudClient::GrpcCloudClient(Options options)
+    : options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetLoadBalancingPolicyName("round_robin");
-  // The channel's own reconnect backoff, aligned with the session's (gRPC's
+  // The channel's own reconnect backoff, aligned with the lanes' (gRPC's
   // default grows to 120 s, far too slow to notice a restarted cloud).
   args.SetInt(
       GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-      static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff)));
+      static_cast<int>(absl::ToInt64Milliseconds(options_.initial_backoff)));
   args.SetInt(
       GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-      static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff)));
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-              static_cast<int>(absl::ToInt64Milliseconds(options.max_backoff)));
+      static_cast<int>(absl::ToInt64Milliseconds(options_.initial_backoff)));
+  args.SetInt(
+      GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options_.max_backoff)));
   // Relayed rows make Scores large (T_u * d floats per returned item).
   args.SetMaxReceiveMessageSize(256 << 20);
   channel_ = grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), args);
+      options_.target, grpc::InsecureChannelCredentials(), args);
   stub_ = duet::v1::ScoringService::NewStub(channel_);
+  for (int i = 0; i < options_.streams; ++i) {
+    lanes_.push_back(std::make_unique<Lane>(i, options_.initial_backoff));
+  }
 }
 
 absl::StatusOr<std::unique_ptr<GrpcCloudClient>> GrpcCloudClient::Create(
-    const Options& options) {
+    Options options) {
   if (options.target.empty()) {
     return absl::InvalidArgumentError("cloud target is empty");
+  }
+  if (options.streams < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cloud streams is %d, must be >= 1", options.streams));
+  }
+  if (options.max_stream_age < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cloud stream max age is ",
+                     absl::FormatDuration(options.max_stream_age),
+                     ", must be >= 0 (0: never rotate)"));
   }
   if (options.uplink_mbps < 0 || options.uplink_rtt < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "uplink_mbps (%g) and uplink_rtt (%s) must not be negative",
         options.uplink_mbps, absl::FormatDuration(options.uplink_rtt)));
   }
-  std::unique_ptr<GrpcCloudClient> client(new GrpcCloudClient(options));
-  client->session_thread_ =
-      std::thread([c = client.get()] { c->SessionLoop(); });
+  std::unique_ptr<GrpcCloudClient> client(
+      new GrpcCloudClient(std::move(options)));
+  for (auto& lane : client->lanes_) {
+    lane->supervisor =
+        std::thread([c = client.get(), l = lane.get()] { c->RunLane(l); });
+  }
   return client;
 }
 
@@ -124,94 +236,202 @@ GrpcCloudClient::~GrpcCloudClient() {
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
-    if (context_ != nullptr) context_->TryCancel();
+    for (auto& lane : lanes_) lane->wake = true;
   }
-  session_thread_.join();
+  for (auto& lane : lanes_) lane->supervisor.join();
 }
 
-absl::Duration GrpcCloudClient::Jittered(absl::Duration d) {
+absl::Duration GrpcCloudClient::Jittered(absl::Duration d, double low,
+                                         double high) {
   absl::MutexLock lock(&link_mu_);
-  // Full range [d/2, d): spreads reconnect storms of many edges.
-  return d / 2 + absl::Uniform(rng_, 0.0, 0.5) * d;
+  return d * absl::Uniform(rng_, low, high);
 }
 
-void GrpcCloudClient::SessionLoop() {
-  absl::Duration backoff = options_.initial_backoff;
+void GrpcCloudClient::RunLane(Lane* lane) {
   while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (shutdown_) return;
+    const absl::Time wake_at = StepLane(lane);
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithDeadline(absl::Condition(&lane->wake), wake_at);
+    lane->wake = false;
+    if (shutdown_) break;
+  }
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (lane->current != nullptr) sessions.push_back(std::move(lane->current));
+    for (auto& s : lane->retiring) sessions.push_back(std::move(s));
+    lane->retiring.clear();
+    ReportReadyLocked();
+  }
+  // The readers fail what is still pending with UNAVAILABLE.
+  for (auto& s : sessions) s->context.TryCancel();
+  for (auto& s : sessions) s->reader.join();
+}
+
+absl::Time GrpcCloudClient::StepLane(Lane* lane) {
+  using Phase = Session::Phase;
+  const absl::Time now = absl::Now();
+  std::shared_ptr<Session> ended;  // the current stream, broken
+  std::vector<std::shared_ptr<Session>> half_close, cancel, reap;
+  bool rotate = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return now;
+    if (lane->current != nullptr && lane->current->phase == Phase::kEnded) {
+      ended = std::move(lane->current);
+    } else if (lane->current != nullptr &&
+               lane->current->phase == Phase::kOpen &&
+               now >= lane->current->rotate_at) {
+      rotate = true;
     }
-    // Connect (the channel retries on its own; wake up regularly to notice
-    // shutdown).
-    if (!channel_->WaitForConnected(
-            ToChrono(absl::Now() + std::min(backoff, absl::Seconds(1))))) {
-      absl::MutexLock lock(&mu_);
-      const absl::Duration wait = Jittered(backoff);
-      backoff = std::min(backoff * 2, options_.max_backoff);
-      mu_.AwaitWithTimeout(absl::Condition(&shutdown_), wait);
-      continue;
+    for (auto it = lane->retiring.begin(); it != lane->retiring.end();) {
+      Session* s = it->get();
+      if (s->phase == Phase::kEnded) {
+        reap.push_back(std::move(*it));
+        it = lane->retiring.erase(it);
+        continue;
+      }
+      if (s->phase == Phase::kDraining &&
+          (s->pending.empty() || now >= s->drain_until)) {
+        s->phase = Phase::kHalfClosed;
+        s->close_until = now + kCloseTimeout;
+        half_close.push_back(*it);
+      } else if (s->phase == Phase::kHalfClosed && now >= s->close_until) {
+        s->close_until = absl::InfiniteFuture();
+        cancel.push_back(*it);
+      }
+      ++it;
     }
-    grpc::ClientContext context;
-    std::unique_ptr<Stream> stream;
-    int64_t sessions;
-    {
-      absl::MutexLock lock(&mu_);
-      if (shutdown_) return;
-      context_ = &context;
-      stream = stub_->ScoringSession(&context);
-      stream_ = stream.get();
-      sessions = ++sessions_;
-      // Lock order: mu_ before write_mu_ (Write takes only write_mu_).
-      absl::MutexLock write_lock(&write_mu_);
-      writable_ = stream.get();
-      writable_generation_ = sessions;
+  }
+  // The cloud finishes a half-closed stream once it has answered every
+  // query on it (cloud/scoring_service_impl.cc).
+  for (auto& s : half_close) s->HalfClose();
+  for (auto& s : cancel) s->context.TryCancel();
+  for (auto& s : reap) {
+    s->reader.join();
+    if (!s->end.ok() && s->end.error_code() != grpc::StatusCode::CANCELLED) {
+      std::fprintf(
+          stderr,
+          "duet-edge: rotated-out cloud stream %d to %s ended (%s: "
+          "%s)\n",
+          static_cast<int>(s->number), options_.target.c_str(),
+          absl::StatusCodeToString(common::FromGrpcStatus(s->end).code())
+              .c_str(),
+          s->end.error_message().c_str());
     }
-    const absl::Time opened = absl::Now();
-    duet::v1::SessionResponse response;
-    while (stream->Read(&response)) {
-      backoff = options_.initial_backoff;
-      Dispatch(response);
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      stream_ = nullptr;
-    }
-    {
-      // No writer can touch the stream after this.
-      absl::MutexLock lock(&write_mu_);
-      writable_ = nullptr;
-    }
-    const grpc::Status status = stream->Finish();
-    bool shutdown;
-    {
-      absl::MutexLock lock(&mu_);
-      context_ = nullptr;
-      shutdown = shutdown_;
-    }
-    FailAllPending(absl::UnavailableError(absl::StrCat(
-        "the session with the cloud at ", options_.target, " ended: ",
-        status.error_message().empty() ? "stream closed"
-                                       : status.error_message())));
-    if (shutdown) return;
+  }
+  if (ended != nullptr) {
+    ended->reader.join();
     std::fprintf(
         stderr, "duet-edge: cloud session to %s ended (%s: %s)\n",
         options_.target.c_str(),
-        absl::StatusCodeToString(FromGrpcStatus(status).code()).c_str(),
-        status.error_message().c_str());
+        absl::StatusCodeToString(common::FromGrpcStatus(ended->end).code())
+            .c_str(),
+        ended->end.error_message().c_str());
     // A stream that lived a while resets the backoff; a stream that fails at
     // once (e.g. the server rejects it) backs off like a failed connect.
-    if (absl::Now() - opened > absl::Seconds(1)) {
-      backoff = options_.initial_backoff;
+    if (ended->answered || now - ended->opened > kStableStream) {
+      lane->backoff = options_.initial_backoff;
     }
+    lane->next_connect = now + Jittered(lane->backoff, 0.5, 1.0);
+    lane->backoff = std::min(lane->backoff * 2, options_.max_backoff);
+  }
+  bool connect;
+  {
     absl::MutexLock lock(&mu_);
-    const absl::Duration wait = Jittered(backoff);
-    backoff = std::min(backoff * 2, options_.max_backoff);
-    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), wait);
+    connect = lane->current == nullptr && now >= lane->next_connect;
+  }
+  if (connect || rotate) {
+    if (channel_->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
+      OpenSession(lane);
+    } else if (connect) {
+      lane->next_connect =
+          now + std::min(Jittered(lane->backoff, 0.5, 1.0), kChannelPoll);
+    } else {
+      absl::MutexLock lock(&mu_);
+      lane->current->rotate_at = now + kRotateRetry;
+    }
+  }
+
+  absl::MutexLock lock(&mu_);
+  absl::Time next = absl::InfiniteFuture();
+  if (lane->current == nullptr) {
+    next = lane->next_connect;
+  } else if (lane->current->phase == Phase::kOpen) {
+    next = lane->current->rotate_at;
+  }
+  for (const auto& s : lane->retiring) {
+    if (s->phase == Phase::kDraining) next = std::min(next, s->drain_until);
+    if (s->phase == Phase::kHalfClosed) next = std::min(next, s->close_until);
+  }
+  return next;
+}
+
+void GrpcCloudClient::OpenSession(Lane* lane) {
+  int64_t number;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    number = ++sessions_;
+    if (options_.on_stream_opened) options_.on_stream_opened();
+  }
+  auto session = std::make_shared<Session>(lane, number);
+  if (options_.max_stream_age > absl::ZeroDuration()) {
+    session->rotate_at =
+        session->opened + Jittered(options_.max_stream_age, 0.8, 1.2);
+  }
+  // Not under mu_: starting the call may block briefly.
+  session->stream = stub_->ScoringSession(&session->context);
+  {
+    absl::MutexLock lock(&session->write_mu);
+    session->writable = true;
+  }
+  session->reader = std::thread([this, s = session.get()] { ReadLoop(s); });
+
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Session> old = std::move(lane->current);
+  lane->current = std::move(session);
+  if (old != nullptr) {
+    // Rotation: make (above), then break: the old stream takes no new
+    // queries and is half-closed once its queries are done.
+    if (old->phase == Session::Phase::kOpen) {
+      old->phase = Session::Phase::kDraining;
+      old->drain_until =
+          std::max(absl::Now(), old->latest_deadline) + kDrainSlack;
+    }
+    lane->retiring.push_back(std::move(old));
+    lane->wake = true;
+  }
+  ReportReadyLocked();
+}
+
+void GrpcCloudClient::ReadLoop(Session* session) {
+  duet::v1::SessionResponse response;
+  while (session->stream->Read(&response)) Dispatch(session, response);
+  // No writer can touch the stream after this.
+  session->StopWrites();
+  const grpc::Status status = session->stream->Finish();
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> failed;
+  {
+    absl::MutexLock lock(&mu_);
+    failed.swap(session->pending);
+    session->phase = Session::Phase::kEnded;
+    session->end = status;
+    session->lane->wake = true;
+    ReportReadyLocked();
+  }
+  const absl::Status error = absl::UnavailableError(absl::StrCat(
+      "the session with the cloud at ", options_.target, " ended: ",
+      status.error_message().empty() ? "stream closed"
+                                     : status.error_message()));
+  for (auto& [id, pending] : failed) {
+    pending->result = error;
+    pending->done.Notify();
   }
 }
 
-void GrpcCloudClient::Dispatch(const duet::v1::SessionResponse& response) {
+void GrpcCloudClient::Dispatch(Session* session,
+                               const duet::v1::SessionResponse& response) {
   uint64_t id = 0;
   if (response.has_scores()) {
     id = response.scores().query_id();
@@ -223,10 +443,15 @@ void GrpcCloudClient::Dispatch(const duet::v1::SessionResponse& response) {
   std::shared_ptr<Pending> pending;
   {
     absl::MutexLock lock(&mu_);
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;  // abandoned (deadline passed)
+    session->answered = true;
+    auto it = session->pending.find(id);
+    if (it == session->pending.end()) return;  // abandoned (deadline passed)
     pending = std::move(it->second);
-    pending_.erase(it);
+    session->pending.erase(it);
+    if (session->phase == Session::Phase::kDraining &&
+        session->pending.empty()) {
+      session->lane->wake = true;
+    }
   }
   if (response.has_scores()) {
     pending->result = response.scores();
@@ -238,30 +463,12 @@ void GrpcCloudClient::Dispatch(const duet::v1::SessionResponse& response) {
   pending->done.Notify();
 }
 
-void GrpcCloudClient::FailAllPending(const absl::Status& status) {
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> failed;
-  {
-    absl::MutexLock lock(&mu_);
-    failed.swap(pending_);
-  }
-  for (auto& [id, pending] : failed) {
-    pending->result = status;
-    pending->done.Notify();
-  }
-}
-
-void GrpcCloudClient::Forget(uint64_t id) {
+void GrpcCloudClient::Forget(Session* session, uint64_t id) {
   absl::MutexLock lock(&mu_);
-  pending_.erase(id);
-}
-
-bool GrpcCloudClient::Write(uint64_t generation,
-                            const duet::v1::SessionRequest& request) {
-  absl::MutexLock lock(&write_mu_);
-  if (writable_ == nullptr || generation != writable_generation_) {
-    return false;
+  if (session->pending.erase(id) > 0 &&
+      session->phase == Session::Phase::kDraining && session->pending.empty()) {
+    session->lane->wake = true;
   }
-  return writable_->Write(request);
 }
 
 void GrpcCloudClient::EmulateUplink(size_t bytes) {
@@ -286,37 +493,46 @@ void GrpcCloudClient::EmulateUplink(size_t bytes) {
 absl::StatusOr<std::unique_ptr<CloudQuery>> GrpcCloudClient::BeginQuery(
     duet::v1::BeginQuery begin, absl::Time deadline) {
   auto pending = std::make_shared<Pending>();
-  uint64_t generation;
-  uint64_t id;
+  std::shared_ptr<Session> session;
+  uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (stream_ == nullptr) {
-      return absl::UnavailableError(
-          absl::StrCat("not connected to the cloud at ", options_.target, " (",
-                       ChannelStateName(channel_->GetState(false)),
-                       "); reconnecting in the background"));
+    for (size_t i = 0; i < lanes_.size() && session == nullptr; ++i) {
+      const size_t index = (next_lane_ + i) % lanes_.size();
+      if (lanes_[index]->Ready()) {
+        session = lanes_[index]->current;
+        next_lane_ = (index + 1) % lanes_.size();
+      }
     }
-    generation = sessions_;
-    id = next_id_++;
-    pending_[id] = pending;
+    if (session != nullptr) {
+      id = next_id_++;
+      session->pending[id] = pending;
+      session->latest_deadline = std::max(session->latest_deadline, deadline);
+    }
+  }
+  if (session == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "not connected to the cloud at ", options_.target, " (",
+        ChannelStateName(channel_->GetState(false)), ", none of ",
+        lanes_.size(), " streams open); reconnecting in the background"));
   }
   begin.set_query_id(id);
   duet::v1::SessionRequest request;
   *request.mutable_begin() = std::move(begin);
   EmulateUplink(request.ByteSizeLong());
   if (absl::Now() >= deadline) {
-    Forget(id);
+    Forget(session.get(), id);
     return absl::DeadlineExceededError(
         "the deadline passed on the emulated uplink");
   }
-  if (!Write(generation, request)) {
-    Forget(id);
+  if (!session->Write(request)) {
+    Forget(session.get(), id);
     return absl::UnavailableError(
         absl::StrCat("the session with the cloud at ", options_.target,
                      " broke while starting a query"));
   }
   return std::unique_ptr<CloudQuery>(
-      new Query(this, id, generation, std::move(pending)));
+      new Query(this, std::move(session), id, std::move(pending)));
 }
 
 absl::StatusOr<duet::v1::GetItemEmbeddingsResponse>
@@ -331,7 +547,7 @@ GrpcCloudClient::GetItemEmbeddings(const std::vector<int64_t>& item_ids,
   const grpc::Status status =
       stub_->GetItemEmbeddings(&context, request, &response);
   if (!status.ok()) {
-    const absl::Status s = FromGrpcStatus(status);
+    const absl::Status s = common::FromGrpcStatus(status);
     return absl::Status(
         s.code(), absl::StrCat("GetItemEmbeddings at ", options_.target, ": ",
                                s.message()));
@@ -339,25 +555,49 @@ GrpcCloudClient::GetItemEmbeddings(const std::vector<int64_t>& item_ids,
   return response;
 }
 
+bool GrpcCloudClient::AnyLaneReady() const {
+  for (const auto& lane : lanes_) {
+    if (lane->Ready()) return true;
+  }
+  return false;
+}
+
+int GrpcCloudClient::ReadyStreamsLocked() const {
+  int ready = 0;
+  for (const auto& lane : lanes_) ready += lane->Ready() ? 1 : 0;
+  return ready;
+}
+
+void GrpcCloudClient::ReportReadyLocked() {
+  const int ready = ReadyStreamsLocked();
+  if (ready == reported_ready_) return;
+  reported_ready_ = ready;
+  if (options_.on_ready_streams) options_.on_ready_streams(ready);
+}
+
 std::string GrpcCloudClient::ConnectionState() const {
-  absl::MutexLock lock(&mu_);
-  if (stream_ != nullptr) return "READY";
+  {
+    absl::MutexLock lock(&mu_);
+    if (AnyLaneReady()) return "READY";
+  }
   const grpc_connectivity_state s = channel_->GetState(false);
-  // The channel may be READY a moment before the session stream opens.
+  // The channel may be READY a moment before a session stream opens.
   return s == GRPC_CHANNEL_READY ? "CONNECTING" : ChannelStateName(s);
 }
 
 bool GrpcCloudClient::WaitUntilReady(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  struct Arg {
-    GrpcCloudClient* self;
-  } arg{this};
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                    return a->self->stream_ != nullptr;
-                                  },
-                                  &arg),
-                              timeout);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](const GrpcCloudClient* self)
+               ABSL_NO_THREAD_SAFETY_ANALYSIS { return self->AnyLaneReady(); },
+          static_cast<const GrpcCloudClient*>(this)),
+      timeout);
+}
+
+int GrpcCloudClient::ready_streams() const {
+  absl::MutexLock lock(&mu_);
+  return ReadyStreamsLocked();
 }
 
 int64_t GrpcCloudClient::sessions_opened() const {

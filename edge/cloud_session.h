@@ -1,32 +1,50 @@
-// GrpcCloudClient: the edge's connection to duet-cloud. One long-lived
-// bidirectional ScoringSession stream carries every query, multiplexed by
-// query_id; a reader thread dispatches Scores / QueryError to the waiting
-// query. When the stream breaks, open queries fail with UNAVAILABLE and a
-// session thread reconnects with exponential backoff and jitter (capped);
-// while disconnected, BeginQuery fails at once with UNAVAILABLE, so a
-// Recommend never hangs past its deadline. The target is any gRPC target
-// (host:port, dns:///name:port, ipv4:a:p,b:p), balanced round_robin.
+// GrpcCloudClient: the edge's connection to duet-cloud. One channel to the
+// target (host:port, dns:///name:port, ipv4:a:p,b:p), balanced round_robin,
+// carries a pool of `streams` lanes; each lane keeps one long-lived
+// bidirectional ScoringSession stream on which queries are multiplexed by
+// query_id, and a reader thread per stream dispatches Scores / QueryError to
+// the waiting query. round_robin picks a backend per call, not per message,
+// so it is the lanes' several streams that spread queries over replicas:
+// BeginQuery takes the next ready lane in turn. GetItemEmbeddings is a unary
+// call on the channel.
+//
+// Failure: when a stream breaks, its open queries fail with UNAVAILABLE and
+// its lane reopens a stream once the channel is READY again, backing off
+// exponentially with jitter (capped) while new streams end at once. With no
+// lane ready, BeginQuery fails at once with UNAVAILABLE, so a Recommend never
+// hangs past its deadline.
+//
+// Rotation (max_stream_age > 0): a stream older than its age (jittered
+// +-20 % per stream, so lanes do not rotate together) is replaced make-before-
+// break: its lane opens a new stream, which round_robin places on the next
+// backend, and takes new queries there; the old stream drains (its in-flight
+// queries finish, bounded by their deadlines), is half-closed and finishes
+// cleanly. No query fails because of rotation. Why: a stream stays on the
+// backend it was opened on, so without rotation replicas discovered later
+// (dns:///, --scale cloud=N) would never receive traffic, and the cloud's
+// --max_connection_age_s would eventually cut the stream with queries in it.
+// Keep the cloud's --max_connection_age_grace_s above 1.2 x this age plus a
+// query deadline: a stream may open just before its connection's GOAWAY.
 //
 // Uplink emulation (uplink_mbps / uplink_rtt > 0): each upstream message is
 // delayed by rtt/2 + bytes * 8 / (mbps * 1e6), where bytes is its serialized
 // size (HTTP/2 and TCP framing are not counted), serialized on one virtual
-// link, so concurrent queries share its bandwidth (a message waits for the
-// ones before it). The caller's thread sleeps for the delay.
-// Thread-safe.
+// link shared by every lane (it models the device's radio), so concurrent
+// queries share its bandwidth. The caller's thread sleeps for the delay.
+// Thread-safe. Queries must not outlive the client.
 #ifndef DUET_EDGE_CLOUD_SESSION_H_
 #define DUET_EDGE_CLOUD_SESSION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_client.h"
@@ -38,73 +56,83 @@ class GrpcCloudClient : public CloudClient {
  public:
   struct Options {
     std::string target;
+    // Lanes, i.e. concurrent ScoringSession streams (>= 1).
+    int streams = 4;
+    // Rotate a stream after this long (jittered +-20 %); zero: never.
+    absl::Duration max_stream_age = absl::Seconds(60);
     double uplink_mbps = 0;  // 0: unlimited bandwidth
     absl::Duration uplink_rtt = absl::ZeroDuration();
     absl::Duration initial_backoff = absl::Milliseconds(100);
     absl::Duration max_backoff = absl::Seconds(5);
+    // For metrics. Called with the client's lock held; must not call back
+    // into the client.
+    std::function<void()> on_stream_opened;
+    std::function<void(int ready)> on_ready_streams;
   };
 
   // Starts connecting in the background; never waits for the cloud.
-  // INVALID_ARGUMENT for an empty target or negative link parameters.
+  // INVALID_ARGUMENT for an empty target, streams < 1 or negative durations
+  // or link parameters.
   static absl::StatusOr<std::unique_ptr<GrpcCloudClient>> Create(
-      const Options& options);
+      Options options);
   ~GrpcCloudClient() override;
 
   absl::StatusOr<std::unique_ptr<CloudQuery>> BeginQuery(
       duet::v1::BeginQuery begin, absl::Time deadline) override;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> GetItemEmbeddings(
       const std::vector<int64_t>& item_ids, absl::Time deadline) override;
+  // "READY" while at least one lane takes queries, else the channel's state
+  // ("CONNECTING" while the channel is READY but no stream is open yet).
   std::string ConnectionState() const override;
 
-  // True once a session stream is open (start-up logs, tests).
+  // True once at least one lane takes queries (start-up logs, tests).
   bool WaitUntilReady(absl::Duration timeout);
-  // Streams opened so far (1 + reconnects).
+  // Lanes taking queries now (0..streams).
+  int ready_streams() const;
+  // Streams opened so far by all lanes (first opens, reconnects, rotations).
   int64_t sessions_opened() const;
 
  private:
-  struct Pending {
-    absl::Notification done;
-    absl::StatusOr<duet::v1::Scores> result;
-  };
-  using Stream = grpc::ClientReaderWriter<duet::v1::SessionRequest,
-                                          duet::v1::SessionResponse>;
+  struct Pending;
+  struct Session;
+  struct Lane;
   class Query;
 
-  explicit GrpcCloudClient(const Options& options);
-  void SessionLoop();
-  void Dispatch(const duet::v1::SessionResponse& response);
-  void FailAllPending(const absl::Status& status);
-  // Sends on the stream of `generation` if it is still the current one;
-  // false otherwise (a generation, not a pointer: no ABA on reconnect).
-  bool Write(uint64_t generation, const duet::v1::SessionRequest& request);
-  // Sleeps for the emulated uplink delay of `bytes`.
+  explicit GrpcCloudClient(Options options);
+  // A lane's supervisor: opens, rotates, drains and reaps its streams.
+  void RunLane(Lane* lane);
+  // One pass of RunLane; returns when the lane should next wake up.
+  absl::Time StepLane(Lane* lane);
+  // Opens a stream on `lane` and makes it the current one; a current stream
+  // still open is retired as draining (rotation: make before break).
+  void OpenSession(Lane* lane);
+  void ReadLoop(Session* session);
+  void Dispatch(Session* session, const duet::v1::SessionResponse& response);
+  void Forget(Session* session, uint64_t id);
+  // Emulated uplink delay of `bytes`: sleeps.
   void EmulateUplink(size_t bytes);
-  void Forget(uint64_t id);
-  absl::Duration Jittered(absl::Duration d);
+  absl::Duration Jittered(absl::Duration d, double low, double high);
+  int ReadyStreamsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AnyLaneReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<duet::v1::ScoringService::Stub> stub_;
 
+  // Guards the lanes, their sessions' state and pending queries. Never held
+  // across a blocking gRPC call; taken before a session's write_mu.
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
-  Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;  // null: disconnected
+  std::vector<std::unique_ptr<Lane>> lanes_;  // fixed after construction
+  size_t next_lane_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t sessions_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> pending_
-      ABSL_GUARDED_BY(mu_);
-
-  // Serializes writers on the stream (gRPC allows one writer at a time).
-  absl::Mutex write_mu_;
-  Stream* writable_ ABSL_GUARDED_BY(write_mu_) = nullptr;
-  uint64_t writable_generation_ ABSL_GUARDED_BY(write_mu_) = 0;
+  int reported_ready_ ABSL_GUARDED_BY(mu_) = -1;
 
   absl::Mutex link_mu_;
   absl::Time link_free_at_ ABSL_GUARDED_BY(link_mu_) = absl::InfinitePast();
   absl::BitGen rng_ ABSL_GUARDED_BY(link_mu_);
-
-  std::thread session_thread_;
 };
 
 }  // namespace duet::edge

@@ -41,6 +41,10 @@ EdgeMetrics::EdgeMetrics(std::shared_ptr<prometheus::Registry> registry)
   embedding_fetches_ =
       counter("duet_embedding_fetches_total",
               "Interactions that fetched rows with GetItemEmbeddings");
+  streams_opened_ = counter(
+      "duet_cloud_streams_opened_total",
+      "ScoringSession streams opened to the cloud (first opens, reconnects "
+      "and age rotations)");
   memo_seconds_ = &prometheus::BuildHistogram()
                        .Name("duet_memo_recompute_duration_seconds")
                        .Help("Duration of a static bottom MLP recompute")
@@ -51,6 +55,12 @@ EdgeMetrics::EdgeMetrics(std::shared_ptr<prometheus::Registry> registry)
                    .Help("Recommend calls in progress")
                    .Register(r)
                    .Add({{"side", "edge"}});
+  streams_ready_ =
+      &prometheus::BuildGauge()
+           .Name("duet_cloud_streams_ready")
+           .Help("ScoringSession streams to the cloud taking new queries")
+           .Register(r)
+           .Add({});
 }
 
 void EdgeMetrics::CountQuery(absl::StatusCode code) {

@@ -33,6 +33,10 @@ class EdgeMetrics {
   prometheus::Counter& embedding_fetches() { return *embedding_fetches_; }
   void MemoRecomputed(absl::Duration took);
   prometheus::Gauge& inflight() { return *inflight_; }
+  // duet_cloud_streams_opened_total / duet_cloud_streams_ready: the cloud
+  // client's ScoringSession streams (first opens, reconnects, rotations).
+  prometheus::Counter& cloud_streams_opened() { return *streams_opened_; }
+  prometheus::Gauge& cloud_streams_ready() { return *streams_ready_; }
 
   const std::shared_ptr<prometheus::Registry>& registry() const {
     return registry_;
@@ -43,8 +47,8 @@ class EdgeMetrics {
   prometheus::Family<prometheus::Counter>* queries_;
   prometheus::Histogram *user_model_, *cloud_, *total_, *memo_seconds_;
   prometheus::Counter *uplink_bytes_, *downlink_bytes_, *scratchpad_updates_,
-      *memo_recomputes_, *relay_hits_, *embedding_fetches_;
-  prometheus::Gauge* inflight_;
+      *memo_recomputes_, *relay_hits_, *embedding_fetches_, *streams_opened_;
+  prometheus::Gauge *inflight_, *streams_ready_;
 };
 
 }  // namespace duet::edge

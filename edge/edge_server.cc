@@ -69,6 +69,14 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   if (o.default_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--default_timeout_ms must be > 0");
   }
+  if (o.cloud_streams < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--cloud_streams is %d, must be >= 1", o.cloud_streams));
+  }
+  if (o.cloud_stream_max_age < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--cloud_stream_max_age_s must be >= 0 (0: never rotate)");
+  }
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
   }
@@ -123,6 +131,14 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
 
   GrpcCloudClient::Options co;
   co.target = o.cloud_target;
+  co.streams = o.cloud_streams;
+  co.max_stream_age = o.cloud_stream_max_age;
+  co.on_stream_opened = [metrics] {
+    metrics->cloud_streams_opened().Increment();
+  };
+  co.on_ready_streams = [metrics](int ready) {
+    metrics->cloud_streams_ready().Set(ready);
+  };
   co.uplink_mbps = o.uplink_mbps;
   co.uplink_rtt = o.uplink_rtt;
   ASSIGN_OR_RETURN(impl->cloud, GrpcCloudClient::Create(co));
@@ -163,12 +179,15 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   std::fprintf(
       stderr,
       "duet-edge: model %s, user top MLP %s, wire %s; state %s: %s\n"
-      "duet-edge: serving EdgeService on port %d, cloud %s, "
-      "metrics %s\n",
+      "duet-edge: serving EdgeService on port %d, cloud %s (%d streams, "
+      "rotated every %s), metrics %s\n",
       common::ModelLabel(config).c_str(), o.user_precision.c_str(),
       o.wire.c_str(), o.state_dir.c_str(),
       impl->store->recovery_report().c_str(), impl->port,
-      o.cloud_target.c_str(),
+      o.cloud_target.c_str(), o.cloud_streams,
+      o.cloud_stream_max_age > absl::ZeroDuration()
+          ? absl::FormatDuration(o.cloud_stream_max_age).c_str()
+          : "never",
       o.metrics_listen.empty() ? "disabled" : o.metrics_listen.c_str());
   return std::unique_ptr<EdgeServer>(new EdgeServer(std::move(impl)));
 }

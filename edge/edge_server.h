@@ -17,6 +17,8 @@ namespace duet::edge {
 struct EdgeServerOptions {
   std::string model_dir;
   std::string cloud_target;
+  int cloud_streams = 4;  // see GrpcCloudClient::Options
+  absl::Duration cloud_stream_max_age = absl::Seconds(60);  // zero: never
   std::string listen = "127.0.0.1:50061";
   std::string metrics_listen = "127.0.0.1:9092";  // empty: no /metrics
   std::string state_dir;

@@ -18,6 +18,19 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, cloud, "",
           "duet-cloud gRPC target: host:port, dns:///name:port or "
           "ipv4:a:p,b:p (round_robin over the addresses); required.");
+ABSL_FLAG(int, cloud_streams, 4,
+          "Concurrent ScoringSession streams to the cloud (>= 1). Queries go "
+          "to the streams in turn; round_robin places each stream on a "
+          "backend, so this many streams is what spreads queries over up to "
+          "this many cloud replicas.");
+ABSL_FLAG(
+    int, cloud_stream_max_age_s, 60,
+    "Replace each cloud stream after this many seconds (+-20 % jitter "
+    "per stream): a new stream is opened (on the next backend, "
+    "including replicas discovered since), the old one drains its "
+    "queries and is closed; no query fails. Keep 1.2 x this (plus a query "
+    "deadline) below the cloud's --max_connection_age_grace_s: a "
+    "stream may open just before its connection's GOAWAY. 0: never.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50061",
           "HOST:PORT for EdgeService, health and reflection (port 0: any).");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9092",
@@ -70,6 +83,9 @@ int main(int argc, char** argv) {
   duet::edge::EdgeServerOptions o;
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.cloud_target = absl::GetFlag(FLAGS_cloud);
+  o.cloud_streams = absl::GetFlag(FLAGS_cloud_streams);
+  o.cloud_stream_max_age =
+      absl::Seconds(absl::GetFlag(FLAGS_cloud_stream_max_age_s));
   o.listen = absl::GetFlag(FLAGS_listen);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
