@@ -103,6 +103,14 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
                "Placement of each item table (value 1; hot_rows: rows of a "
                "sharded table replicated on every worker)")
            .Register(r);
+  auto& reloads = prometheus::BuildCounter()
+                      .Name("duet_model_reloads_total")
+                      .Help(
+                          "Hot model reloads by result (failed: the old "
+                          "model kept serving)")
+                      .Register(r);
+  reloads_ok_ = &reloads.Add({{"result", "ok"}});
+  reloads_failed_ = &reloads.Add({{"result", "failed"}});
 }
 
 void CloudMetrics::ObserveStage(Rpc rpc, Stage stage, double seconds) {
@@ -127,15 +135,18 @@ void CloudMetrics::CountCache(int64_t hits, int64_t misses) {
 }
 
 void CloudMetrics::SetPlacement(const PlacementPlan& plan) {
+  absl::MutexLock lock(&placement_mu_);
   placement_tables_->Add({{"mode", "replicate"}}).Set(plan.num_replicated());
   placement_tables_->Add({{"mode", "shard"}}).Set(plan.num_sharded());
+  for (prometheus::Gauge* g : placement_series_) placement_info_->Remove(g);
+  placement_series_.clear();
   for (const TablePlan& t : plan.tables) {
-    placement_info_
-        ->Add({{"table", t.name},
-               {"mode",
-                t.mode == PlacementMode::kReplicate ? "replicate" : "shard"},
-               {"hot_rows", absl::StrCat(t.hot_rows.size())}})
-        .Set(1);
+    prometheus::Gauge& g = placement_info_->Add(
+        {{"table", t.name},
+         {"mode", t.mode == PlacementMode::kReplicate ? "replicate" : "shard"},
+         {"hot_rows", absl::StrCat(t.hot_rows.size())}});
+    g.Set(1);
+    placement_series_.push_back(&g);
   }
 }
 

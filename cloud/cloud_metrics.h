@@ -7,8 +7,11 @@
 
 #include <array>
 #include <memory>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "cloud/combined_top.h"
 #include "cloud/lookup_engine.h"
 #include "cloud/table_placement.h"
@@ -52,8 +55,13 @@ class CloudMetrics {
   void SetCacheEntries(int64_t n) {
     cache_entries_->Set(static_cast<double>(n));
   }
-  // duet_placement_tables{mode} and duet_placement_table_info{table,mode}.
+  // duet_placement_tables{mode} and duet_placement_table_info{table,mode};
+  // a new plan (model reload) replaces the previous plan's series.
   void SetPlacement(const PlacementPlan& plan);
+  // duet_model_reloads_total{result="ok"|"failed"}.
+  void CountReload(bool ok) {
+    (ok ? reloads_ok_ : reloads_failed_)->Increment();
+  }
 
   const std::shared_ptr<prometheus::Registry>& registry() const {
     return registry_;
@@ -72,6 +80,11 @@ class CloudMetrics {
   prometheus::Gauge* cache_entries_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;
+  absl::Mutex placement_mu_;
+  std::vector<prometheus::Gauge*> placement_series_
+      ABSL_GUARDED_BY(placement_mu_);
+  prometheus::Counter* reloads_ok_ = nullptr;
+  prometheus::Counter* reloads_failed_ = nullptr;
 };
 
 }  // namespace duet::cloud

@@ -18,11 +18,13 @@ namespace {
 constexpr char kServiceName[] = "duet.v1.ScoringService";
 constexpr char kVersion[] = "0.1.0";
 
-sigset_t ShutdownSignals() {
+// SIGTERM/SIGINT shut down; SIGHUP asks for a model reload.
+sigset_t HandledSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   return set;
 }
 
@@ -37,7 +39,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Create(
     CloudServerOptions options) {
   // Every thread created from here on inherits the blocked mask, so the
   // signals wait for Run()'s sigwait instead of killing the process.
-  const sigset_t signals = ShutdownSignals();
+  const sigset_t signals = HandledSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   auto server =
       std::unique_ptr<CloudServer>(new CloudServer(std::move(options)));
@@ -98,6 +100,17 @@ absl::Status CloudServer::Init() {
                       absl::ToDoubleSeconds(absl::Now() - calib_start),
                       core_->selector().DebugString()));
 
+  ModelWatcher::Options wo;
+  wo.dir = o.model_dir;
+  wo.poll_interval = absl::Milliseconds(o.reload_poll_ms);
+  wo.load = lo;
+  wo.log = Log;
+  wo.on_reloaded = [info = info_.get()](const common::Model& m) {
+    info->SetModel(m.config().name(), absl::StrCat(m.config().version()),
+                   m.config().signature());
+  };
+  ASSIGN_OR_RETURN(watcher_, ModelWatcher::Create(core_.get(), std::move(wo)));
+
   service_ = std::make_unique<ScoringServiceImpl>(core_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -108,9 +121,11 @@ absl::Status CloudServer::Init() {
   if (o.max_connection_age_s > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
                                o.max_connection_age_s * 1000);
-    builder.AddChannelArgument(
-        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-        static_cast<int>(absl::ToInt64Milliseconds(o.shutdown_grace)));
+    // The grace outlasts the edge's stream rotation (--cloud_stream_max_age_s,
+    // default 60 s): the edge replaces its streams itself, so the connection
+    // is closed only once no stream of it is left and no query is cut.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               o.max_connection_age_grace_s * 1000);
   }
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
@@ -128,9 +143,14 @@ absl::Status CloudServer::Init() {
 }
 
 void CloudServer::Run() {
-  const sigset_t signals = ShutdownSignals();
+  const sigset_t signals = HandledSignals();
   int sig = 0;
-  while (sigwait(&signals, &sig) != 0) {
+  while (sigwait(&signals, &sig) != 0 || sig == SIGHUP) {
+    if (sig == SIGHUP) {
+      Log("received SIGHUP, checking the model directory for a new version");
+      watcher_->Trigger();
+      sig = 0;
+    }
   }
   Log(absl::StrCat("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                    ", draining (grace ",
@@ -160,6 +180,7 @@ CloudServer::~CloudServer() {
   Shutdown();
   server_.reset();
   service_.reset();
+  watcher_.reset();  // no reload into a core that is going away
   core_.reset();
 }
 

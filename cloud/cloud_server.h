@@ -3,8 +3,10 @@
 // Prometheus exposer with model info and energy metering, and the lifecycle:
 // Run() serves until SIGTERM/SIGINT, then health goes NOT_SERVING, new
 // queries are refused, in-flight ones finish within the grace period and
-// the server stops. Create() must run before any other thread exists (it
-// blocks SIGTERM/SIGINT so only Run() receives them).
+// the server stops. SIGHUP makes the ModelWatcher check the model directory
+// at once (it also polls it): a new version is loaded in the background and
+// swapped in. Create() must run before any other thread exists (it blocks
+// SIGTERM/SIGINT/SIGHUP so only Run() receives them).
 #ifndef DUET_CLOUD_CLOUD_SERVER_H_
 #define DUET_CLOUD_CLOUD_SERVER_H_
 
@@ -13,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cloud/model_watcher.h"
 #include "cloud/scoring_core.h"
 #include "cloud/scoring_service_impl.h"
 #include "common/energy_meter.h"
@@ -28,8 +31,14 @@ struct CloudServerOptions {
   bool verify_checksums = true;
   ScoringCoreOptions core;
   int max_connection_age_s = 0;  // 0: connections live forever
+  // After the max age's GOAWAY, streams still open get this long before the
+  // connection is closed under them.
+  int max_connection_age_grace_s = 120;
   absl::Duration shutdown_grace = absl::Seconds(10);
   int max_message_bytes = 8 << 20;
+  // Poll model_dir/model.pbtxt for a new version this often; 0: only on
+  // SIGHUP.
+  int reload_poll_ms = 1000;
 };
 
 class CloudServer {
@@ -56,6 +65,7 @@ class CloudServer {
   std::unique_ptr<common::InfoMetrics> info_;
   std::unique_ptr<common::EnergyMeter> energy_;
   std::unique_ptr<ScoringCore> core_;
+  std::unique_ptr<ModelWatcher> watcher_;
   std::unique_ptr<ScoringServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -42,10 +42,26 @@ ABSL_FLAG(int64_t, item_cache_entries, 100000,
 ABSL_FLAG(int, calibration_ms, 3000,
           "Start-up time budget of the strategy selector's calibration.");
 ABSL_FLAG(int, max_connection_age_s, 300,
-          "Close client connections after this many seconds (graceful GOAWAY) "
-          "so clients rediscover replicas; 0 disables.");
+          "Send GOAWAY on a client connection after this many seconds, so "
+          "clients re-resolve (dns:///) and open new calls elsewhere; 0 "
+          "disables. Streams already open on the connection keep running for "
+          "--max_connection_age_grace_s.");
+ABSL_FLAG(int, max_connection_age_grace_s, 120,
+          "After --max_connection_age_s's GOAWAY, seconds the connection's "
+          "open streams get before it is closed (cutting their queries). "
+          "duet-edge replaces its ScoringSession streams every "
+          "--cloud_stream_max_age_s (default 60, +-20 %) itself, draining "
+          "them first; keep this grace above 1.2 x that age plus a query "
+          "deadline (a stream may open just before the GOAWAY), so GOAWAY "
+          "never cuts a live stream.");
 ABSL_FLAG(int, shutdown_grace_s, 10,
           "On SIGTERM/SIGINT: seconds in-flight queries get to finish.");
+ABSL_FLAG(int, reload_poll_ms, 1000,
+          "Hot model reload: check --model's model.pbtxt this often (ms; 0: "
+          "only on SIGHUP). A new version is loaded and verified in the "
+          "background while serving continues, then swapped in; queries in "
+          "flight finish on the old one; a failed load keeps the old model. "
+          "Write model.pbtxt last and replace weight files by rename.");
 ABSL_FLAG(bool, verify_checksums, true,
           "Check the SHA-256 of every weight file at load.");
 
@@ -62,7 +78,18 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
+  o.max_connection_age_grace_s =
+      absl::GetFlag(FLAGS_max_connection_age_grace_s);
+  if (o.max_connection_age_s < 0 || o.max_connection_age_grace_s < 0) {
+    return absl::InvalidArgumentError(
+        "--max_connection_age_s and --max_connection_age_grace_s must be >= "
+        "0");
+  }
   o.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  o.reload_poll_ms = absl::GetFlag(FLAGS_reload_poll_ms);
+  if (o.reload_poll_ms < 0) {
+    return absl::InvalidArgumentError("--reload_poll_ms must be >= 0");
+  }
   ScoringCoreOptions& c = o.core;
   c.workers = absl::GetFlag(FLAGS_workers);
   c.max_inflight = absl::GetFlag(FLAGS_max_inflight);

@@ -5,10 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
-#include "cloud/aligned_buffer.h"
-#include "common/catalog.h"
 #include "common/energy_meter.h"
 #include "common/model_config.h"
 #include "common/quantize.h"
@@ -26,21 +24,16 @@ absl::Status Unavailable() {
 
 }  // namespace
 
-// Per-query output buffers, sized for max_candidates and recycled.
-struct ScoringCore::Buffers {
-  Buffers(int max_candidates, const common::ModelDims& d)
-      : v(static_cast<size_t>(max_candidates) * d.item_out),
-        ctr(max_candidates),
-        u(d.user_out) {}
-  AlignedBuffer<float> v, ctr, u;
-};
-
 class ScoringCore::Query {
  public:
-  explicit Query(ScoringCore* core) : core(core) {}
-  ~Query() { core->ReturnBuffers(std::move(buffers)); }
+  Query(ScoringCore* core, std::shared_ptr<ModelRuntime> rt)
+      : core(core), rt(std::move(rt)), buffers(this->rt->TakeBuffers()) {}
+  ~Query() { rt->ReturnBuffers(std::move(buffers)); }
 
   ScoringCore* const core;
+  // The runtime the query was admitted under; a reload does not touch it.
+  const std::shared_ptr<ModelRuntime> rt;
+  std::unique_ptr<ModelRuntime::QueryBuffers> buffers;
   uint64_t id = 0;
   Rpc rpc = Rpc::kScoringSession;
   std::vector<int64_t> candidates;
@@ -49,7 +42,6 @@ class ScoringCore::Query {
   absl::Time start;
   absl::Time deadline;
   Done done;
-  std::unique_ptr<Buffers> buffers;
   std::atomic<bool> finished{false};
   // CPU time of this query's compute on all workers (energy attribution).
   std::atomic<int64_t> cpu_ns{0};
@@ -65,23 +57,32 @@ class ScoringCore::Query {
   duet::v1::StageTimings timings ABSL_GUARDED_BY(mu);
 };
 
-ScoringCore::ScoringCore(std::unique_ptr<const common::Model> model,
-                         ScoringCoreOptions options)
-    : model_(std::move(model)), options_(std::move(options)) {}
-
 absl::StatusOr<std::unique_ptr<ScoringCore>> ScoringCore::Create(
     std::unique_ptr<const common::Model> model, ScoringCoreOptions options) {
   if (model == nullptr || !model->has_cloud()) {
     return absl::InvalidArgumentError(
         "ScoringCore needs a model with its cloud part loaded");
   }
-  auto core = std::unique_ptr<ScoringCore>(
-      new ScoringCore(std::move(model), std::move(options)));
-  RETURN_IF_ERROR(core->Init());
+  auto core = std::unique_ptr<ScoringCore>(new ScoringCore(std::move(options)));
+  RETURN_IF_ERROR(core->Init(std::move(model)));
   return core;
 }
 
-absl::Status ScoringCore::Init() {
+ModelRuntime::Options ScoringCore::RuntimeOptions(
+    absl::Duration calibration) const {
+  ModelRuntime::Options ro;
+  ro.max_candidates = options_.max_candidates;
+  ro.buffer_sets = options_.max_inflight;
+  ro.force_lookup = options_.force_lookup;
+  ro.force_user = options_.force_user;
+  ro.placement = options_.placement;
+  ro.placement_sample_items = options_.placement_sample_items;
+  ro.item_cache_entries = options_.item_cache_entries;
+  ro.calibration_budget = calibration;
+  return ro;
+}
+
+absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   ScoringCoreOptions& o = options_;
   if (o.workers <= 0) {
     o.workers = std::max(1u, std::thread::hardware_concurrency());
@@ -101,87 +102,56 @@ absl::Status ScoringCore::Init() {
     o.registry = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<CloudMetrics>(o.registry);
   pool_ = std::make_unique<common::ThreadPool>(o.workers, "duet-cloud");
-
   o.placement.num_workers = o.workers;
-  const int top_rows = static_cast<int>(std::max<int64_t>(
-      {o.placement.max_hot_rows, o.placement.force_hot_rows, 0}));
-  const std::vector<TableStats> stats =
-      LookupEngine::SampleStats(*model_, o.placement_sample_items, top_rows);
-  ASSIGN_OR_RETURN(const PlacementPlan plan,
-                   TablePlacement::Plan(stats, o.placement));
-  ASSIGN_OR_RETURN(engine_,
-                   LookupEngine::Create(model_.get(), plan, pool_.get()));
-  metrics_->SetPlacement(plan);
-  if (o.item_cache_entries > 0) {
-    ItemCache::Options co;
-    co.capacity = o.item_cache_entries;
-    co.width = model_->dims().item_out;
-    cache_ = std::make_unique<ItemCache>(co);
-  }
-  item_model_ = std::make_unique<ItemModel>(model_.get(), engine_.get(),
-                                            pool_.get(), cache_.get());
-  ASSIGN_OR_RETURN(combined_, CombinedTop::Create(model_.get()));
-  if (model_->has_edge() && model_->has_user_tables()) {
-    monolithic_ = std::make_unique<common::MonolithicModel>(model_.get());
-  }
-
-  // Calibration runs on the pool, as queries do, over fixed pseudo-random
-  // candidates with the cache bypassed.
-  const common::ModelDims& d = model_->dims();
-  const int max_n = o.max_candidates;
-  std::vector<int64_t> ids(max_n);
-  for (int i = 0; i < max_n; ++i) {
-    ids[i] = static_cast<int64_t>(
-        common::Mix(i) % static_cast<uint64_t>(model_->catalog().num_items()));
-  }
-  std::vector<float> v(static_cast<size_t>(max_n) * d.item_out, 0.5f);
-  std::vector<float> u(d.user_out, 0.25f), ctr(max_n);
-  auto on_pool = [this](const std::function<absl::Status()>& fn)
-      -> absl::StatusOr<absl::Duration> {
-    absl::Notification done;
-    absl::Status status;
-    absl::Duration took;
-    pool_->Schedule([&] {
-      const absl::Time t0 = absl::Now();
-      status = fn();
-      took = absl::Now() - t0;
-      done.Notify();
-    });
-    done.WaitForNotification();
-    if (!status.ok()) return status;
-    return took;
-  };
-  StrategySelector::Options so;
-  so.force_lookup = o.force_lookup;
-  so.force_user = o.force_user;
-  so.max_n = max_n;
-  so.budget = o.calibration_budget;
   ASSIGN_OR_RETURN(
-      selector_,
-      StrategySelector::Create(
-          so,
-          [&](int choice, int n) {
-            return on_pool([&] {
-              return item_model_->ComputeUncached(
-                  ids.data(), n, static_cast<LookupStrategy>(choice), v.data());
-            });
-          },
-          [&](int choice, int n) {
-            return on_pool([&] {
-              return combined_->Score(u.data(), v.data(), n,
-                                      static_cast<UserStrategy>(choice),
-                                      ctr.data());
-            });
-          }));
-
+      std::shared_ptr<ModelRuntime> rt,
+      ModelRuntime::Create(std::move(model),
+                           RuntimeOptions(o.calibration_budget), pool_.get()));
+  metrics_->SetPlacement(rt->placement());
   {
-    absl::MutexLock lock(&buffers_mu_);
-    for (int i = 0; i < o.max_inflight; ++i) {
-      free_buffers_.push_back(std::make_unique<Buffers>(max_n, d));
-    }
+    absl::MutexLock lock(&runtime_mu_);
+    runtime_ = std::move(rt);
   }
   deadline_thread_ = std::thread([this] { DeadlineLoop(); });
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::Reload(
+    std::unique_ptr<const common::Model> model) {
+  absl::MutexLock reload_lock(&reload_mu_);
+  if (model == nullptr || !model->has_cloud()) {
+    return absl::InvalidArgumentError(
+        "a reloaded model needs its cloud part loaded");
+  }
+  const std::shared_ptr<ModelRuntime> old = runtime();
+  // MonolithicScore, the relay and GetItemEmbeddings must not disappear
+  // with a reload.
+  if (old->model().has_user_tables() && !model->has_user_tables()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reloaded model ", common::ModelLabel(model->config()),
+                     " lacks the user tables the serving model has"));
+  }
+  if (old->monolithic() != nullptr &&
+      !(model->has_edge() && model->has_user_tables())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reloaded model ", common::ModelLabel(model->config()),
+                     " lacks the edge part MonolithicScore needs"));
+  }
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<ModelRuntime> rt,
+      ModelRuntime::Create(std::move(model),
+                           RuntimeOptions(options_.reload_calibration_budget),
+                           pool_.get()));
+  metrics_->SetPlacement(rt->placement());
+  metrics_->SetCacheEntries(0);
+  absl::MutexLock lock(&runtime_mu_);
+  runtime_ = rt;
+  return rt;
+}
+
+std::shared_ptr<ModelRuntime> ScoringCore::runtime() const {
+  absl::MutexLock lock(&runtime_mu_);
+  return runtime_;
 }
 
 ScoringCore::~ScoringCore() {
@@ -197,27 +167,6 @@ ScoringCore::~ScoringCore() {
   if (deadline_thread_.joinable()) deadline_thread_.join();
   for (auto& q : open) Finish(*q, Unavailable());
   pool_.reset();  // runs what is queued: finished queries skip their work
-}
-
-std::unique_ptr<ScoringCore::Buffers> ScoringCore::TakeBuffers() {
-  {
-    absl::MutexLock lock(&buffers_mu_);
-    if (!free_buffers_.empty()) {
-      auto b = std::move(free_buffers_.back());
-      free_buffers_.pop_back();
-      return b;
-    }
-  }
-  // All sets are held by finished queries whose last task has not run yet.
-  return std::make_unique<Buffers>(options_.max_candidates, model_->dims());
-}
-
-void ScoringCore::ReturnBuffers(std::unique_ptr<Buffers> b) {
-  if (b == nullptr) return;
-  absl::MutexLock lock(&buffers_mu_);
-  if (static_cast<int>(free_buffers_.size()) < options_.max_inflight) {
-    free_buffers_.push_back(std::move(b));
-  }
 }
 
 absl::Status ScoringCore::Admit(Rpc rpc) {
@@ -245,8 +194,9 @@ void ScoringCore::Release() {
   metrics_->AddInflight(-1);
 }
 
-absl::Status ScoringCore::ValidateBegin(
-    const duet::v1::BeginQuery& begin) const {
+absl::Status ScoringCore::ValidateBegin(const duet::v1::BeginQuery& begin,
+                                        const ModelRuntime& rt) const {
+  const common::Model& model = rt.model();
   const int n = begin.candidate_ids_size();
   if (n == 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -259,7 +209,7 @@ absl::Status ScoringCore::ValidateBegin(
         "(--max_candidates)",
         n, options_.max_candidates));
   }
-  const common::Catalog& catalog = model_->catalog();
+  const common::Catalog& catalog = model.catalog();
   for (int i = 0; i < n; ++i) {
     if (!catalog.Contains(begin.candidate_ids(i))) {
       return absl::InvalidArgumentError(
@@ -276,7 +226,7 @@ absl::Status ScoringCore::ValidateBegin(
     return absl::InvalidArgumentError(
         absl::StrFormat("relay_top is %d, must be >= 0", begin.relay_top()));
   }
-  if (begin.relay_top() > 0 && !model_->has_user_tables()) {
+  if (begin.relay_top() > 0 && !model.has_user_tables()) {
     return absl::FailedPreconditionError(
         "relay_top > 0 needs the user tables, which this server did not load");
   }
@@ -290,9 +240,15 @@ absl::Status ScoringCore::ValidateBegin(
 
 absl::Status ScoringCore::ValidateUserVector(
     const duet::v1::UserVector& uv) const {
-  const duet::v1::ModelConfig& c = model_->config();
+  return ValidateUserVector(uv, *runtime());
+}
+
+absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
+                                             const ModelRuntime& rt) const {
+  const common::Model& model = rt.model();
+  const duet::v1::ModelConfig& c = model.config();
   if (uv.model_version() != c.version() ||
-      uv.model_fingerprint() != model_->fingerprint()) {
+      uv.model_fingerprint() != model.fingerprint()) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "user vector is for model %s v%d (signature %016x), this server runs "
         "%s",
@@ -301,7 +257,7 @@ absl::Status ScoringCore::ValidateUserVector(
   }
   const bool has_int8 = !uv.int8_data().empty();
   const bool has_fp32 = uv.fp32_data_size() > 0;
-  const int expected = model_->dims().user_out;
+  const int expected = model.dims().user_out;
   if (has_int8 == has_fp32) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "user_vector carries %s of int8_data and fp32_data, set exactly one "
@@ -344,12 +300,13 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
     Done done) {
   const absl::Time now = absl::Now();
-  if (absl::Status s = ValidateBegin(begin); !s.ok()) {
+  std::shared_ptr<ModelRuntime> rt = runtime();
+  if (absl::Status s = ValidateBegin(begin, *rt); !s.ok()) {
     metrics_->CountQuery(rpc, s.code());
     return s;
   }
   RETURN_IF_ERROR(Admit(rpc));
-  auto q = std::make_shared<Query>(this);
+  auto q = std::make_shared<Query>(this, std::move(rt));
   q->id = begin.query_id();
   q->rpc = rpc;
   q->candidates.assign(begin.candidate_ids().begin(),
@@ -362,7 +319,6 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
                                      : options_.default_timeout;
   q->deadline = std::min(deadline, now + timeout);
   q->done = std::move(done);
-  q->buffers = TakeBuffers();
   AddDeadline(q);
   pool_->Schedule([this, q] { RunItemSide(q); });
   return q;
@@ -373,13 +329,13 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   common::ScopedCpuAccount cpu(&q->cpu_ns);
   const absl::Time pick = absl::Now();
   const int n = static_cast<int>(q->candidates.size());
-  const LookupStrategy strategy = selector_->ChooseLookup(n);
+  const LookupStrategy strategy = q->rt->selector().ChooseLookup(n);
   metrics_->CountLookup(strategy);
   int hits = 0;
-  const absl::Status status = item_model_->Compute(
+  const absl::Status status = q->rt->item_model().Compute(
       q->candidates.data(), n, strategy, q->buffers->v.data(), &hits);
   const absl::Time done = absl::Now();
-  if (cache_ != nullptr) metrics_->CountCache(hits, n - hits);
+  if (q->rt->cache() != nullptr) metrics_->CountCache(hits, n - hits);
   if (!status.ok()) {
     Finish(*q, status);
     return;
@@ -401,7 +357,7 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
 void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
                                     const duet::v1::UserVector& uv) {
   if (q->finished.load()) return;
-  if (absl::Status s = ValidateUserVector(uv); !s.ok()) {
+  if (absl::Status s = ValidateUserVector(uv, *q->rt); !s.ok()) {
     Finish(*q, s);
     return;
   }
@@ -413,7 +369,7 @@ void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
       duplicate = true;
     } else {
       float* u = q->buffers->u.data();
-      const int n = model_->dims().user_out;
+      const int n = q->rt->model().dims().user_out;
       if (uv.fp32_data_size() > 0) {
         std::memcpy(u, uv.fp32_data().data(), n * sizeof(float));
       } else {
@@ -452,11 +408,11 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
   Query* q = &query;
   const absl::Time t0 = absl::Now();
   const int n = static_cast<int>(q->candidates.size());
-  const UserStrategy strategy = selector_->ChooseUser(n);
+  const UserStrategy strategy = q->rt->selector().ChooseUser(n);
   metrics_->CountUser(strategy);
   float* ctr = q->buffers->ctr.data();
-  if (absl::Status s = combined_->Score(q->buffers->u.data(),
-                                        q->buffers->v.data(), n, strategy, ctr);
+  if (absl::Status s = q->rt->combined_top().Score(
+          q->buffers->u.data(), q->buffers->v.data(), n, strategy, ctr);
       !s.ok()) {
     return s;
   }
@@ -474,8 +430,8 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
       relay_ids.push_back(s.item_id);
     }
   }
-  FillRelay(relay_ids.data(), static_cast<int>(relay_ids.size()),
-            scores.mutable_relay());
+  FillRelay(q->rt->model(), relay_ids.data(),
+            static_cast<int>(relay_ids.size()), scores.mutable_relay());
   const absl::Time t1 = absl::Now();
   {
     absl::MutexLock lock(&q->mu);
@@ -511,15 +467,19 @@ void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
     metrics_->ObserveStage(q.rpc, Stage::kCombine, t.combine_us() * 1e-6);
     metrics_->ObserveStage(q.rpc, Stage::kTotal, t.total_us() * 1e-6);
     metrics_->AddCandidates(static_cast<int64_t>(q.candidates.size()));
-    if (cache_ != nullptr) metrics_->SetCacheEntries(cache_->size());
+    if (const ItemCache* cache = q.rt->cache()) {
+      metrics_->SetCacheEntries(cache->size());
+    }
     if (options_.energy != nullptr) {
       options_.energy->ObserveQuery(q.cpu_ns.load() * 1e-9, 0);
     }
   }
   Done done = std::move(q.done);
   q.done = nullptr;
-  if (done) done(std::move(result));
+  // The slot is free before the reply leaves: a client that sends its next
+  // query as soon as it has the answer must not find it still taken.
   Release();
+  if (done) done(std::move(result));
 }
 
 void ScoringCore::AddDeadline(const std::shared_ptr<Query>& q) {
@@ -575,11 +535,11 @@ void ScoringCore::DeadlineLoop() {
 }
 
 void ScoringCore::FillRelay(
-    const int64_t* items, int n,
-    google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out) const {
+    const common::Model& model, const int64_t* items, int n,
+    google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out) {
   if (n == 0) return;
-  const int tables = model_->config().user_tables_size();
-  const int dim = model_->config().embedding_dim();
+  const int tables = model.config().user_tables_size();
+  const int dim = model.config().embedding_dim();
   out->Reserve(n);
   for (int i = 0; i < n; ++i) {
     duet::v1::ItemEmbeddings* e = out->Add();
@@ -587,8 +547,8 @@ void ScoringCore::FillRelay(
     e->mutable_rows()->Resize(tables * dim, 0.0f);
     float* dst = e->mutable_rows()->mutable_data();
     for (int t = 0; t < tables; ++t) {
-      const common::EmbeddingTable& table = model_->user_table(t);
-      const int64_t key = model_->catalog().HistoryKey(items[i], t);
+      const common::EmbeddingTable& table = model.user_table(t);
+      const int64_t key = model.catalog().HistoryKey(items[i], t);
       std::memcpy(dst + t * dim,
                   static_cast<const uint8_t*>(table.data) +
                       static_cast<size_t>(key) * table.row_stride(),
@@ -600,12 +560,13 @@ void ScoringCore::FillRelay(
 void ScoringCore::MonolithicScore(
     const duet::v1::MonolithicScoreRequest& request, absl::Time deadline,
     MonolithicDone done) {
-  const Rpc rpc = Rpc::kMonolithicScore;
+  constexpr Rpc rpc = Rpc::kMonolithicScore;
   auto fail = [&](absl::Status s) {
     metrics_->CountQuery(rpc, s.code());
     done(std::move(s));
   };
-  if (monolithic_ == nullptr) {
+  std::shared_ptr<ModelRuntime> rt = runtime();
+  if (rt->monolithic() == nullptr) {
     return fail(absl::FailedPreconditionError(
         "MonolithicScore needs the edge and user-table parts of the model"));
   }
@@ -619,14 +580,14 @@ void ScoringCore::MonolithicScore(
   duet::v1::BeginQuery shape;  // reuse the candidate/top_k checks
   *shape.mutable_candidate_ids() = request.candidate_ids();
   shape.set_top_k(request.top_k());
-  if (absl::Status s = ValidateBegin(shape); !s.ok()) return fail(s);
-  if (absl::Status s = common::ValidateUserInputs(*model_, user); !s.ok()) {
+  if (absl::Status s = ValidateBegin(shape, *rt); !s.ok()) return fail(s);
+  if (absl::Status s = common::ValidateUserInputs(rt->model(), user); !s.ok()) {
     return fail(s);
   }
   if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
   const absl::Time start = absl::Now();
   pool_->Schedule(
-      [this, rpc, start, deadline, user = std::move(user),
+      [this, start, deadline, rt = std::move(rt), user = std::move(user),
        candidates = std::vector<int64_t>(request.candidate_ids().begin(),
                                          request.candidate_ids().end()),
        top_k = request.top_k(), done = std::move(done)]() {
@@ -642,7 +603,7 @@ void ScoringCore::MonolithicScore(
           absl::Status s;
           {
             common::ScopedCpuAccount cpu(&cpu_ns);
-            s = monolithic_->Score(user, candidates, ctr.data());
+            s = rt->monolithic()->Score(user, candidates, ctr.data());
           }
           if (s.ok() && options_.energy != nullptr) {
             options_.energy->ObserveQuery(cpu_ns.load() * 1e-9, 0);
@@ -671,20 +632,22 @@ void ScoringCore::MonolithicScore(
         }
         metrics_->CountQuery(
             rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
+        Release();  // before the reply, as in Finish
         done(std::move(result));
-        Release();
       });
 }
 
 void ScoringCore::GetItemEmbeddings(
     const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline,
     EmbeddingsDone done) {
-  const Rpc rpc = Rpc::kGetItemEmbeddings;
+  constexpr Rpc rpc = Rpc::kGetItemEmbeddings;
   auto fail = [&](absl::Status s) {
     metrics_->CountQuery(rpc, s.code());
     done(std::move(s));
   };
-  if (!model_->has_user_tables()) {
+  std::shared_ptr<ModelRuntime> rt = runtime();
+  const common::Model& model = rt->model();
+  if (!model.has_user_tables()) {
     return fail(absl::FailedPreconditionError(
         "GetItemEmbeddings needs the user tables, which this server did not "
         "load"));
@@ -698,15 +661,15 @@ void ScoringCore::GetItemEmbeddings(
                         n, options_.max_candidates)));
   }
   for (int i = 0; i < n; ++i) {
-    if (!model_->catalog().Contains(request.item_ids(i))) {
+    if (!model.catalog().Contains(request.item_ids(i))) {
       return fail(absl::InvalidArgumentError(
           absl::StrFormat("item_ids[%d] is %d, valid item ids are [0, %d)", i,
-                          request.item_ids(i), model_->catalog().num_items())));
+                          request.item_ids(i), model.catalog().num_items())));
     }
   }
   if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
   const absl::Time start = absl::Now();
-  pool_->Schedule([this, rpc, start, deadline,
+  pool_->Schedule([this, start, deadline, rt = std::move(rt),
                    ids = std::vector<int64_t>(request.item_ids().begin(),
                                               request.item_ids().end()),
                    done = std::move(done)]() {
@@ -716,7 +679,7 @@ void ScoringCore::GetItemEmbeddings(
           "GetItemEmbeddings deadline passed before a worker picked it up");
     } else {
       duet::v1::GetItemEmbeddingsResponse response;
-      FillRelay(ids.data(), static_cast<int>(ids.size()),
+      FillRelay(rt->model(), ids.data(), static_cast<int>(ids.size()),
                 response.mutable_items());
       metrics_->ObserveStage(rpc, Stage::kTotal,
                              absl::ToDoubleSeconds(absl::Now() - start));
@@ -724,8 +687,8 @@ void ScoringCore::GetItemEmbeddings(
     }
     metrics_->CountQuery(
         rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
+    Release();  // before the reply, as in Finish
     done(std::move(result));
-    Release();
   });
 }
 

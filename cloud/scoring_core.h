@@ -1,14 +1,18 @@
-// ScoringCore: the cloud side of Duet without any RPC code. Owns the model,
-// the worker pool, the placement, lookup engine, item cache, item model,
-// combined top and strategy selector, and runs queries on the pool:
+// ScoringCore: the cloud side of Duet without any RPC code. Owns the worker
+// pool and the current ModelRuntime (model, placement, lookup engine, item
+// cache, item model, combined top, strategy selector), and runs queries on
+// the pool:
 //  * Begin() validates and admits a query (bounded in flight, else
-//    RESOURCE_EXHAUSTED at once) and starts its item side immediately;
+//    RESOURCE_EXHAUSTED at once) under the current runtime, which the query
+//    keeps to the end, and starts its item side immediately;
 //  * ProvideUserVector() checks the model version, dequantizes u and, once
 //    the item side is done, runs the combined top MLP + top-k + relay;
 //  * every admitted query ends exactly once through its Done callback: with
 //    Scores, the first error, CANCELLED (Cancel) or DEADLINE_EXCEEDED (its
 //    deadline passed; pending work for it is skipped).
 // MonolithicScore and GetItemEmbeddings run on the same pool.
+// Reload() builds a runtime for a new model (while queries keep running) and
+// swaps it in atomically; queries admitted before finish on the old one.
 // Thread-safe. Done callbacks run on pool threads, the deadline thread or
 // the caller's thread, and must not call back into the same query.
 #ifndef DUET_CLOUD_SCORING_CORE_H_
@@ -29,14 +33,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/cloud_metrics.h"
-#include "cloud/combined_top.h"
-#include "cloud/item_cache.h"
-#include "cloud/item_model.h"
-#include "cloud/lookup_engine.h"
-#include "cloud/strategy_selector.h"
-#include "cloud/table_placement.h"
+#include "cloud/model_runtime.h"
 #include "common/model.h"
-#include "common/reference_model.h"
 #include "common/thread_pool.h"
 #include "duet/v1/scoring.pb.h"
 
@@ -58,6 +56,9 @@ struct ScoringCoreOptions {
   int64_t placement_sample_items = 20000;
   int64_t item_cache_entries = 100000;  // 0 disables the cache
   absl::Duration calibration_budget = absl::Seconds(3);
+  // The selector's calibration for a reloaded model: it runs beside live
+  // queries, so it is kept shorter.
+  absl::Duration reload_calibration_budget = absl::Milliseconds(500);
   // Null: a private registry (tests).
   std::shared_ptr<prometheus::Registry> registry;
   // Per-query energy attribution (duet_query_energy_joules{side="cloud"}):
@@ -96,7 +97,8 @@ class ScoringCore {
                          const duet::v1::UserVector& user_vector);
   // Ends the query with CANCELLED (no-op if it already ended).
   void Cancel(const std::shared_ptr<Query>& query);
-  // The checks ProvideUserVector applies, without a query.
+  // The checks ProvideUserVector applies, without a query, against the
+  // current model.
   absl::Status ValidateUserVector(const duet::v1::UserVector& uv) const;
 
   void MonolithicScore(const duet::v1::MonolithicScoreRequest& request,
@@ -108,24 +110,34 @@ class ScoringCore {
   // flight or `deadline`; returns how many were still in flight.
   int Drain(absl::Time deadline);
 
-  const common::Model& model() const { return *model_; }
+  // Builds a runtime for `model` (placement, engine, a fresh item cache,
+  // selector calibrated within options.reload_calibration_budget) while
+  // queries keep running on the current one, then swaps it in and returns
+  // it. On error the current runtime stays. Reloads are serialized.
+  absl::StatusOr<std::shared_ptr<ModelRuntime>> Reload(
+      std::unique_ptr<const common::Model> model);
+
+  // The runtime new queries are admitted under.
+  std::shared_ptr<ModelRuntime> runtime() const;
+  // Of the current runtime: valid until the next Reload.
+  const common::Model& model() const { return runtime()->model(); }
+  const PlacementPlan& placement() const { return runtime()->placement(); }
+  const StrategySelector& selector() const { return runtime()->selector(); }
+
   const ScoringCoreOptions& options() const { return options_; }
-  const PlacementPlan& placement() const { return engine_->plan(); }
-  const StrategySelector& selector() const { return *selector_; }
-  const ItemCache* cache() const { return cache_.get(); }
-  const ItemModel& item_model() const { return *item_model_; }
-  const CombinedTop& combined_top() const { return *combined_; }
-  const LookupEngine& lookup_engine() const { return *engine_; }
   CloudMetrics& metrics() { return *metrics_; }
   common::ThreadPool& pool() { return *pool_; }
   int inflight() const { return inflight_.load(); }
 
  private:
-  struct Buffers;
-  ScoringCore(std::unique_ptr<const common::Model> model,
-              ScoringCoreOptions options);
-  absl::Status Init();
-  absl::Status ValidateBegin(const duet::v1::BeginQuery& begin) const;
+  explicit ScoringCore(ScoringCoreOptions options)
+      : options_(std::move(options)) {}
+  absl::Status Init(std::unique_ptr<const common::Model> model);
+  ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
+  absl::Status ValidateBegin(const duet::v1::BeginQuery& begin,
+                             const ModelRuntime& rt) const;
+  absl::Status ValidateUserVector(const duet::v1::UserVector& uv,
+                                  const ModelRuntime& rt) const;
   absl::Status Admit(Rpc rpc);
   void Release();
   void RunItemSide(const std::shared_ptr<Query>& q);
@@ -135,29 +147,20 @@ class ScoringCore {
   void Finish(Query& q, absl::StatusOr<duet::v1::Scores> result);
   void AddDeadline(const std::shared_ptr<Query>& q);
   void DeadlineLoop();
-  std::unique_ptr<Buffers> TakeBuffers();
-  void ReturnBuffers(std::unique_ptr<Buffers> b);
-  void FillRelay(
-      const int64_t* items, int n,
-      google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out) const;
+  static void FillRelay(
+      const common::Model& model, const int64_t* items, int n,
+      google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out);
 
-  const std::unique_ptr<const common::Model> model_;
   ScoringCoreOptions options_;
   std::unique_ptr<CloudMetrics> metrics_;
   std::unique_ptr<common::ThreadPool> pool_;
-  std::unique_ptr<LookupEngine> engine_;
-  std::unique_ptr<ItemCache> cache_;
-  std::unique_ptr<ItemModel> item_model_;
-  std::unique_ptr<CombinedTop> combined_;
-  std::unique_ptr<StrategySelector> selector_;
-  std::unique_ptr<common::MonolithicModel> monolithic_;
+
+  mutable absl::Mutex runtime_mu_;
+  std::shared_ptr<ModelRuntime> runtime_ ABSL_GUARDED_BY(runtime_mu_);
+  absl::Mutex reload_mu_;  // serializes Reload
 
   std::atomic<int> inflight_{0};
   std::atomic<bool> draining_{false};
-
-  absl::Mutex buffers_mu_;
-  std::vector<std::unique_ptr<Buffers>> free_buffers_
-      ABSL_GUARDED_BY(buffers_mu_);
 
   absl::Mutex deadline_mu_;
   std::multimap<absl::Time, std::weak_ptr<Query>> deadlines_

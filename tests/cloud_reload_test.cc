@@ -1,0 +1,467 @@
+// Hot model reload of a real duet-cloud (issue 7). The server starts on
+// rm2 v1 while a stream client and a unary client send queries without
+// pause and a third thread checks health; v2 is written into the model
+// directory (generated elsewhere, weight files renamed in, model.pbtxt
+// last) and swapped in: health stays SERVING, no query fails except v1
+// vectors admitted after the swap (FAILED_PRECONDITION naming both
+// versions), v1 queries admitted before it score as v1, v2 vectors score as
+// v2. Then a corrupted v3 (one byte flipped in cloud.safetensors) is refused
+// and v2 keeps serving. A second test reloads on SIGHUP with polling off.
+// Every RPC has a deadline; every wait is bounded.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/model.h"
+#include "common/model_config.h"
+#include "common/reference_model.h"
+#include "common/test_util.h"
+#include "duet/v1/scoring.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/test_process.h"
+
+namespace duet {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using v1::SessionRequest;
+using v1::SessionResponse;
+
+constexpr int kCandidates = 64;
+constexpr int kTopK = 5;
+
+std::chrono::system_clock::time_point In(int seconds) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+// GET /metrics from 127.0.0.1:`port` (HTTP/1.0); the body, or "".
+std::string ScrapeMetrics(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request =
+      "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd, request.data(), request.size()) !=
+      static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+    response.append(buffer, n);
+    const size_t header_end = response.find("\r\n\r\n");
+    const size_t length_at = response.find("Content-Length: ");
+    size_t length = 0;
+    if (header_end != std::string::npos && length_at < header_end &&
+        absl::SimpleAtoi(
+            response.substr(length_at + 16,
+                            response.find('\r', length_at) - length_at - 16),
+            &length) &&
+        response.size() >= header_end + 4 + length) {
+      break;
+    }
+  }
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// Sum of the samples of `name` whose labels contain every `labels` entry
+// (`key="value"`); -1 if there is none.
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& labels = {}) {
+  double sum = 0;
+  bool found = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name)) continue;
+    const absl::string_view rest = line.substr(name.size());
+    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
+    bool match = true;
+    for (const auto& l : labels) match = match && absl::StrContains(rest, l);
+    double v = 0;
+    if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) {
+      sum += v;
+      found = true;
+    }
+  }
+  return found ? sum : -1;
+}
+
+// A generated model version: its directory, loaded copy, and the reference
+// CTRs of the fixed query every client sends.
+struct Version {
+  common::TempDir dir;
+  std::unique_ptr<const common::Model> model;
+  std::vector<int64_t> ids;
+  std::vector<float> u;
+  std::map<int64_t, float> want;
+};
+
+std::unique_ptr<Version> MakeVersion(const std::string& preset, double scale,
+                                     uint32_t version) {
+  auto v = std::make_unique<Version>();
+  auto config = common::GenerateTestModel(preset, scale, v->dir.path(),
+                                          /*seed=*/version, version);
+  EXPECT_TRUE(config.ok()) << config.status();
+  if (!config.ok()) return nullptr;
+  common::LoadOptions lo;
+  lo.parts.user_tables = true;
+  auto model = common::Model::Load(v->dir.path(), lo);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return nullptr;
+  v->model = std::move(model).value();
+  const int64_t items = v->model->catalog().num_items();
+  for (int i = 0; i < kCandidates; ++i) {
+    v->ids.push_back((3 + 7919 * int64_t{i}) % items);
+  }
+  for (int i = 0; i < v->model->dims().user_out; ++i) {
+    v->u.push_back(0.02f * static_cast<float>(i % 37));
+  }
+  std::vector<float> ctr(v->ids.size());
+  EXPECT_TRUE(common::SplitModel(v->model.get())
+                  .ScoreItems(v->u.data(), v->ids, ctr.data())
+                  .ok());
+  for (size_t j = 0; j < v->ids.size(); ++j) v->want[v->ids[j]] = ctr[j];
+  return v;
+}
+
+v1::UserVector VectorOf(const Version& v, uint64_t query_id = 0) {
+  v1::UserVector uv;
+  uv.set_query_id(query_id);
+  uv.set_model_version(v.model->config().version());
+  uv.set_model_fingerprint(v.model->fingerprint());
+  for (float x : v.u) uv.add_fp32_data(x);
+  return uv;
+}
+
+// Copies `from`'s files into `to` as a deployment should: each weight file
+// to a temporary name then renamed over (the serving model keeps mapping
+// the old inode), model.pbtxt last. `corrupt` flips one byte of
+// cloud.safetensors in the copy.
+void Install(const std::string& from, const std::string& to,
+             bool corrupt = false) {
+  for (const char* f : {"edge.safetensors", "cloud.safetensors",
+                        "user_tables.safetensors", "model.pbtxt"}) {
+    const std::string tmp = absl::StrCat(to, "/.", f, ".tmp");
+    fs::copy_file(absl::StrCat(from, "/", f), tmp,
+                  fs::copy_options::overwrite_existing);
+    if (corrupt && std::string(f) == "cloud.safetensors") {
+      std::fstream file(tmp, std::ios::in | std::ios::out | std::ios::binary);
+      const std::streamoff at =
+          static_cast<std::streamoff>(fs::file_size(tmp)) / 2;
+      file.seekg(at);
+      char c = 0;
+      file.get(c);
+      file.seekp(at);
+      file.put(static_cast<char>(c ^ 0x20));
+    }
+    fs::rename(tmp, absl::StrCat(to, "/", f));
+  }
+}
+
+struct Server {
+  common::TempDir dir;  // the served model directory
+  std::string target;
+  int metrics_port = 0;
+  std::unique_ptr<test::Subprocess> process;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::ScoringService::Stub> stub;
+
+  std::string Metrics() const { return ScrapeMetrics(metrics_port); }
+  // Polls until the metric matches `labels` with value `want` (bounded).
+  bool WaitMetric(const std::string& name,
+                  const std::vector<std::string>& labels, double want,
+                  absl::Duration timeout = absl::Seconds(60)) const {
+    const absl::Time give_up = absl::Now() + timeout;
+    while (absl::Now() < give_up) {
+      if (MetricValue(Metrics(), name, labels) == want) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+  grpc::Status Score(const Version& v, v1::ScoreResponse* response) {
+    v1::ScoreRequest request;
+    for (int64_t i : v.ids) request.add_candidate_ids(i);
+    request.set_top_k(kTopK);
+    *request.mutable_user_vector() = VectorOf(v);
+    grpc::ClientContext context;
+    context.set_deadline(In(20));
+    return stub->Score(&context, request, response);
+  }
+};
+
+std::unique_ptr<Server> StartServer(const Version& v1,
+                                    std::vector<std::string> flags) {
+  auto s = std::make_unique<Server>();
+  Install(v1.dir.path(), s->dir.path());
+  s->target = absl::StrCat("127.0.0.1:", test::PickFreePort());
+  s->metrics_port = test::PickFreePort();
+  std::vector<std::string> argv = {
+      test::BinaryPath("cloud/duet-cloud"),
+      "--model=" + s->dir.path(),
+      "--listen=" + s->target,
+      absl::StrCat("--metrics_listen=127.0.0.1:", s->metrics_port),
+      "--workers=2",
+      "--max_candidates=128",
+      "--calibration_ms=200",
+      "--item_cache_entries=10000"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  auto process = test::Subprocess::Start(argv, s->dir.File("duet-cloud.log"));
+  EXPECT_TRUE(process.ok()) << process.status();
+  if (!process.ok()) return nullptr;
+  s->process = std::move(process).value();
+  const absl::Status healthy =
+      test::WaitForHealthy(s->target, absl::Seconds(60), s->process.get());
+  EXPECT_TRUE(healthy.ok()) << healthy;
+  if (!healthy.ok()) return nullptr;
+  s->channel =
+      grpc::CreateChannel(s->target, grpc::InsecureChannelCredentials());
+  s->stub = v1::ScoringService::NewStub(s->channel);
+  return s;
+}
+
+// What the clients saw, per vector version.
+struct Tally {
+  absl::Mutex mu;
+  std::map<uint32_t, int> ok ABSL_GUARDED_BY(mu);
+  int refused_v1 ABSL_GUARDED_BY(mu) = 0;  // FAILED_PRECONDITION, both named
+  std::vector<std::string> unexpected ABSL_GUARDED_BY(mu);
+
+  int Ok(uint32_t version) {
+    absl::MutexLock lock(&mu);
+    return ok[version];
+  }
+};
+
+// Checks one outcome of a query sent with version `sent`'s vector.
+void Record(Tally& tally, const Version& sent, const Version& v1,
+            const Version& v2, int code, const std::string& message,
+            const google::protobuf::RepeatedPtrField<v1::ScoredItem>* items) {
+  const uint32_t version = sent.model->config().version();
+  absl::MutexLock lock(&tally.mu);
+  if (code == grpc::OK) {
+    // Scored by the model the vector is for: equal to its reference.
+    bool equal = items->size() == kTopK;
+    for (const auto& item : *items) {
+      auto it = sent.want.find(item.item_id());
+      equal = equal && it != sent.want.end() &&
+              std::abs(it->second - item.ctr()) <= 1e-5;
+    }
+    if (equal) {
+      ++tally.ok[version];
+    } else {
+      tally.unexpected.push_back(
+          absl::StrCat("v", version, " scores differ from its reference"));
+    }
+    return;
+  }
+  const std::string both = absl::StrCat(
+      "user vector is for model rm2 v1 (signature ",
+      v1.model->config().signature(), "), this server runs rm2 v2 (signature ",
+      v2.model->config().signature(), ")");
+  if (version == 1 && code == grpc::FAILED_PRECONDITION &&
+      absl::StrContains(message, both)) {
+    ++tally.refused_v1;
+    return;
+  }
+  tally.unexpected.push_back(
+      absl::StrCat("v", version, " vector: code ", code, ": ", message));
+}
+
+TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
+  auto v1 = MakeVersion("rm2", 0.0005, 1);
+  auto v2 = MakeVersion("rm2", 0.0005, 2);
+  auto v3 = MakeVersion("rm2", 0.0005, 3);
+  ASSERT_TRUE(v1 && v2 && v3);
+  ASSERT_NE(v1->model->config().signature(), v2->model->config().signature());
+  auto server = StartServer(*v1, {"--reload_poll_ms=100"});
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(
+      MetricValue(server->Metrics(), "duet_model_info", {"version=\"1\""}), 1);
+
+  std::atomic<bool> stop{false};
+  std::atomic<const Version*> current{v1.get()};  // what clients send
+  Tally tally;
+  std::atomic<int> not_serving{0}, health_checks{0};
+  std::vector<std::thread> threads;
+  // A ScoringSession stream: Begin, then the user vector, one at a time.
+  threads.emplace_back([&] {
+    grpc::ClientContext context;
+    context.set_deadline(In(120));
+    auto stream = server->stub->ScoringSession(&context);
+    for (uint64_t id = 1; !stop.load(); ++id) {
+      const Version* sent = current.load();
+      SessionRequest begin;
+      begin.mutable_begin()->set_query_id(id);
+      for (int64_t i : sent->ids) begin.mutable_begin()->add_candidate_ids(i);
+      begin.mutable_begin()->set_top_k(kTopK);
+      SessionRequest user;
+      *user.mutable_user_vector() = VectorOf(*sent, id);
+      SessionResponse r;
+      if (!stream->Write(begin) || !stream->Write(user) || !stream->Read(&r)) {
+        absl::MutexLock lock(&tally.mu);
+        tally.unexpected.push_back("stream broke");
+        return;
+      }
+      if (r.has_scores()) {
+        Record(tally, *sent, *v1, *v2, grpc::OK, "", &r.scores().items());
+      } else {
+        Record(tally, *sent, *v1, *v2, r.error().code(), r.error().message(),
+               nullptr);
+      }
+    }
+    stream->WritesDone();
+    const grpc::Status end = stream->Finish();
+    if (!end.ok()) {
+      absl::MutexLock lock(&tally.mu);
+      tally.unexpected.push_back("stream ended " + end.error_message());
+    }
+  });
+  // Unary Score.
+  threads.emplace_back([&] {
+    while (!stop.load()) {
+      const Version* sent = current.load();
+      v1::ScoreResponse response;
+      const grpc::Status s = server->Score(*sent, &response);
+      Record(tally, *sent, *v1, *v2, s.error_code(), s.error_message(),
+             &response.items());
+    }
+  });
+  // Health, all along.
+  threads.emplace_back([&] {
+    auto health = grpc::health::v1::Health::NewStub(server->channel);
+    while (!stop.load()) {
+      grpc::ClientContext context;
+      context.set_deadline(In(5));
+      grpc::health::v1::HealthCheckResponse response;
+      const grpc::Status s = health->Check(
+          &context, grpc::health::v1::HealthCheckRequest(), &response);
+      ++health_checks;
+      if (!s.ok() ||
+          response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+        ++not_serving;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  });
+  auto wait_ok = [&](uint32_t version, int more) {
+    const int target = tally.Ok(version) + more;
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (tally.Ok(version) < target && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return tally.Ok(version) >= target;
+  };
+
+  // v1 serves; then v2 lands in the directory while queries stream.
+  ASSERT_TRUE(wait_ok(1, 20));
+  Install(v2->dir.path(), server->dir.path());
+  ASSERT_TRUE(
+      server->WaitMetric("duet_model_reloads_total", {"result=\"ok\""}, 1))
+      << server->process->ReadLog();
+  EXPECT_EQ(MetricValue(server->Metrics(), "duet_model_info",
+                        {"version=\"2\"",
+                         absl::StrCat("signature=\"",
+                                      v2->model->config().signature(), "\"")}),
+            1);
+  EXPECT_EQ(
+      MetricValue(server->Metrics(), "duet_model_info", {"version=\"1\""}), -1);
+  // A v1 vector now gets FAILED_PRECONDITION naming both versions.
+  {
+    v1::ScoreResponse response;
+    const grpc::Status s = server->Score(*v1, &response);
+    EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
+    EXPECT_THAT(
+        s.error_message(),
+        HasSubstr(absl::StrCat("user vector is for model rm2 v1 (signature ",
+                               v1->model->config().signature(),
+                               "), this server runs rm2 v2 (signature ",
+                               v2->model->config().signature(), ")")));
+  }
+  // Clients move to v2 (as edges do once they load the new edge model).
+  current = v2.get();
+  ASSERT_TRUE(wait_ok(2, 20));
+
+  // A corrupted v3: refused, v2 keeps serving.
+  Install(v3->dir.path(), server->dir.path(), /*corrupt=*/true);
+  ASSERT_TRUE(
+      server->WaitMetric("duet_model_reloads_total", {"result=\"failed\""}, 1))
+      << server->process->ReadLog();
+  ASSERT_TRUE(wait_ok(2, 20));
+  stop = true;
+  for (auto& t : threads) t.join();
+
+  const std::string log = server->process->ReadLog();
+  EXPECT_THAT(log, HasSubstr("model reloaded: now serving rm2 v2"));
+  EXPECT_THAT(log, HasSubstr("FAILED, still serving rm2 v2"));
+  EXPECT_THAT(log, HasSubstr("cloud.safetensors has SHA-256"));
+  EXPECT_EQ(MetricValue(server->Metrics(), "duet_model_reloads_total",
+                        {"result=\"ok\""}),
+            1);
+  EXPECT_EQ(
+      MetricValue(server->Metrics(), "duet_model_info", {"version=\"2\""}), 1);
+  v1::ScoreResponse response;
+  EXPECT_TRUE(server->Score(*v2, &response).ok());
+  EXPECT_EQ(not_serving.load(), 0) << "of " << health_checks.load();
+  EXPECT_GT(health_checks.load(), 0);
+  absl::MutexLock lock(&tally.mu);
+  EXPECT_THAT(tally.unexpected, ::testing::IsEmpty());
+  std::printf(
+      "reload: %d v1 OK, %d v1 refused after the swap, %d v2 OK, %d "
+      "health checks all SERVING\n",
+      tally.ok[1], tally.refused_v1, tally.ok[2], health_checks.load());
+}
+
+TEST(CloudReloadTest, SighupReloadsWithPollingOff) {
+  auto v1 = MakeVersion("rm2", 0.0005, 1);
+  auto v2 = MakeVersion("rm2", 0.0005, 2);
+  ASSERT_TRUE(v1 && v2);
+  auto server = StartServer(*v1, {"--reload_poll_ms=0"});
+  ASSERT_NE(server, nullptr);
+  Install(v2->dir.path(), server->dir.path());
+  // Nothing polls: v1 still serves.
+  absl::SleepFor(absl::Milliseconds(300));
+  v1::ScoreResponse response;
+  EXPECT_TRUE(server->Score(*v1, &response).ok());
+  ASSERT_TRUE(server->process->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      server->WaitMetric("duet_model_reloads_total", {"result=\"ok\""}, 1))
+      << server->process->ReadLog();
+  EXPECT_TRUE(server->Score(*v2, &response).ok());
+  EXPECT_EQ(server->Score(*v1, &response).error_code(),
+            grpc::FAILED_PRECONDITION);
+  EXPECT_TRUE(server->process->Running());
+  EXPECT_THAT(server->process->ReadLog(), HasSubstr("received SIGHUP"));
+}
+
+}  // namespace
+}  // namespace duet
