@@ -115,7 +115,10 @@ absl::Status CloudServer::Init() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port_);
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   common::MakeServerCredentials(o.tls));
+  Log(common::DescribeServerTls(o.tls));
+  builder.AddListeningPort(o.listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
   if (o.max_connection_age_s > 0) {

@@ -20,6 +20,7 @@
 #include "cloud/scoring_service_impl.h"
 #include "common/energy_meter.h"
 #include "common/metrics.h"
+#include "common/tls.h"
 #include "grpcpp/grpcpp.h"
 
 namespace duet::cloud {
@@ -27,6 +28,8 @@ namespace duet::cloud {
 struct CloudServerOptions {
   std::string model_dir;
   std::string listen = "127.0.0.1:50051";
+  // TLS / mutual TLS of `listen` (--tls_*); empty: plaintext.
+  common::ServerTlsOptions tls;
   std::string metrics_listen = "127.0.0.1:9091";  // empty: no exposer
   bool verify_checksums = true;
   ScoringCoreOptions core;

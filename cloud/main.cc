@@ -13,6 +13,13 @@
 ABSL_FLAG(std::string, model, "", "Model directory (model.pbtxt + weights).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address HOST:PORT (port 0 picks a free port).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate (chain): serve over TLS (needs --tls_key). Empty: "
+          "plaintext, logged as a WARNING.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require and verify client certificates signed by "
+          "it (mutual TLS); clients without one are refused.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9091",
           "Prometheus /metrics address HOST:PORT; empty disables it.");
 ABSL_FLAG(int, workers, 0,
@@ -75,6 +82,9 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError("--model is required");
   }
   o.listen = absl::GetFlag(FLAGS_listen);
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "grpc/grpc.h"
 
 namespace duet::edge {
@@ -178,7 +179,8 @@ class GrpcCloudClient::Query : public CloudQuery {
   bool finished_ = false;
 };
 
-GrpcCloudClient::GrpcCloudClient(Options options)
+GrpcCloudClient::GrpcCloudClient(
+    Options options, std::shared_ptr<grpc::ChannelCredentials> credentials)
     : options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetLoadBalancingPolicyName("round_robin");
@@ -195,8 +197,10 @@ GrpcCloudClient::GrpcCloudClient(Options options)
       static_cast<int>(absl::ToInt64Milliseconds(options_.max_backoff)));
   // Relayed rows make Scores large (T_u * d floats per returned item).
   args.SetMaxReceiveMessageSize(256 << 20);
-  channel_ = grpc::CreateCustomChannel(
-      options_.target, grpc::InsecureChannelCredentials(), args);
+  if (!options_.tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(options_.tls.server_name);
+  }
+  channel_ = grpc::CreateCustomChannel(options_.target, credentials, args);
   stub_ = duet::v1::ScoringService::NewStub(channel_);
   for (int i = 0; i < options_.streams; ++i) {
     lanes_.push_back(std::make_unique<Lane>(i, options_.initial_backoff));
@@ -223,8 +227,10 @@ absl::StatusOr<std::unique_ptr<GrpcCloudClient>> GrpcCloudClient::Create(
         "uplink_mbps (%g) and uplink_rtt (%s) must not be negative",
         options.uplink_mbps, absl::FormatDuration(options.uplink_rtt)));
   }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   common::MakeChannelCredentials(options.tls, nullptr));
   std::unique_ptr<GrpcCloudClient> client(
-      new GrpcCloudClient(std::move(options)));
+      new GrpcCloudClient(std::move(options), std::move(credentials)));
   for (auto& lane : client->lanes_) {
     lane->supervisor =
         std::thread([c = client.get(), l = lane.get()] { c->RunLane(l); });

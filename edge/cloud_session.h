@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_client.h"
 #include "grpcpp/grpcpp.h"
@@ -60,6 +61,8 @@ class GrpcCloudClient : public CloudClient {
     int streams = 4;
     // Rotate a stream after this long (jittered +-20 %); zero: never.
     absl::Duration max_stream_age = absl::Seconds(60);
+    // TLS / mutual TLS to the cloud (common/tls.h); all empty: plaintext.
+    common::ClientTlsOptions tls;
     double uplink_mbps = 0;  // 0: unlimited bandwidth
     absl::Duration uplink_rtt = absl::ZeroDuration();
     absl::Duration initial_backoff = absl::Milliseconds(100);
@@ -72,7 +75,7 @@ class GrpcCloudClient : public CloudClient {
 
   // Starts connecting in the background; never waits for the cloud.
   // INVALID_ARGUMENT for an empty target, streams < 1 or negative durations
-  // or link parameters.
+  // or link parameters; the TLS errors of common::MakeChannelCredentials.
   static absl::StatusOr<std::unique_ptr<GrpcCloudClient>> Create(
       Options options);
   ~GrpcCloudClient() override;
@@ -98,7 +101,8 @@ class GrpcCloudClient : public CloudClient {
   struct Lane;
   class Query;
 
-  explicit GrpcCloudClient(Options options);
+  GrpcCloudClient(Options options,
+                  std::shared_ptr<grpc::ChannelCredentials> credentials);
   // A lane's supervisor: opens, rotates, drains and reaps its streams.
   void RunLane(Lane* lane);
   // One pass of RunLane; returns when the lane should next wake up.

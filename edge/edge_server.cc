@@ -80,6 +80,11 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
   }
+  // TLS files first: a typo in a path should not wait for the model load.
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   common::MakeServerCredentials(o.tls));
+  RETURN_IF_ERROR(
+      common::MakeChannelCredentials(o.cloud_tls, nullptr).status());
   UserModel::Options um_options;
   ASSIGN_OR_RETURN(um_options.precision, ParsePrecision(o.user_precision));
   ASSIGN_OR_RETURN(um_options.wire, ParsePrecision(o.wire));
@@ -133,6 +138,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   co.target = o.cloud_target;
   co.streams = o.cloud_streams;
   co.max_stream_age = o.cloud_stream_max_age;
+  co.tls = o.cloud_tls;
   co.on_stream_opened = [metrics] {
     metrics->cloud_streams_opened().Increment();
   };
@@ -168,8 +174,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(),
-                           &impl->port);
+  builder.AddListeningPort(o.listen, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
@@ -189,6 +194,10 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
           ? absl::FormatDuration(o.cloud_stream_max_age).c_str()
           : "never",
       o.metrics_listen.empty() ? "disabled" : o.metrics_listen.c_str());
+  std::fprintf(stderr,
+               "duet-edge: EdgeService: %s\nduet-edge: cloud link: %s\n",
+               common::DescribeServerTls(o.tls).c_str(),
+               common::DescribeClientTls(o.cloud_tls).c_str());
   return std::unique_ptr<EdgeServer>(new EdgeServer(std::move(impl)));
 }
 

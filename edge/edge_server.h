@@ -2,7 +2,8 @@
 // state from --state_dir, connects to the cloud, and serves EdgeService,
 // grpc.health.v1 and server reflection, plus /metrics on its own port.
 // Create fails (with the precise status) on a bad model, corrupt or foreign
-// state, or a port in use. Shutdown is graceful and idempotent.
+// state, bad TLS files (common/tls.h), or a port in use. Shutdown is graceful
+// and idempotent.
 #ifndef DUET_EDGE_EDGE_SERVER_H_
 #define DUET_EDGE_EDGE_SERVER_H_
 
@@ -11,15 +12,18 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 
 namespace duet::edge {
 
 struct EdgeServerOptions {
   std::string model_dir;
   std::string cloud_target;
-  int cloud_streams = 4;  // see GrpcCloudClient::Options
+  common::ClientTlsOptions cloud_tls;  // --cloud_tls_*; empty: plaintext
+  int cloud_streams = 4;               // see GrpcCloudClient::Options
   absl::Duration cloud_stream_max_age = absl::Seconds(60);  // zero: never
   std::string listen = "127.0.0.1:50061";
+  common::ServerTlsOptions tls;  // --tls_*, for `listen`; empty: plaintext
   std::string metrics_listen = "127.0.0.1:9092";  // empty: no /metrics
   std::string state_dir;
   bool reset_state = false;

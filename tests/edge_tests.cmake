@@ -12,3 +12,17 @@ duet_test(scale_out_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/scale_out_integration_test.cc
   LIBS duet_test_process duet_test_util duet_model duet_edge_grpc)
 add_dependencies(scale_out_integration_test duet-edge duet-cloud)
+
+# Reliability and security of duet-edge (issue 7; shared fixture
+# tests/edge_process_fixture.h): faults (kill -9 of either side, SIGTERM
+# drain, damaged model files), the bad-input matrix, and TLS / mutual TLS
+# between edge and cloud (certificates made with the openssl CLI).
+foreach(t edge_fault_test edge_bad_input_test)
+  duet_test(${t} SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.cc
+    LIBS duet_test_process duet_test_util duet_model)
+  add_dependencies(${t} duet-edge duet-cloud)
+endforeach()
+duet_test(tls_integration_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_integration_test.cc
+  LIBS duet_test_process duet_test_util duet_model duet_tls)
+add_dependencies(tls_integration_test duet-edge duet-cloud duet-loadgen)

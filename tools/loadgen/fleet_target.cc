@@ -84,6 +84,7 @@ class FleetTarget : public Target {
     for (int i = 0; i < std::max(options_.streams, 1); ++i) {
       edge::GrpcCloudClient::Options co;
       co.target = options_.addr;
+      co.tls = options_.tls;
       auto client = edge::GrpcCloudClient::Create(co);
       if (!client.ok()) return client.status();
       if (!(*client)->WaitUntilReady(absl::Seconds(10))) {

@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/model_config.h"
+#include "common/status_macros.h"
 #include "duet/v1/edge.grpc.pb.h"
 #include "duet/v1/scoring.grpc.pb.h"
 
@@ -51,9 +52,9 @@ QueryResult Finish(const grpc::Status& status, int64_t bytes_up,
 
 class EdgeTarget : public Target {
  public:
-  explicit EdgeTarget(const TargetOptions& o)
+  EdgeTarget(const TargetOptions& o, const Channels& channels)
       : dynamic_in_(common::ComputeDims(o.config).dynamic_in) {
-    for (auto& ch : MakeChannels(o.addr, o.channels)) {
+    for (auto& ch : channels) {
       stubs_.push_back(duet::v1::EdgeService::NewStub(ch));
     }
   }
@@ -97,11 +98,11 @@ class EdgeTarget : public Target {
 // receives them.
 class MonolithicTarget : public Target {
  public:
-  explicit MonolithicTarget(const TargetOptions& o)
+  MonolithicTarget(const TargetOptions& o, const Channels& channels)
       : dims_(common::ComputeDims(o.config)),
         max_history_(MaxHistory(o.config)),
         users_(std::max(o.devices, 1)) {
-    for (auto& ch : MakeChannels(o.addr, o.channels)) {
+    for (auto& ch : channels) {
       stubs_.push_back(duet::v1::ScoringService::NewStub(ch));
     }
     Rng rng(o.seed ^ 0x4D4F4E4FULL);
@@ -162,8 +163,8 @@ class MonolithicTarget : public Target {
 
 class ScoreTarget : public Target {
  public:
-  explicit ScoreTarget(const TargetOptions& o) {
-    for (auto& ch : MakeChannels(o.addr, o.channels)) {
+  ScoreTarget(const TargetOptions& o, const Channels& channels) {
+    for (auto& ch : channels) {
       stubs_.push_back(duet::v1::ScoringService::NewStub(ch));
     }
     Rng rng(o.seed ^ 0x53434F52ULL);
@@ -197,17 +198,18 @@ class ScoreTarget : public Target {
 
 }  // namespace
 
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(
-    const std::string& addr, int count) {
-  std::vector<std::shared_ptr<grpc::Channel>> out;
+absl::StatusOr<Channels> MakeChannels(const std::string& addr, int count,
+                                      const common::ClientTlsOptions& tls) {
+  Channels out;
   for (int i = 0; i < std::max(count, 1); ++i) {
     grpc::ChannelArguments args;
     // Without a local pool, channels with equal arguments share one
     // connection; the index keeps them apart.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("duet.loadgen.channel", i);
-    out.push_back(grpc::CreateCustomChannel(
-        addr, grpc::InsecureChannelCredentials(), args));
+    ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                     common::MakeChannelCredentials(tls, &args));
+    out.push_back(grpc::CreateCustomChannel(addr, credentials, args));
   }
   return out;
 }
@@ -239,17 +241,23 @@ std::string GrpcFrame(const google::protobuf::Message& message) {
 
 absl::StatusOr<std::unique_ptr<Target>> CreateEdgeTarget(
     const TargetOptions& options) {
-  return std::make_unique<EdgeTarget>(options);
+  ASSIGN_OR_RETURN(Channels channels,
+                   MakeChannels(options.addr, options.channels, options.tls));
+  return std::make_unique<EdgeTarget>(options, channels);
 }
 
 absl::StatusOr<std::unique_ptr<Target>> CreateMonolithicTarget(
     const TargetOptions& options) {
-  return std::make_unique<MonolithicTarget>(options);
+  ASSIGN_OR_RETURN(Channels channels,
+                   MakeChannels(options.addr, options.channels, options.tls));
+  return std::make_unique<MonolithicTarget>(options, channels);
 }
 
 absl::StatusOr<std::unique_ptr<Target>> CreateScoreTarget(
     const TargetOptions& options) {
-  return std::make_unique<ScoreTarget>(options);
+  ASSIGN_OR_RETURN(Channels channels,
+                   MakeChannels(options.addr, options.channels, options.tls));
+  return std::make_unique<ScoreTarget>(options, channels);
 }
 
 }  // namespace duet::loadgen

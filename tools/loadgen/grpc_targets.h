@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 #include "duet/v1/model.pb.h"
 #include "duet/v1/scoring.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -20,7 +21,8 @@
 namespace duet::loadgen {
 
 struct TargetOptions {
-  std::string addr;   // gRPC target
+  std::string addr;              // gRPC target
+  common::ClientTlsOptions tls;  // --tls_*; empty: plaintext
   int channels = 1;   // separate HTTP/2 connections, users spread over them
   int devices = 1;    // simulated users
   int relay_top = 0;  // embedding relay requested per query (fleet)
@@ -30,9 +32,11 @@ struct TargetOptions {
   duet::v1::ModelConfig config;
 };
 
-// `count` channels to `addr`, each on its own connection.
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(
-    const std::string& addr, int count);
+// `count` channels to `addr`, each on its own connection; TLS errors of
+// common::MakeChannelCredentials.
+using Channels = std::vector<std::shared_ptr<grpc::Channel>>;
+absl::StatusOr<Channels> MakeChannels(const std::string& addr, int count,
+                                      const common::ClientTlsOptions& tls);
 
 // A gRPC status as the absl code it maps onto one-to-one.
 inline absl::StatusCode CodeOf(const grpc::Status& s) {

@@ -27,6 +27,14 @@ ABSL_FLAG(std::string, target, "",
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051",
           "gRPC target HOST:PORT: duet-edge for --target=edge, duet-cloud "
           "otherwise");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: connect to --addr over TLS and verify its "
+          "certificate (see docs/OPERATIONS.md, TLS). Empty: plaintext.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for mutual TLS (needs --tls_key).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name --addr's certificate must carry instead of its host.");
 ABSL_FLAG(std::string, model, "",
           "Model directory: dims, catalog size, version and fingerprint (all "
           "targets); fleet also loads the edge weights");
@@ -127,6 +135,11 @@ int Main() {
   const double interaction_rate = absl::GetFlag(FLAGS_interaction_rate);
   TargetOptions to;
   to.addr = absl::GetFlag(FLAGS_addr);
+  to.tls.flag_prefix = "tls";
+  to.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  to.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  to.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  to.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
   to.channels = std::max(1, absl::GetFlag(FLAGS_channels));
   to.devices = std::max(1, absl::GetFlag(FLAGS_devices));
   to.streams = std::max(1, absl::GetFlag(FLAGS_streams));
