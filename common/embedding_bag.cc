@@ -185,14 +185,18 @@ void BagSumFp32Generic(const uint8_t* base, int dim, const int64_t* ids,
         PrefetchRowDynamic(base + ids[k + kPrefetchDistance] * row_bytes,
                            row_bytes);
       }
-      const float* r =
-          reinterpret_cast<const float*>(base + ids[k] * row_bytes);
+      // Rows may sit at any byte offset of a mapped file: byte pointers and
+      // unaligned loads only (a misaligned float* would be undefined).
+      const uint8_t* r = base + ids[k] * row_bytes;
       int j = 0;
       for (; j < vec_end; j += 8) {
-        _mm256_storeu_ps(o + j, _mm256_add_ps(_mm256_loadu_ps(o + j),
-                                              _mm256_loadu_ps(r + j)));
+        _mm256_storeu_ps(
+            o + j,
+            _mm256_add_ps(
+                _mm256_loadu_ps(o + j),
+                _mm256_loadu_ps(reinterpret_cast<const float*>(r + 4 * j))));
       }
-      for (; j < dim; ++j) o[j] += r[j];
+      for (; j < dim; ++j) o[j] += LoadFloat(r + 4 * j);
     }
   }
 }

@@ -35,7 +35,12 @@ int64_t LatencyHistogram::BucketLower(int index) {
 int64_t LatencyHistogram::BucketUpper(int index) {
   if (index < kExact) return index;
   const int shift = static_cast<int>((index - kExact) / kSub) + 1;
-  return BucketLower(index) + (int64_t{1} << shift) - 1;
+  const int64_t lower = BucketLower(index);
+  const int64_t width = (int64_t{1} << shift) - 1;
+  // The top buckets reach INT64_MAX: saturate instead of overflowing.
+  return lower > std::numeric_limits<int64_t>::max() - width
+             ? std::numeric_limits<int64_t>::max()
+             : lower + width;
 }
 
 void LatencyHistogram::Record(int64_t nanos) {
