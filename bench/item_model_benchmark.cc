@@ -1,0 +1,190 @@
+// The cloud item model at N candidates against its roofline on this machine:
+//   roofline = rows gathered x the limit probe's time per row (the simplest
+//              prefetching random-row gather over the same tables and ids)
+//            + the item top MLP's time at M = N (oneDNN, same thread)
+// Reports each part and the ratio item_model / roofline (issue 3's target:
+// <= 1.25 at N = 1024). One worker, so the figures are per core.
+//   item_model_benchmark [--benchmark_filter=...]
+//   DUET_BENCH_MODEL=DIR uses an existing model directory; by default rm2 and
+//   rm3 are generated at DUET_BENCH_ROWS_SCALE (default 0.25: DRAM-resident
+//   item tables) under /tmp.
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "cloud/scoring_core.h"
+#include "common/model.h"
+#include "common/model_generator.h"
+#include "common/presets.h"
+
+namespace duet::cloud {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string ModelDir(const std::string& preset) {
+  if (const char* dir = std::getenv("DUET_BENCH_MODEL")) return dir;
+  const char* scale_env = std::getenv("DUET_BENCH_ROWS_SCALE");
+  const double scale = scale_env != nullptr ? std::atof(scale_env) : 0.25;
+  const std::string dir =
+      "/tmp/duet_bench_" + preset + "_" + std::to_string(scale);
+  common::LoadOptions probe;
+  probe.parts = {false, true, false};
+  probe.verify_checksums = false;
+  if (common::Model::Load(dir, probe).ok()) return dir;
+  auto config = common::PresetConfig(preset, scale);
+  common::GenerateOptions options;
+  options.out_dir = dir;
+  if (!config.ok() || !common::GenerateModel(*config, options, nullptr).ok()) {
+    std::abort();
+  }
+  return dir;
+}
+
+struct Fixture {
+  std::unique_ptr<ScoringCore> core;
+  std::vector<int64_t> candidates;
+  std::vector<std::vector<int64_t>> ids;  // per item table: n * bag ids
+};
+
+Fixture& GetFixture(const std::string& preset, int n) {
+  static std::map<std::string, Fixture> fixtures;
+  const std::string key = preset + "/" + std::to_string(n);
+  auto it = fixtures.find(key);
+  if (it != fixtures.end()) return it->second;
+  common::LoadOptions lo;
+  lo.parts = {false, true, true};
+  lo.verify_checksums = false;
+  auto model = common::Model::Load(ModelDir(preset), lo);
+  if (!model.ok()) std::abort();
+  ScoringCoreOptions o;
+  o.workers = 1;
+  o.max_candidates = 1024;
+  o.item_cache_entries = 0;
+  o.force_lookup = LookupStrategy::kBatch;
+  o.force_user = UserStrategy::kLoad;
+  o.placement_sample_items = 1000;
+  auto core = ScoringCore::Create(std::move(*model), o);
+  if (!core.ok()) std::abort();
+  Fixture f;
+  f.core = std::move(*core);
+  const common::Model& m = f.core->model();
+  std::mt19937_64 rng(1);
+  std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
+  for (int j = 0; j < n; ++j) f.candidates.push_back(item(rng));
+  for (int t = 0; t < m.num_item_tables(); ++t) {
+    const int bag = m.catalog().lookups_per_item(t);
+    std::vector<int64_t> ids(static_cast<size_t>(n) * bag);
+    for (int j = 0; j < n; ++j) {
+      m.catalog().ItemSparseIds(f.candidates[j], t, ids.data() + j * bag);
+    }
+    f.ids.push_back(std::move(ids));
+  }
+  return fixtures.emplace(key, std::move(f)).first->second;
+}
+
+// The limit probe: sum rows at the given ids, prefetching 16 ahead.
+float Probe(const common::EmbeddingTable& table,
+            const std::vector<int64_t>& ids) {
+  const char* base = static_cast<const char*>(table.data);
+  const size_t stride = table.row_stride();
+  const int dim = table.dim;
+  __m256 acc = _mm256_setzero_ps();
+  const size_t n = ids.size();
+  for (size_t k = 0; k < n; ++k) {
+    if (k + 16 < n) {
+      const char* p = base + ids[k + 16] * stride;
+      for (size_t off = 0; off < stride; off += 64)
+        _mm_prefetch(p + off, _MM_HINT_T0);
+    }
+    const float* row = reinterpret_cast<const float*>(base + ids[k] * stride);
+    for (int j = 0; j + 8 <= dim; j += 8) {
+      acc = _mm256_add_ps(acc, _mm256_loadu_ps(row + j));
+    }
+  }
+  float out[8];
+  _mm256_storeu_ps(out, acc);
+  return out[0];
+}
+
+void BM_ItemModelVsRoofline(benchmark::State& state, const std::string& preset,
+                            LookupStrategy strategy) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& f = GetFixture(preset, n);
+  const auto runtime = f.core->runtime();
+  const common::Model& m = runtime->model();
+  const int item_in = m.dims().item_top_in, item_out = m.dims().item_out;
+  std::vector<float> v(static_cast<size_t>(n) * item_out);
+  std::vector<float> features(static_cast<size_t>(n) * item_in, 0.5f);
+  double item_s = 0, probe_s = 0, mlp_s = 0;
+  int64_t rows = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    if (!runtime->item_model()
+             .ComputeUncached(f.candidates.data(), n, strategy, v.data())
+             .ok()) {
+      state.SkipWithError("item model failed");
+      return;
+    }
+    auto t1 = Clock::now();
+    float sink = 0;
+    for (int t = 0; t < m.num_item_tables(); ++t) {
+      sink += Probe(m.item_table(t), f.ids[t]);
+      rows += static_cast<int64_t>(f.ids[t].size());
+    }
+    benchmark::DoNotOptimize(sink);
+    auto t2 = Clock::now();
+    if (m.item_top() != nullptr &&
+        !m.item_top()->Run(features.data(), n, v.data()).ok()) {
+      state.SkipWithError("item top failed");
+      return;
+    }
+    auto t3 = Clock::now();
+    item_s += std::chrono::duration<double>(t1 - t0).count();
+    probe_s += std::chrono::duration<double>(t2 - t1).count();
+    mlp_s += std::chrono::duration<double>(t3 - t2).count();
+  }
+  const double iters = static_cast<double>(state.iterations());
+  state.counters["item_ms"] = 1e3 * item_s / iters;
+  state.counters["probe_ms"] = 1e3 * probe_s / iters;
+  state.counters["mlp_ms"] = 1e3 * mlp_s / iters;
+  state.counters["probe_ns_per_row"] =
+      1e9 * probe_s / static_cast<double>(rows);
+  state.counters["vs_roofline"] = item_s / (probe_s + mlp_s);
+  state.counters["candidates_per_s"] = n * iters / item_s;
+}
+
+void Register() {
+  for (const char* preset : {"rm2", "rm3"}) {
+    for (auto [name, s] : {std::pair{"batch", LookupStrategy::kBatch},
+                           std::pair{"table", LookupStrategy::kTable}}) {
+      benchmark::RegisterBenchmark(
+          (std::string("item_model/") + preset + "/" + name).c_str(),
+          [preset = std::string(preset), s = s](benchmark::State& st) {
+            BM_ItemModelVsRoofline(st, preset, s);
+          })
+          ->Arg(64)
+          ->Arg(1024)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace duet::cloud
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  duet::cloud::Register();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
