@@ -4,9 +4,6 @@
 // a fresh ScoringSession stream that must still end OK; after the whole
 // table the server is SERVING, has nothing in flight and scores a valid
 // query. Every RPC has a deadline.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,10 +15,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "common/model.h"
 #include "common/test_util.h"
 #include "duet/v1/scoring.grpc.pb.h"
@@ -44,67 +39,6 @@ constexpr int kMaxMessageBytes = 8 << 20;  // duet-cloud's receive limit
 void SetDeadline(grpc::ClientContext* context, int seconds = 20) {
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::seconds(seconds));
-}
-
-// GET /metrics from 127.0.0.1:`port` (HTTP/1.0); the body, or "".
-std::string ScrapeMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-// Sum of the samples of `name` whose label set contains every `labels`
-// entry (`key="value"`); -1 if there is none.
-double MetricValue(const std::string& text, const std::string& name,
-                   const std::vector<std::string>& labels = {}) {
-  double sum = 0;
-  bool found = false;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name)) continue;
-    const absl::string_view rest = line.substr(name.size());
-    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
-    bool match = true;
-    for (const auto& l : labels) match = match && absl::StrContains(rest, l);
-    double v = 0;
-    if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) {
-      sum += v;
-      found = true;
-    }
-  }
-  return found ? sum : -1;
 }
 
 // The outcome of one case: a gRPC status, or a stream's QueryError turned
@@ -281,13 +215,15 @@ class CloudBadInputTest : public ::testing::Test {
     v1::GetItemEmbeddingsResponse response;
     return Of(stub_->GetItemEmbeddings(&context, r, &response));
   }
-  static std::string Metrics() { return ScrapeMetrics(metrics_port_); }
+  static std::string Metrics() {
+    return test::HttpGet(metrics_port_, "/metrics");
+  }
   // Polls until duet_inflight_queries is 0 (bounded); its last value.
   static double WaitInflightZero() {
     double v = -1;
     const absl::Time give_up = absl::Now() + absl::Seconds(10);
     do {
-      v = MetricValue(Metrics(), "duet_inflight_queries");
+      v = test::MetricValue(Metrics(), "duet_inflight_queries");
       if (v == 0) break;
       absl::SleepFor(absl::Milliseconds(20));
     } while (absl::Now() < give_up);
@@ -531,16 +467,16 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
        }},
       {"session: client cancels the call with a query open", C::CANCELLED, "",
        [&] {
-         const double cancelled_before =
-             MetricValue(Metrics(), "duet_queries_total",
-                         {"rpc=\"ScoringSession\"", "code=\"CANCELLED\""});
+         const double cancelled_before = test::MetricValue(
+             Metrics(), "duet_queries_total",
+             {"rpc=\"ScoringSession\"", "code=\"CANCELLED\""});
          grpc::ClientContext context;
          SetDeadline(&context);
          auto stream = stub_->ScoringSession(&context);
          EXPECT_TRUE(stream->Write(Begin(4, ids, 2)));
          // The query is admitted once the server counts it in flight.
          const absl::Time give_up = absl::Now() + absl::Seconds(10);
-         while (MetricValue(Metrics(), "duet_inflight_queries") < 1 &&
+         while (test::MetricValue(Metrics(), "duet_inflight_queries") < 1 &&
                 absl::Now() < give_up) {
            absl::SleepFor(absl::Milliseconds(10));
          }
@@ -549,9 +485,9 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
          EXPECT_EQ(WaitInflightZero(), 0);
          // The server ended the open query itself (CANCELLED), not by its
          // deadline.
-         const double cancelled_after =
-             MetricValue(Metrics(), "duet_queries_total",
-                         {"rpc=\"ScoringSession\"", "code=\"CANCELLED\""});
+         const double cancelled_after = test::MetricValue(
+             Metrics(), "duet_queries_total",
+             {"rpc=\"ScoringSession\"", "code=\"CANCELLED\""});
          EXPECT_EQ(cancelled_after - std::max(cancelled_before, 0.0), 1);
          return outcome;
        }},

@@ -8,10 +8,7 @@
 // v2. Then a corrupted v3 (one byte flipped in cloud.safetensors) is refused
 // and v2 keeps serving. A second test reloads on SIGHUP with polling off.
 // Every RPC has a deadline; every wait is bounded.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,9 +22,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/model.h"
 #include "common/model_config.h"
@@ -53,67 +48,6 @@ constexpr int kTopK = 5;
 
 std::chrono::system_clock::time_point In(int seconds) {
   return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
-}
-
-// GET /metrics from 127.0.0.1:`port` (HTTP/1.0); the body, or "".
-std::string ScrapeMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-// Sum of the samples of `name` whose labels contain every `labels` entry
-// (`key="value"`); -1 if there is none.
-double MetricValue(const std::string& text, const std::string& name,
-                   const std::vector<std::string>& labels = {}) {
-  double sum = 0;
-  bool found = false;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name)) continue;
-    const absl::string_view rest = line.substr(name.size());
-    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
-    bool match = true;
-    for (const auto& l : labels) match = match && absl::StrContains(rest, l);
-    double v = 0;
-    if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) {
-      sum += v;
-      found = true;
-    }
-  }
-  return found ? sum : -1;
 }
 
 // A generated model version: its directory, loaded copy, and the reference
@@ -196,14 +130,16 @@ struct Server {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::ScoringService::Stub> stub;
 
-  std::string Metrics() const { return ScrapeMetrics(metrics_port); }
+  std::string Metrics() const {
+    return test::HttpGet(metrics_port, "/metrics");
+  }
   // Polls until the metric matches `labels` with value `want` (bounded).
   bool WaitMetric(const std::string& name,
                   const std::vector<std::string>& labels, double want,
                   absl::Duration timeout = absl::Seconds(60)) const {
     const absl::Time give_up = absl::Now() + timeout;
     while (absl::Now() < give_up) {
-      if (MetricValue(Metrics(), name, labels) == want) return true;
+      if (test::MetricValue(Metrics(), name, labels) == want) return true;
       absl::SleepFor(absl::Milliseconds(20));
     }
     return false;
@@ -305,8 +241,9 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   ASSERT_NE(v1->model->config().signature(), v2->model->config().signature());
   auto server = StartServer(*v1, {"--reload_poll_ms=100"});
   ASSERT_NE(server, nullptr);
-  EXPECT_EQ(
-      MetricValue(server->Metrics(), "duet_model_info", {"version=\"1\""}), 1);
+  EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_info",
+                              {"version=\"1\""}),
+            1);
 
   std::atomic<bool> stop{false};
   std::atomic<const Version*> current{v1.get()};  // what clients send
@@ -388,13 +325,15 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   ASSERT_TRUE(
       server->WaitMetric("duet_model_reloads_total", {"result=\"ok\""}, 1))
       << server->process->ReadLog();
-  EXPECT_EQ(MetricValue(server->Metrics(), "duet_model_info",
+  EXPECT_EQ(
+      test::MetricValue(server->Metrics(), "duet_model_info",
                         {"version=\"2\"",
                          absl::StrCat("signature=\"",
                                       v2->model->config().signature(), "\"")}),
-            1);
-  EXPECT_EQ(
-      MetricValue(server->Metrics(), "duet_model_info", {"version=\"1\""}), -1);
+      1);
+  EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_info",
+                              {"version=\"1\""}),
+            -1);
   // A v1 vector now gets FAILED_PRECONDITION naming both versions.
   {
     v1::ScoreResponse response;
@@ -424,11 +363,12 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   EXPECT_THAT(log, HasSubstr("model reloaded: now serving rm2 v2"));
   EXPECT_THAT(log, HasSubstr("FAILED, still serving rm2 v2"));
   EXPECT_THAT(log, HasSubstr("cloud.safetensors has SHA-256"));
-  EXPECT_EQ(MetricValue(server->Metrics(), "duet_model_reloads_total",
-                        {"result=\"ok\""}),
+  EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_reloads_total",
+                              {"result=\"ok\""}),
             1);
-  EXPECT_EQ(
-      MetricValue(server->Metrics(), "duet_model_info", {"version=\"2\""}), 1);
+  EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_info",
+                              {"version=\"2\""}),
+            1);
   v1::ScoreResponse response;
   EXPECT_TRUE(server->Score(*v2, &response).ok());
   EXPECT_EQ(not_serving.load(), 0) << "of " << health_checks.load();

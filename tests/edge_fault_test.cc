@@ -10,10 +10,7 @@
 //   - a truncated or corrupted weight file stops duet-edge and duet-cloud at
 //     start with exit code 1, naming the file and the size / SHA-256
 //     mismatch.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -26,7 +23,6 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/reference_model.h"
 #include "common/top_k.h"
@@ -37,46 +33,6 @@ namespace duet {
 namespace {
 
 using testing::HasSubstr;
-
-// GET `path` from 127.0.0.1:`port` (HTTP/1.0); the body, or "" on failure.
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
 
 class EdgeFaultTest : public test::EdgeProcessTest {
  protected:
@@ -303,7 +259,7 @@ TEST_F(EdgeFaultTest, SigtermDrainsAnInFlightRecommend) {
   const absl::Time until = absl::Now() + absl::Seconds(10);
   bool in_flight = false;
   while (!in_flight && absl::Now() < until) {
-    in_flight = absl::StrContains(HttpGet(metrics_port, "/metrics"),
+    in_flight = absl::StrContains(test::HttpGet(metrics_port, "/metrics"),
                                   "duet_inflight_queries{side=\"edge\"} 1");
     if (!in_flight) absl::SleepFor(absl::Milliseconds(10));
   }

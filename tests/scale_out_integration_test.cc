@@ -7,9 +7,6 @@
 // of two duet-cloud processes; both clouds answer queries (their /metrics),
 // and with --cloud_stream_max_age_s 1 (and the clouds' GOAWAY every second)
 // streams rotate under load with every Recommend succeeding.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,9 +20,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -318,68 +313,10 @@ TEST(GrpcCloudClientTest, RotationReachesAReplicaStartedLater) {
 
 // --- Processes: duet-edge in front of two duet-cloud -----------------------
 
-// GET `path` from 127.0.0.1:`port` (HTTP/1.0); the body, or "" on failure.
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  // Reads up to the end of the body (the exposer may keep the socket open).
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-// Sum of the samples of `name` whose labels include every `labels` pair
-// (given as `key="value"`), in Prometheus text format.
-double MetricSum(const std::string& text, const std::string& name,
-                 const std::vector<std::string>& labels) {
-  double sum = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name)) continue;
-    const absl::string_view rest = line.substr(name.size());
-    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
-    bool match = true;
-    for (const std::string& label : labels) {
-      match = match && absl::StrContains(rest, label);
-    }
-    double value = 0;
-    const size_t space = line.rfind(' ');
-    if (match && space != absl::string_view::npos &&
-        absl::SimpleAtod(line.substr(space + 1), &value)) {
-      sum += value;
-    }
-  }
-  return sum;
+// Like MetricValue, but 0 when the metric has no sample yet.
+double MetricSumOrZero(const std::string& text, const std::string& name,
+                       const std::vector<std::string>& labels) {
+  return std::max(0.0, test::MetricValue(text, name, labels));
 }
 
 class EdgeScaleOutIntegrationTest : public testing::Test {
@@ -473,12 +410,14 @@ class EdgeScaleOutIntegrationTest : public testing::Test {
 
   double EdgeMetric(const std::string& name,
                     const std::vector<std::string>& labels) {
-    return MetricSum(HttpGet(edge_metrics_port_, "/metrics"), name, labels);
+    return MetricSumOrZero(test::HttpGet(edge_metrics_port_, "/metrics"), name,
+                           labels);
   }
   // Session queries the cloud answered OK.
   double CloudQueries(int i) {
-    return MetricSum(
-        HttpGet(cloud_metrics_ports_[i], "/metrics"), "duet_queries_total",
+    return MetricSumOrZero(
+        test::HttpGet(cloud_metrics_ports_[i], "/metrics"),
+        "duet_queries_total",
         {"side=\"cloud\"", "rpc=\"ScoringSession\"", "code=\"OK\""});
   }
 

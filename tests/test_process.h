@@ -67,6 +67,15 @@ absl::Status WaitForHealthy(const std::string& target, absl::Duration timeout,
 // e.g. BinaryPath("cloud/duet-cloud").
 std::string BinaryPath(const std::string& relative);
 
+// GET `path` from 127.0.0.1:`port` over HTTP/1.0 (a /metrics endpoint); the
+// body, or "" on any failure.
+std::string HttpGet(int port, const std::string& path);
+
+// Sum of the samples of metric `name` in Prometheus text `text` whose label
+// set contains every entry of `labels` (each `key="value"`); -1 if none.
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& labels = {});
+
 }  // namespace duet::test
 
 #endif  // DUET_TESTS_TEST_PROCESS_H_
