@@ -124,17 +124,16 @@ TEST(Fp32MlpTest, OwnsItsWeights) {
   EXPECT_THAT(out, Pointwise(Fp32Close(1e-5f), ref));
 }
 
-TEST(Fp32MlpTest, ConcurrentRunsGiveIdenticalResults) {
-  const Fp32Weights w({64, 128, 32}, 3);
-  auto mlp = Fp32Mlp::Create(w.layers, Activation::kSigmoid);
-  ASSERT_TRUE(mlp.ok()) << mlp.status();
-  const std::vector<int64_t> ms = {1, 7, 40, 129};
+// Runs `mlp` from 4 threads, 50 times each, over inputs of the given row
+// counts: every output must equal the single-threaded result bit for bit.
+template <typename Mlp>
+void ExpectConcurrentRunsMatch(const Mlp& mlp, int in, int out_dim,
+                               const std::vector<int64_t>& ms) {
   std::vector<std::vector<float>> inputs, expected;
   for (int64_t m : ms) {
-    inputs.push_back(RandomInput(m * 64, m));
-    expected.emplace_back(m * 32);
-    ASSERT_TRUE(
-        (*mlp)->Run(inputs.back().data(), m, expected.back().data()).ok());
+    inputs.push_back(RandomInput(m * in, m));
+    expected.emplace_back(m * out_dim);
+    ASSERT_TRUE(mlp.Run(inputs.back().data(), m, expected.back().data()).ok());
   }
   std::vector<int> mismatches(4, 0);
   std::vector<std::thread> threads;
@@ -142,8 +141,8 @@ TEST(Fp32MlpTest, ConcurrentRunsGiveIdenticalResults) {
     threads.emplace_back([&, t] {
       for (int iter = 0; iter < 50; ++iter) {
         const size_t i = (t + iter) % ms.size();
-        std::vector<float> out(ms[i] * 32);
-        if (!(*mlp)->Run(inputs[i].data(), ms[i], out.data()).ok() ||
+        std::vector<float> out(ms[i] * out_dim);
+        if (!mlp.Run(inputs[i].data(), ms[i], out.data()).ok() ||
             out != expected[i]) {
           ++mismatches[t];
         }
@@ -152,6 +151,13 @@ TEST(Fp32MlpTest, ConcurrentRunsGiveIdenticalResults) {
   }
   for (auto& th : threads) th.join();
   EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+}
+
+TEST(Fp32MlpTest, ConcurrentRunsGiveIdenticalResults) {
+  const Fp32Weights w({64, 128, 32}, 3);
+  auto mlp = Fp32Mlp::Create(w.layers, Activation::kSigmoid);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  ExpectConcurrentRunsMatch(**mlp, 64, 32, {1, 7, 40, 129});
 }
 
 TEST(Fp32MlpTest, CreateRejectsBadShapes) {
@@ -343,30 +349,7 @@ TEST(Int8MlpTest, ConcurrentRunsGiveIdenticalResults) {
       QuantizeMlp(w.layers, Activation::kRelu, calib.data(), 64);
   auto mlp = Int8Mlp::Create(params.Views(), Activation::kRelu);
   ASSERT_TRUE(mlp.ok()) << mlp.status();
-  const std::vector<int64_t> ms = {1, 5, 64, 100};
-  std::vector<std::vector<float>> inputs, expected;
-  for (int64_t m : ms) {
-    inputs.push_back(RandomInput(m * 96, m));
-    expected.emplace_back(m * 16);
-    ASSERT_TRUE(
-        (*mlp)->Run(inputs.back().data(), m, expected.back().data()).ok());
-  }
-  std::vector<int> mismatches(4, 0);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] {
-      for (int iter = 0; iter < 50; ++iter) {
-        const size_t i = (t + iter) % ms.size();
-        std::vector<float> out(ms[i] * 16);
-        if (!(*mlp)->Run(inputs[i].data(), ms[i], out.data()).ok() ||
-            out != expected[i]) {
-          ++mismatches[t];
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+  ExpectConcurrentRunsMatch(**mlp, 96, 16, {1, 5, 64, 100});
 }
 
 TEST(Int8MlpTest, CreateRejectsBadParameters) {
