@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -284,9 +285,14 @@ absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
         "user_vector.int8_data has %d values, model %s expects %d",
         uv.int8_data().size(), common::ModelLabel(c), expected));
   }
-  if (!std::isfinite(uv.scale()) || uv.scale() <= 0) {
+  // |int8 - zero_point| <= 255, so this bound keeps every dequantized value
+  // finite.
+  constexpr float kMaxScale = std::numeric_limits<float>::max() / 256;
+  if (!std::isfinite(uv.scale()) || uv.scale() <= 0 || uv.scale() > kMaxScale) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "user_vector.scale is %f, must be finite and positive", uv.scale()));
+        "user_vector.scale is %g, must be positive and at most %g (so every "
+        "dequantized value is finite)",
+        uv.scale(), kMaxScale));
   }
   if (uv.zero_point() < -128 || uv.zero_point() > 127) {
     return absl::InvalidArgumentError(
@@ -416,6 +422,7 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
       !s.ok()) {
     return s;
   }
+  RETURN_IF_ERROR(common::CheckFiniteScores(q->candidates.data(), ctr, n));
   const std::vector<common::Scored> top =
       common::TopK(q->candidates.data(), ctr, n, q->top_k);
   duet::v1::Scores scores;
@@ -604,6 +611,10 @@ void ScoringCore::MonolithicScore(
           {
             common::ScopedCpuAccount cpu(&cpu_ns);
             s = rt->monolithic()->Score(user, candidates, ctr.data());
+          }
+          if (s.ok()) {
+            s = common::CheckFiniteScores(candidates.data(), ctr.data(),
+                                          static_cast<int>(candidates.size()));
           }
           if (s.ok() && options_.energy != nullptr) {
             options_.energy->ObserveQuery(cpu_ns.load() * 1e-9, 0);

@@ -449,6 +449,12 @@ TEST(ScoringCoreTest, BadUserVectorsGetPreciseErrors) {
   scale.set_scale(std::nanf(""));
   cases.push_back(
       {scale, absl::StatusCode::kInvalidArgument, "user_vector.scale is nan"});
+  // 127 * 1.7e38 overflows float32 (found by cloud_request_fuzzer).
+  auto huge = scale;
+  huge.set_scale(1.70141183e+38f);
+  cases.push_back({huge, absl::StatusCode::kInvalidArgument,
+                   "user_vector.scale is 1.70141e+38, must be positive and at "
+                   "most"});
   auto zp = Fp32Vector(m, {});
   zp.set_int8_data(std::string(n, '\1'));
   zp.set_scale(0.1f);
@@ -459,6 +465,64 @@ TEST(ScoringCoreTest, BadUserVectorsGetPreciseErrors) {
     auto result = RunQuery(*core, Begin(Candidates(m, 4, 1), 2), c.uv);
     EXPECT_EQ(result.status().code(), c.code) << c.message;
     EXPECT_THAT(result.status().message(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(core->inflight(), 0);
+}
+
+// Finite inputs at the edge of float32 overflow inside the MLPs. Whatever
+// strategy runs, the reply is a precise error or CTRs in [0, 1], never a
+// ranking built on NaN.
+void ExpectErrorOrSaneCtrs(
+    const absl::Status& status,
+    const google::protobuf::RepeatedPtrField<duet::v1::ScoredItem>& items) {
+  if (!status.ok()) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr("the inputs overflow float32"));
+    return;
+  }
+  for (const auto& item : items) {
+    EXPECT_TRUE(item.ctr() >= 0 && item.ctr() <= 1) << item.ctr();
+  }
+}
+
+TEST(ScoringCoreTest, ExtremeInputsNeverRankOnNaN) {
+  auto core = MakeCore("tiny", FastOptions());
+  const common::Model& m = core->model();
+  for (const float magnitude : {3e38f, 1e30f, 1e20f}) {
+    std::vector<float> u(m.dims().user_out);
+    for (size_t i = 0; i < u.size(); ++i) u[i] = i % 2 ? -magnitude : magnitude;
+    for (const UserStrategy strategy :
+         {UserStrategy::kLoad, UserStrategy::kRecompute}) {
+      ScoringCoreOptions o = FastOptions();
+      o.force_user = strategy;
+      auto pinned = MakeCore("tiny", o);
+      auto result =
+          RunQuery(*pinned, Begin(Candidates(m, 8, 1), 8), Fp32Vector(m, u));
+      ExpectErrorOrSaneCtrs(result.status(), result.ok()
+                                                 ? result->items()
+                                                 : duet::v1::Scores().items());
+      EXPECT_EQ(pinned->inflight(), 0);
+    }
+    duet::v1::MonolithicScoreRequest req;
+    for (int i = 0; i < m.dims().static_in; ++i) {
+      req.add_static_features(magnitude);
+    }
+    for (int i = 0; i < m.dims().dynamic_in; ++i) {
+      req.add_dynamic_features(i % 2 ? -magnitude : magnitude);
+    }
+    for (int64_t id : Candidates(m, 8, 2)) req.add_candidate_ids(id);
+    req.set_top_k(8);
+    absl::Notification done;
+    absl::StatusOr<duet::v1::ScoreResponse> result;
+    core->MonolithicScore(req, absl::InfiniteFuture(),
+                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
+                            result = std::move(r);
+                            done.Notify();
+                          });
+    done.WaitForNotification();
+    ExpectErrorOrSaneCtrs(
+        result.status(),
+        result.ok() ? result->items() : duet::v1::ScoreResponse().items());
   }
   EXPECT_EQ(core->inflight(), 0);
 }

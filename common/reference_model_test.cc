@@ -253,5 +253,18 @@ TEST(TopKTest, OrdersByCtrThenCandidateOrder) {
   EXPECT_EQ(TopK(ids, ctr, 4, 10).size(), 4u);
 }
 
+TEST(TopKTest, CheckFiniteScoresNamesFirstNonFiniteCandidate) {
+  const int64_t ids[] = {10, 11, 12, 13};
+  const float ok[] = {0.f, 1.f, 0.5f, 1e-30f};
+  EXPECT_TRUE(CheckFiniteScores(ids, ok, 4).ok());
+  const float bad[] = {0.2f, 0.3f, std::nanf(""), INFINITY};
+  const absl::Status s = CheckFiniteScores(ids, bad, 4);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              HasSubstr("the CTR of candidate 2 (item 12) is nan: the inputs "
+                        "overflow float32"));
+  EXPECT_TRUE(CheckFiniteScores(ids, bad, 2).ok());
+}
+
 }  // namespace
 }  // namespace duet::common

@@ -4,8 +4,12 @@
 #define DUET_COMMON_TOP_K_H_
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 
 namespace duet::common {
 
@@ -29,6 +33,24 @@ inline std::vector<Scored> TopK(const int64_t* ids, const float* ctr, int n,
   out.reserve(k);
   for (int i = 0; i < k; ++i) out.push_back({ids[order[i]], ctr[order[i]]});
   return out;
+}
+
+// INVALID_ARGUMENT naming the first candidate whose CTR is not finite. The
+// model files are verified at load, so a NaN score means finite inputs so
+// large that a layer overflowed float32; the caller gets an error rather
+// than a ranking built on NaN.
+inline absl::Status CheckFiniteScores(const int64_t* ids, const float* ctr,
+                                      int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(ctr[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the CTR of candidate %d (item %d) is %f: the inputs overflow "
+          "float32 in the model's layers; send values of the magnitude the "
+          "model was trained on",
+          i, ids[i], ctr[i]));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace duet::common

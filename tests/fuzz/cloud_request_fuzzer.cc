@@ -33,6 +33,7 @@
 #include "common/model.h"
 #include "common/model_generator.h"
 #include "common/presets.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
@@ -41,25 +42,21 @@ using duet::cloud::ScoringCore;
 constexpr int kMaxCandidates = 64;
 constexpr absl::Duration kHang = absl::Seconds(20);
 
-void Check(bool condition) {
-  if (!condition) __builtin_trap();
-}
-
 // The core, built on the first call over tiny generated into /tmp.
 ScoringCore& Core() {
   static ScoringCore* core = [] {
     const std::string dir =
         "/tmp/duet_cloud_request_fuzz_" + std::to_string(::getpid());
     auto config = duet::common::PresetConfig("tiny", 1.0);
-    Check(config.ok());
+    FUZZ_CHECK(config.ok());
     duet::common::GenerateOptions go;
     go.out_dir = dir;
     go.calibration_samples = 64;
-    Check(duet::common::GenerateModel(*config, go, nullptr).ok());
+    FUZZ_CHECK(duet::common::GenerateModel(*config, go, nullptr).ok());
     duet::common::LoadOptions lo;
     lo.parts.user_tables = true;
     auto model = duet::common::Model::Load(dir, lo);
-    Check(model.ok());
+    FUZZ_CHECK(model.ok());
     duet::cloud::ScoringCoreOptions o;
     o.workers = 2;
     o.max_inflight = 64;
@@ -68,7 +65,7 @@ ScoringCore& Core() {
     o.item_cache_entries = 256;
     o.calibration_budget = absl::Milliseconds(50);
     auto created = ScoringCore::Create(*std::move(model), o);
-    Check(created.ok());
+    FUZZ_CHECK(created.ok());
     // The mapped files stay valid after the directory is gone.
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
@@ -86,15 +83,15 @@ void CheckItems(
     const google::protobuf::RepeatedPtrField<duet::v1::ScoredItem>& items,
     int top_k) {
   const int64_t num_items = Core().model().catalog().num_items();
-  Check(items.size() == top_k);
+  FUZZ_CHECK(items.size() == top_k);
   for (const auto& item : items) {
-    Check(std::isfinite(item.ctr()) && item.ctr() >= 0 && item.ctr() <= 1);
-    Check(item.item_id() >= 0 && item.item_id() < num_items);
+    FUZZ_CHECK(std::isfinite(item.ctr()) && item.ctr() >= 0 && item.ctr() <= 1);
+    FUZZ_CHECK(item.item_id() >= 0 && item.item_id() < num_items);
   }
 }
 
 void CheckError(const absl::Status& s) {
-  Check(!s.ok() && !s.message().empty());
+  FUZZ_CHECK(!s.ok() && !s.message().empty());
 }
 
 void RunSession(const uint8_t* data, size_t size, bool stamp) {
@@ -123,7 +120,7 @@ void RunSession(const uint8_t* data, size_t size, bool stamp) {
     mux.CancelAll();
     const absl::Time give_up = absl::Now() + kHang;
     while (mux.open_queries() > 0) {
-      Check(absl::Now() < give_up);
+      FUZZ_CHECK(absl::Now() < give_up);
       absl::SleepFor(absl::Microseconds(50));
     }
   }
@@ -132,13 +129,14 @@ void RunSession(const uint8_t* data, size_t size, bool stamp) {
   for (const auto& r : responses) {
     if (r.has_scores()) {
       for (const auto& item : r.scores().items()) {
-        Check(std::isfinite(item.ctr()) && item.ctr() >= 0 && item.ctr() <= 1);
-        Check(item.item_id() >= 0 && item.item_id() < num_items);
+        FUZZ_CHECK(std::isfinite(item.ctr()) && item.ctr() >= 0 &&
+                   item.ctr() <= 1);
+        FUZZ_CHECK(item.item_id() >= 0 && item.item_id() < num_items);
       }
-      Check(r.scores().items_size() >= 1);
+      FUZZ_CHECK(r.scores().items_size() >= 1);
     } else {
-      Check(r.has_error() && r.error().code() != 0 &&
-            !r.error().message().empty());
+      FUZZ_CHECK(r.has_error() && r.error().code() != 0 &&
+                 !r.error().message().empty());
     }
   }
 }
@@ -170,13 +168,14 @@ void RunScore(const uint8_t* data, size_t size, bool stamp) {
     return;
   }
   core.ProvideUserVector(*query, request.user_vector());
-  Check(done.WaitForNotificationWithTimeout(kHang));
+  FUZZ_CHECK(done.WaitForNotificationWithTimeout(kHang));
   if (!result.ok()) {
     CheckError(result.status());
     return;
   }
   CheckItems(result->items(), request.top_k());
-  Check(result->relay_size() == std::min(request.relay_top(), request.top_k()));
+  FUZZ_CHECK(result->relay_size() ==
+             std::min(request.relay_top(), request.top_k()));
 }
 
 void RunMonolithic(const uint8_t* data, size_t size) {
@@ -189,7 +188,7 @@ void RunMonolithic(const uint8_t* data, size_t size) {
                            result = std::move(r);
                            done.Notify();
                          });
-  Check(done.WaitForNotificationWithTimeout(kHang));
+  FUZZ_CHECK(done.WaitForNotificationWithTimeout(kHang));
   if (!result.ok()) {
     CheckError(result.status());
     return;
@@ -208,15 +207,15 @@ void RunEmbeddings(const uint8_t* data, size_t size) {
         result = std::move(r);
         done.Notify();
       });
-  Check(done.WaitForNotificationWithTimeout(kHang));
+  FUZZ_CHECK(done.WaitForNotificationWithTimeout(kHang));
   if (!result.ok()) {
     CheckError(result.status());
     return;
   }
   const duet::v1::ModelConfig& c = Core().model().config();
-  Check(result->items_size() == request.item_ids_size());
+  FUZZ_CHECK(result->items_size() == request.item_ids_size());
   for (const auto& item : result->items()) {
-    Check(item.rows_size() == c.user_tables_size() * c.embedding_dim());
+    FUZZ_CHECK(item.rows_size() == c.user_tables_size() * c.embedding_dim());
   }
 }
 
@@ -245,7 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Every admitted request has ended (and released its slot).
   const absl::Time give_up = absl::Now() + kHang;
   while (Core().inflight() > 0) {
-    Check(absl::Now() < give_up);
+    FUZZ_CHECK(absl::Now() < give_up);
     absl::SleepFor(absl::Microseconds(50));
   }
   return 0;

@@ -31,6 +31,7 @@
 #include "edge/state_store.h"
 #include "edge/user_model.h"
 #include "edge/user_state.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
@@ -38,12 +39,9 @@ using duet::edge::Recommender;
 
 constexpr int kMaxCandidates = 64;
 
-void Check(bool condition) {
-  if (!condition) __builtin_trap();
-}
-
 void CheckInvalidArgument(const absl::Status& s) {
-  Check(s.code() == absl::StatusCode::kInvalidArgument && !s.message().empty());
+  FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument &&
+             !s.message().empty());
 }
 
 struct Edge {
@@ -68,15 +66,15 @@ Edge& TheEdge() {
     auto* e = new Edge;
     const std::string model_dir = ScratchDir("model");
     auto config = duet::common::PresetConfig("tiny", 1.0);
-    Check(config.ok());
+    FUZZ_CHECK(config.ok());
     duet::common::GenerateOptions go;
     go.out_dir = model_dir;
     go.calibration_samples = 64;
-    Check(duet::common::GenerateModel(*config, go, nullptr).ok());
+    FUZZ_CHECK(duet::common::GenerateModel(*config, go, nullptr).ok());
     duet::common::LoadOptions lo;
     lo.parts.user_tables = true;
     auto model = duet::common::Model::Load(model_dir, lo);
-    Check(model.ok());
+    FUZZ_CHECK(model.ok());
     e->model = *std::move(model);
     // The mapped files stay valid after the directory is gone.
     std::error_code ignored;
@@ -86,12 +84,12 @@ Edge& TheEdge() {
         std::make_unique<duet::edge::internal::FakeCloud>(e->model.get());
     auto user_model =
         duet::edge::UserModel::Create(e->model.get(), {});  // int8
-    Check(user_model.ok());
+    FUZZ_CHECK(user_model.ok());
     e->user_model = *std::move(user_model);
     duet::edge::UserState::Options so;
     so.executor = [](std::function<void()> fn) { fn(); };
     auto state = duet::edge::UserState::Create(e->model.get(), std::move(so));
-    Check(state.ok());
+    FUZZ_CHECK(state.ok());
     e->state = *std::move(state);
     duet::edge::StateStore::Options store;
     store.dir = ScratchDir("state");
@@ -99,7 +97,7 @@ Edge& TheEdge() {
     store.snapshot_every = 64;
     auto opened =
         duet::edge::StateStore::Open(store, *e->model, e->state.get());
-    Check(opened.ok());
+    FUZZ_CHECK(opened.ok());
     e->store = *std::move(opened);
     Recommender::Hooks hooks;
     hooks.store = e->store.get();
@@ -127,12 +125,12 @@ void RunRecommend(Edge& e, const uint8_t* data, size_t size) {
     CheckInvalidArgument(result.status());
     return;
   }
-  Check(result->items_size() == request.top_k());
+  FUZZ_CHECK(result->items_size() == request.top_k());
   const absl::flat_hash_set<int64_t> candidates(request.candidate_ids().begin(),
                                                 request.candidate_ids().end());
   for (const auto& item : result->items()) {
-    Check(candidates.contains(item.item_id()));
-    Check(std::isfinite(item.ctr()) && item.ctr() >= 0 && item.ctr() <= 1);
+    FUZZ_CHECK(candidates.contains(item.item_id()));
+    FUZZ_CHECK(std::isfinite(item.ctr()) && item.ctr() >= 0 && item.ctr() <= 1);
   }
 }
 
@@ -143,10 +141,10 @@ void RunRecordInteraction(Edge& e, const uint8_t* data, size_t size) {
   auto result = e.recommender->RecordInteraction(request, Deadline());
   if (!result.ok()) {
     CheckInvalidArgument(result.status());
-    Check(e.state->Info().interactions_total == before);
+    FUZZ_CHECK(e.state->Info().interactions_total == before);
     return;
   }
-  Check(result->sequence() == before + 1);
+  FUZZ_CHECK(result->sequence() == before + 1);
 }
 
 void RunUpdateProfile(Edge& e, const uint8_t* data, size_t size) {
@@ -156,12 +154,12 @@ void RunUpdateProfile(Edge& e, const uint8_t* data, size_t size) {
   auto result = e.recommender->UpdateProfile(request);
   if (!result.ok()) {
     CheckInvalidArgument(result.status());
-    Check(e.state->profile_version() == before);
+    FUZZ_CHECK(e.state->profile_version() == before);
     return;
   }
-  Check(result->profile_version() == before + 1);
+  FUZZ_CHECK(result->profile_version() == before + 1);
   // The inline executor recomputed the memo already.
-  Check(e.state->memo().Current()->version == before + 1);
+  FUZZ_CHECK(e.state->memo().Current()->version == before + 1);
 }
 
 }  // namespace

@@ -6,14 +6,15 @@
 
 #include "common/catalog.h"
 #include "common/model_config.h"
+#include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto config = duet::common::ParseConfig(text, "fuzz.pbtxt");
   if (!config.ok()) return 0;
   const duet::common::ModelDims d = duet::common::ComputeDims(*config);
-  if (d.user_top_in <= 0 || d.combined_in <= 0) __builtin_trap();
-  if (duet::common::ScratchpadBytes(*config) <= 0) __builtin_trap();
+  FUZZ_CHECK(d.user_top_in > 0 && d.combined_in > 0);
+  FUZZ_CHECK(duet::common::ScratchpadBytes(*config) > 0);
   for (const char* file :
        {"edge.safetensors", "cloud.safetensors", "user_tables.safetensors"}) {
     (void)duet::common::ExpectedTensors(*config, file);
@@ -24,9 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (catalog.lookups_per_item(t) <= 16) catalog.ItemSparseIds(0, t, ids);
   }
   for (int t = 0; t < config->user_tables_size(); ++t) {
-    if (catalog.HistoryKey(0, t) >= config->user_tables(t).rows()) {
-      __builtin_trap();
-    }
+    FUZZ_CHECK(catalog.HistoryKey(0, t) < config->user_tables(t).rows());
   }
   return 0;
 }
