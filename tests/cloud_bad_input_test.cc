@@ -398,14 +398,15 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
               }))});
        }},
       {"user vector: int8 scale 0", C::INVALID_ARGUMENT,
-       "user_vector.scale is 0.000000, must be finite and positive",
+       "user_vector.scale is 0, must be positive and at most 1.32923e+36 (so "
+       "every dequantized value is finite)",
        [&] {
          v1::UserVector uv = Int8Vector(2);
          uv.set_scale(0);
          return Stream({Begin(2, ids, 2), User(uv)});
        }},
       {"user vector: int8 scale negative", C::INVALID_ARGUMENT,
-       "user_vector.scale is -1.000000",
+       "user_vector.scale is -1, must be positive",
        [&] {
          v1::UserVector uv = Int8Vector(2);
          uv.set_scale(-1);
@@ -416,6 +417,14 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
        [&] {
          v1::UserVector uv = Int8Vector(2);
          uv.set_scale(nan);
+         return Stream({Begin(2, ids, 2), User(uv)});
+       }},
+      {"user vector: int8 scale overflows float32", C::INVALID_ARGUMENT,
+       "user_vector.scale is 1.70141e+38, must be positive and at most "
+       "1.32923e+36",
+       [&] {
+         v1::UserVector uv = Int8Vector(2);
+         uv.set_scale(1.70141183e+38f);
          return Stream({Begin(2, ids, 2), User(uv)});
        }},
       {"user vector: int8 zero_point out of range", C::INVALID_ARGUMENT,
