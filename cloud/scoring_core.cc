@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -292,7 +291,7 @@ absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
     return absl::InvalidArgumentError(absl::StrFormat(
         "user_vector.scale is %g, must be positive and at most %g (so every "
         "dequantized value is finite)",
-        uv.scale(), kMaxScale));
+        uv.scale(), common::kMaxAffineScale));
   }
   if (uv.zero_point() < -128 || uv.zero_point() > 127) {
     return absl::InvalidArgumentError(

@@ -3,6 +3,7 @@
 #define DUET_COMMON_QUANTIZE_H_
 
 #include <cstdint>
+#include <limits>
 
 namespace duet::common {
 
@@ -10,6 +11,11 @@ struct AffineParams {
   float scale = 1.0f;
   int32_t zero_point = 0;
 };
+
+// The largest scale whose dequantized values stay finite (|q - zero_point|
+// <= 255). Senders fail rather than emit a larger one; receivers reject it.
+inline constexpr float kMaxAffineScale =
+    std::numeric_limits<float>::max() / 256;
 
 // Chooses scale and zero point so [min(x, 0), max(x, 0)] maps onto
 // [-128, 127], then q[i] = clamp(round(x[i] / scale) + zero_point).

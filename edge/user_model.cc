@@ -1,6 +1,8 @@
 #include "edge/user_model.h"
 
+#include <cmath>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_format.h"
 #include "common/model_config.h"
@@ -28,6 +30,17 @@ absl::StatusOr<std::unique_ptr<UserModel>> UserModel::Create(
   return std::unique_ptr<UserModel>(new UserModel(model, options));
 }
 
+namespace {
+
+absl::Status OverflowError(const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "the user vector overflows float32 (%s): the request's features are "
+      "far outside the range the model was trained on",
+      what));
+}
+
+}  // namespace
+
 absl::Status UserModel::Run(const float* z_s, const float* c,
                             const float* pooled, Output* out) const {
   const common::ModelDims& d = model_->dims();
@@ -46,6 +59,15 @@ absl::Status UserModel::Run(const float* z_s, const float* c,
     RETURN_IF_ERROR(model_->user_top_int8().Run(x.data(), 1, out->u.data()));
   } else {
     RETURN_IF_ERROR(model_->user_top().Run(x.data(), 1, out->u.data()));
+  }
+  // Finite features far beyond the model's range can overflow the fp32 MLPs
+  // (the int8 one saturates instead). A finite u whose range is within 1/256
+  // of float32's maximum gets an int8 scale above common::kMaxAffineScale,
+  // which the cloud refuses with its own INVALID_ARGUMENT.
+  for (int i = 0; i < d.user_out; ++i) {
+    if (!std::isfinite(out->u[i])) {
+      return OverflowError(absl::StrFormat("u[%d] is %f", i, out->u[i]));
+    }
   }
   if (options_.wire == Precision::kInt8) {
     out->q.resize(d.user_out);

@@ -44,7 +44,8 @@ class UserModel {
       const common::Model* model, const Options& options);
 
   // z_s: dims().static_out floats; c: dims().dynamic_in; pooled: dims().pooled.
-  // Inputs must be valid (finite, right sizes).
+  // Inputs must be valid (finite, right sizes). INVALID_ARGUMENT when finite
+  // inputs far outside the model's range overflow u.
   absl::Status Run(const float* z_s, const float* c, const float* pooled,
                    Output* out) const;
 

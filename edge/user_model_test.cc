@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/quantize.h"
@@ -19,6 +20,7 @@ namespace {
 
 using internal::SharedTestModel;
 using internal::StatusIs;
+using testing::AllOf;
 using testing::HasSubstr;
 
 std::vector<float> Random(int n, int seed) {
@@ -137,6 +139,35 @@ TEST_F(UserModelTest, Int8EqualsSplitReferenceAndQuantizationBound) {
 }
 
 // rm2's wire vector: 48 int8 values plus a small header, <= 128 bytes.
+// Inputs so large that u (about 3.3x the inputs for this model) leaves
+// float32: the run fails with a precise error instead of sending inf
+// upstream. One decade lower still runs.
+TEST_F(UserModelTest, UserVectorThatOverflowsFailsPrecisely) {
+  auto um = Make(Precision::kFp32, Precision::kInt8);
+  const common::ModelDims& d = model_->dims();
+  const std::vector<float> c(d.dynamic_in, 0.f);
+  UserModel::Output out;
+  struct Case {
+    float magnitude;
+    std::string message;  // empty: must succeed
+  };
+  for (const Case& k : {Case{1e37f, ""}, Case{1.1e38f, "u[0] is inf"}}) {
+    const std::vector<float> z(d.static_out, k.magnitude);
+    const std::vector<float> p(d.pooled, k.magnitude);
+    const absl::Status s = um->Run(z.data(), c.data(), p.data(), &out);
+    if (k.message.empty()) {
+      EXPECT_TRUE(s.ok()) << s;
+      EXPECT_LE(out.params.scale, common::kMaxAffineScale);
+    } else {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                              AllOf(HasSubstr("the user vector overflows "
+                                              "float32"),
+                                    HasSubstr(k.message))))
+          << k.magnitude;
+    }
+  }
+}
+
 TEST_F(UserModelTest, WireVectorIsSmall) {
   auto um = Make(Precision::kInt8, Precision::kInt8);
   UserModel::Output out;
