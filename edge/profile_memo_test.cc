@@ -97,18 +97,28 @@ TEST(ProfileMemoTest, ConcurrentReadersSeeOldOrNewNeverAMix) {
   ASSERT_NE(za, zb);
   ASSERT_TRUE(memo.ComputeNow(b, 0).ok());  // even versions: b, odd: a
 
+  constexpr int kReaders = 3;
   std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
   std::atomic<int64_t> reads{0}, bad{0};
   std::vector<std::thread> readers;
-  for (int r = 0; r < 3; ++r) {
+  for (int r = 0; r < kReaders; ++r) {
     readers.emplace_back([&] {
+      bool counted = false;
       while (!stop) {
         const auto v = memo.Current();
         if (v->z_s != (v->version % 2 == 1 ? za : zb)) ++bad;
         ++reads;
+        if (!counted) {
+          counted = true;
+          ++started;
+        }
       }
     });
   }
+  // Every reader is reading before the first update (on a loaded machine a
+  // thread may otherwise not run until the updates are over).
+  while (started.load() < kReaders) std::this_thread::yield();
   constexpr uint64_t kUpdates = 300;
   for (uint64_t v = 1; v <= kUpdates; ++v) {
     memo.RecomputeInBackground(v % 2 == 1 ? a : b, v);
@@ -117,7 +127,7 @@ TEST(ProfileMemoTest, ConcurrentReadersSeeOldOrNewNeverAMix) {
   stop = true;
   for (auto& t : readers) t.join();
   EXPECT_EQ(bad, 0) << "of " << reads << " reads";
-  EXPECT_GT(reads, 0);
+  EXPECT_GE(reads, kReaders);
   EXPECT_EQ(memo.Current()->z_s, zb);
 }
 
