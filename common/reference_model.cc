@@ -154,7 +154,8 @@ absl::Status MonolithicModel::Score(const UserInputs& user,
       ids[i] = m.catalog().HistoryKey(
           user.history[user.history.size() - len + i], t);
     }
-    for (int64_t r = 1; r < n; ++r) {
+    // An empty history pools to zeros (and leaves `ids` null: no memcpy).
+    for (int64_t r = 1; r < n && len > 0; ++r) {
       std::memcpy(ids + r * len, ids, len * sizeof(int64_t));
     }
     for (int64_t r = 0; r <= n; ++r) offsets[r] = static_cast<int32_t>(r * len);

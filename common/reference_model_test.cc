@@ -117,8 +117,9 @@ TEST_P(PresetEquivalenceTest, SplitEqualsMonolithic) {
     max_history = std::max(max_history, t.history_length());
   }
   for (int n : {1, 8, 1024}) {
-    // Short and full histories: a new user's scratchpad is not full yet.
-    for (int history : {max_history / 2 + 1, max_history + 3}) {
+    // Empty, short and full histories: a new user has no history yet, and
+    // then a scratchpad that is not full.
+    for (int history : {0, max_history / 2 + 1, max_history + 3}) {
       const UserInputs user = RandomUser(m, rng, history);
       const std::vector<int64_t> items = RandomItems(m, rng, n);
       ASSERT_TRUE(ValidateUserInputs(m, user).ok());
