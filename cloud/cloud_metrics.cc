@@ -87,6 +87,23 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
                     .Register(r);
   cache_hits_ = &cache.Add({{"result", "hit"}});
   cache_misses_ = &cache.Add({{"result", "miss"}});
+  auto& cache_queries =
+      prometheus::BuildCounter()
+          .Name("duet_item_cache_queries_total")
+          .Help(
+              "Queries whose item side used the item cache or bypassed it "
+              "(the auto policy bypasses below the break-even hit ratio)")
+          .Register(r);
+  cache_used_ = &cache_queries.Add({{"decision", "used"}});
+  cache_bypassed_ = &cache_queries.Add({{"decision", "bypassed"}});
+  cache_break_even_ =
+      &prometheus::BuildGauge()
+           .Name("duet_item_cache_break_even_hit_ratio")
+           .Help(
+               "Hit ratio above which the item cache saves time for the "
+               "serving model (calibrated at load; 0 with policy always)")
+           .Register(r)
+           .Add({});
   cache_entries_ = &prometheus::BuildGauge()
                         .Name("duet_item_cache_entries")
                         .Help("Entries held by the item-tower output cache")

@@ -52,6 +52,12 @@ class CloudMetrics {
   }
   void CountUser(UserStrategy s) { user_[static_cast<int>(s)]->Increment(); }
   void CountCache(int64_t hits, int64_t misses);
+  // A query's item side went through the cache or bypassed it.
+  void CountCacheQuery(bool used) {
+    (used ? cache_used_ : cache_bypassed_)->Increment();
+  }
+  // The runtime's break-even hit ratio (CachePolicy), 0 for "always".
+  void SetCacheBreakEven(double ratio) { cache_break_even_->Set(ratio); }
   void SetCacheEntries(int64_t n) {
     cache_entries_->Set(static_cast<double>(n));
   }
@@ -77,6 +83,9 @@ class CloudMetrics {
   std::array<prometheus::Counter*, 2> lookup_{}, user_{};
   prometheus::Counter* cache_hits_ = nullptr;
   prometheus::Counter* cache_misses_ = nullptr;
+  prometheus::Counter* cache_used_ = nullptr;
+  prometheus::Counter* cache_bypassed_ = nullptr;
+  prometheus::Gauge* cache_break_even_ = nullptr;
   prometheus::Gauge* cache_entries_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;

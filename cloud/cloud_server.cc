@@ -96,6 +96,7 @@ absl::Status CloudServer::Init() {
       core_->options().workers, core_->options().max_inflight,
       core_->options().max_candidates, core_->options().item_cache_entries));
   Log(core_->placement().DebugString());
+  Log(core_->runtime()->CacheDebugString());
   Log(absl::StrFormat("strategy selector (%.2f s):\n%s",
                       absl::ToDoubleSeconds(absl::Now() - calib_start),
                       core_->selector().DebugString()));

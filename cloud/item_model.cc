@@ -85,10 +85,12 @@ absl::Status ItemModel::ComputeUncached(const int64_t* candidates, int n,
 }
 
 absl::Status ItemModel::Compute(const int64_t* candidates, int n,
-                                LookupStrategy strategy, float* v,
-                                int* cache_hits) const {
+                                LookupStrategy strategy, bool use_cache,
+                                float* v, int* cache_hits) const {
   if (cache_hits != nullptr) *cache_hits = 0;
-  if (cache_ == nullptr) return ComputeUncached(candidates, n, strategy, v);
+  if (cache_ == nullptr || !use_cache) {
+    return ComputeUncached(candidates, n, strategy, v);
+  }
   const int width = model_->dims().item_out;
   const uint64_t fp = model_->fingerprint();
   ItemScratch& s = Scratch();

@@ -25,9 +25,10 @@ class ItemModel {
       : model_(model), engine_(engine), pool_(pool), cache_(cache) {}
 
   // v: [n, item_out] row-major. Candidate ids must be valid. Parallel on the
-  // pool with the caller taking part. Sets *cache_hits (may be null).
+  // pool with the caller taking part. Goes through the cache (if any) when
+  // use_cache. Sets *cache_hits (may be null).
   absl::Status Compute(const int64_t* candidates, int n,
-                       LookupStrategy strategy, float* v,
+                       LookupStrategy strategy, bool use_cache, float* v,
                        int* cache_hits) const;
 
   // Without the cache, whatever the configuration (calibration, benchmarks).

@@ -78,7 +78,9 @@ TEST_F(ItemModelTest, EveryPlacementAndStrategyMatchesReference) {
         const auto want = Reference(ids);
         std::vector<float> v(want.size());
         int hits = -1;
-        ASSERT_TRUE(item.Compute(ids.data(), n, s, v.data(), &hits).ok());
+        ASSERT_TRUE(
+            item.Compute(ids.data(), n, s, /*use_cache=*/true, v.data(), &hits)
+                .ok());
         EXPECT_EQ(hits, 0);
         for (size_t i = 0; i < v.size(); ++i) {
           ASSERT_NEAR(v[i], want[i], 1e-5)
@@ -101,9 +103,9 @@ TEST_F(ItemModelTest, CacheServesHitsAndComputesOnlyMisses) {
   const auto first = Ids(50, 0);
   std::vector<float> v(50 * co.width);
   int hits = -1;
-  ASSERT_TRUE(
-      item.Compute(first.data(), 50, LookupStrategy::kBatch, v.data(), &hits)
-          .ok());
+  ASSERT_TRUE(item.Compute(first.data(), 50, LookupStrategy::kBatch, true,
+                           v.data(), &hits)
+                  .ok());
   EXPECT_EQ(hits, 0);
   EXPECT_EQ(cache.size(), 50);
   // Half old, half new items, interleaved.
@@ -113,9 +115,9 @@ TEST_F(ItemModelTest, CacheServesHitsAndComputesOnlyMisses) {
     mixed.push_back(first[2 * i]);
     mixed.push_back(fresh[i]);
   }
-  ASSERT_TRUE(
-      item.Compute(mixed.data(), 50, LookupStrategy::kTable, v.data(), &hits)
-          .ok());
+  ASSERT_TRUE(item.Compute(mixed.data(), 50, LookupStrategy::kTable, true,
+                           v.data(), &hits)
+                  .ok());
   EXPECT_EQ(hits, 25);
   const auto want = Reference(mixed);
   for (size_t i = 0; i < v.size(); ++i) ASSERT_NEAR(v[i], want[i], 1e-5) << i;

@@ -46,6 +46,11 @@ ABSL_FLAG(int64_t, memory_budget_mb, 8192,
 ABSL_FLAG(int64_t, item_cache_entries, 100000,
           "Entries of the item-tower output cache (v_j per item and model); "
           "0 disables it (the paper-faithful path).");
+ABSL_FLAG(std::string, item_cache_policy, "auto",
+          "auto: measure at load the hit ratio above which the cache saves "
+          "time for the model, track the live hit ratio and bypass the "
+          "cache (sampling 1 query in 8) while it is below; always: every "
+          "query uses the cache.");
 ABSL_FLAG(int, calibration_ms, 3000,
           "Start-up time budget of the strategy selector's calibration.");
 ABSL_FLAG(int, max_connection_age_s, 300,
@@ -118,6 +123,9 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   c.placement.memory_budget_bytes =
       absl::GetFlag(FLAGS_memory_budget_mb) * (int64_t{1} << 20);
   c.item_cache_entries = absl::GetFlag(FLAGS_item_cache_entries);
+  auto cache_mode = ParseCacheMode(absl::GetFlag(FLAGS_item_cache_policy));
+  if (!cache_mode.ok()) return cache_mode.status();
+  c.item_cache_mode = *cache_mode;
   c.calibration_budget =
       absl::Milliseconds(absl::GetFlag(FLAGS_calibration_ms));
   return o;

@@ -4,6 +4,7 @@
 #include <functional>
 #include <utility>
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/catalog.h"
 #include "common/status_macros.h"
@@ -94,11 +95,89 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
             });
           }));
 
+  if (cache_ != nullptr) {
+    if (o.item_cache_mode == CacheMode::kAuto) {
+      RETURN_IF_ERROR(CalibrateCache(ids, pool));
+    } else {
+      cache_policy_ = std::make_unique<CachePolicy>(CachePolicy::Always());
+    }
+  }
+
   absl::MutexLock lock(&buffers_mu_);
   for (int i = 0; i < o.buffer_sets; ++i) {
     free_buffers_.push_back(std::make_unique<QueryBuffers>(max_n, d));
   }
   return absl::OkStatus();
+}
+
+absl::Status ModelRuntime::CalibrateCache(const std::vector<int64_t>& ids,
+                                          common::ThreadPool* pool) {
+  constexpr int kReps = 7;
+  const int n = std::min<int>(256, static_cast<int>(ids.size()));
+  const int width = model_->dims().item_out;
+  const LookupStrategy strategy = selector_->LookupFor(n);
+  std::vector<float> v(static_cast<size_t>(n) * width);
+  auto median = [](std::vector<double>& x) {
+    std::sort(x.begin(), x.end());
+    return x[x.size() / 2];
+  };
+  // t_row: the uncached item side for n rows on the pool, as a query runs.
+  std::vector<double> rows;
+  absl::Status status;
+  for (int rep = 0; rep <= kReps && status.ok(); ++rep) {
+    absl::Notification done;
+    pool->Schedule([&] {
+      const absl::Time t0 = absl::Now();
+      status = item_model_->ComputeUncached(ids.data(), n, strategy, v.data());
+      if (rep > 0) rows.push_back(absl::ToDoubleSeconds(absl::Now() - t0) / n);
+      done.Notify();
+    });
+    done.WaitForNotification();
+  }
+  RETURN_IF_ERROR(status);
+  // c_miss and c_hit: probes of a scratch cache of the same width, first
+  // missing and inserting every row, then hitting every row.
+  ItemCache::Options co;
+  co.capacity = n;
+  co.width = width;
+  ItemCache scratch(co);
+  const uint64_t fp = model_->fingerprint();
+  std::vector<double> misses, hits;
+  for (int rep = 0; rep <= kReps; ++rep) {
+    scratch.Clear();
+    const absl::Time t0 = absl::Now();
+    for (int j = 0; j < n; ++j) {
+      float* row = v.data() + static_cast<size_t>(j) * width;
+      if (!scratch.Lookup(ids[j], fp, row)) scratch.Insert(ids[j], fp, row);
+    }
+    const absl::Time t1 = absl::Now();
+    for (int j = 0; j < n; ++j) {
+      scratch.Lookup(ids[j], fp, v.data() + static_cast<size_t>(j) * width);
+    }
+    const absl::Time t2 = absl::Now();
+    if (rep == 0) continue;  // warm-up
+    misses.push_back(absl::ToDoubleSeconds(t1 - t0) / n);
+    hits.push_back(absl::ToDoubleSeconds(t2 - t1) / n);
+  }
+  row_seconds_ = median(rows);
+  miss_seconds_ = median(misses);
+  hit_seconds_ = median(hits);
+  CachePolicy::Options po;
+  const double denominator = row_seconds_ + miss_seconds_ - hit_seconds_;
+  po.break_even = denominator > 0 ? miss_seconds_ / denominator : 2.0;
+  cache_policy_ = std::make_unique<CachePolicy>(po);
+  return absl::OkStatus();
+}
+
+std::string ModelRuntime::CacheDebugString() const {
+  if (cache_ == nullptr) return "item cache: off";
+  if (row_seconds_ == 0) return "item cache: every query (policy always)";
+  return absl::StrFormat(
+      "item cache: per row %.0f ns computed, %.0f ns hit, %.0f ns miss + "
+      "insert -> pays above a %.0f%% hit rate%s",
+      row_seconds_ * 1e9, hit_seconds_ * 1e9, miss_seconds_ * 1e9,
+      100 * cache_policy_->break_even(),
+      cache_policy_->break_even() >= 1 ? " (never: bypassed but sampled)" : "");
 }
 
 std::unique_ptr<ModelRuntime::QueryBuffers> ModelRuntime::TakeBuffers() const {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -21,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/aligned_buffer.h"
+#include "cloud/cache_policy.h"
 #include "cloud/combined_top.h"
 #include "cloud/item_cache.h"
 #include "cloud/item_model.h"
@@ -43,6 +45,7 @@ class ModelRuntime {
     PlacementOptions placement;  // num_workers must be the pool's size
     int64_t placement_sample_items = 20000;
     int64_t item_cache_entries = 100000;  // 0: no cache
+    CacheMode item_cache_mode = CacheMode::kAuto;
     absl::Duration calibration_budget = absl::Seconds(3);
   };
 
@@ -66,6 +69,10 @@ class ModelRuntime {
   const PlacementPlan& placement() const { return engine_->plan(); }
   const LookupEngine& lookup_engine() const { return *engine_; }
   ItemCache* cache() const { return cache_.get(); }  // null when disabled
+  // Null when the cache is disabled.
+  CachePolicy* cache_policy() const { return cache_policy_.get(); }
+  // The measured costs behind the policy's h*, for the start-up log.
+  std::string CacheDebugString() const;
   const ItemModel& item_model() const { return *item_model_; }
   const CombinedTop& combined_top() const { return *combined_; }
   StrategySelector& selector() const { return *selector_; }
@@ -82,11 +89,17 @@ class ModelRuntime {
   ModelRuntime(std::unique_ptr<const common::Model> model, Options options)
       : model_(std::move(model)), options_(std::move(options)) {}
   absl::Status Init(common::ThreadPool* pool);
+  // Measures t_row, c_hit and c_miss (see CachePolicy) over `ids`.
+  absl::Status CalibrateCache(const std::vector<int64_t>& ids,
+                              common::ThreadPool* pool);
 
   const std::unique_ptr<const common::Model> model_;
   const Options options_;
   std::unique_ptr<LookupEngine> engine_;
   std::unique_ptr<ItemCache> cache_;
+  std::unique_ptr<CachePolicy> cache_policy_;
+  // Calibrated per-row costs in seconds (0 when not measured).
+  double row_seconds_ = 0, hit_seconds_ = 0, miss_seconds_ = 0;
   std::unique_ptr<ItemModel> item_model_;
   std::unique_ptr<CombinedTop> combined_;
   std::unique_ptr<StrategySelector> selector_;

@@ -78,6 +78,7 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
   ro.placement = options_.placement;
   ro.placement_sample_items = options_.placement_sample_items;
   ro.item_cache_entries = options_.item_cache_entries;
+  ro.item_cache_mode = options_.item_cache_mode;
   ro.calibration_budget = calibration;
   return ro;
 }
@@ -108,6 +109,7 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
       ModelRuntime::Create(std::move(model),
                            RuntimeOptions(o.calibration_budget), pool_.get()));
   metrics_->SetPlacement(rt->placement());
+  SetCacheBreakEven(*rt);
   {
     absl::MutexLock lock(&runtime_mu_);
     runtime_ = std::move(rt);
@@ -144,9 +146,16 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::Reload(
                            pool_.get()));
   metrics_->SetPlacement(rt->placement());
   metrics_->SetCacheEntries(0);
+  SetCacheBreakEven(*rt);
   absl::MutexLock lock(&runtime_mu_);
   runtime_ = rt;
   return rt;
+}
+
+void ScoringCore::SetCacheBreakEven(const ModelRuntime& rt) {
+  if (const CachePolicy* p = rt.cache_policy()) {
+    metrics_->SetCacheBreakEven(p->break_even());
+  }
 }
 
 std::shared_ptr<ModelRuntime> ScoringCore::runtime() const {
@@ -337,10 +346,19 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   const LookupStrategy strategy = q->rt->selector().ChooseLookup(n);
   metrics_->CountLookup(strategy);
   int hits = 0;
-  const absl::Status status = q->rt->item_model().Compute(
-      q->candidates.data(), n, strategy, q->buffers->v.data(), &hits);
+  CachePolicy* policy = q->rt->cache_policy();
+  const bool use_cache = policy != nullptr && policy->UseForQuery();
+  const absl::Status status =
+      q->rt->item_model().Compute(q->candidates.data(), n, strategy, use_cache,
+                                  q->buffers->v.data(), &hits);
   const absl::Time done = absl::Now();
-  if (q->rt->cache() != nullptr) metrics_->CountCache(hits, n - hits);
+  if (policy != nullptr) {
+    metrics_->CountCacheQuery(use_cache);
+    if (use_cache && status.ok()) {
+      policy->Observe(hits, n);
+      metrics_->CountCache(hits, n - hits);
+    }
+  }
   if (!status.ok()) {
     Finish(*q, status);
     return;

@@ -54,7 +54,8 @@ struct ScoringCoreOptions {
   PlacementOptions placement;  // num_workers is set from `workers`
   // Catalog items sampled for the planner's access statistics.
   int64_t placement_sample_items = 20000;
-  int64_t item_cache_entries = 100000;  // 0 disables the cache
+  int64_t item_cache_entries = 100000;           // 0 disables the cache
+  CacheMode item_cache_mode = CacheMode::kAuto;  // see CachePolicy
   absl::Duration calibration_budget = absl::Seconds(3);
   // The selector's calibration for a reloaded model: it runs beside live
   // queries, so it is kept shorter.
@@ -134,6 +135,7 @@ class ScoringCore {
       : options_(std::move(options)) {}
   absl::Status Init(std::unique_ptr<const common::Model> model);
   ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
+  void SetCacheBreakEven(const ModelRuntime& rt);
   absl::Status ValidateBegin(const duet::v1::BeginQuery& begin,
                              const ModelRuntime& rt) const;
   absl::Status ValidateUserVector(const duet::v1::UserVector& uv,

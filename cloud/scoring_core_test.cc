@@ -157,6 +157,7 @@ TEST_P(StrategyMatrixTest, MatchesSplitReference) {
                          : PlacementMode::kShard;
   o.placement.force_hot_rows = placement == Placement::kShardHot ? 32 : -1;
   o.item_cache_entries = cache ? 1000 : 0;
+  o.item_cache_mode = CacheMode::kAlways;
   auto core = MakeCore(preset, o);
   ASSERT_NE(core, nullptr);
   const common::Model& m = core->model();
@@ -189,6 +190,40 @@ INSTANTIATE_TEST_SUITE_P(
                           Placement::kShardHot),
         ::testing::Bool()),
     MatrixName);
+
+// The auto cache policy measures the model's break-even hit ratio at load;
+// queries still match the reference whether they use the cache or not.
+TEST(ScoringCoreTest, AutoCachePolicyIsCalibratedAtLoad) {
+  ScoringCoreOptions o = FastOptions();
+  o.item_cache_entries = 1000;
+  o.item_cache_mode = CacheMode::kAuto;
+  auto core = MakeCore("tiny", o);
+  ASSERT_NE(core, nullptr);
+  const CachePolicy* policy = core->runtime()->cache_policy();
+  ASSERT_NE(policy, nullptr);
+  EXPECT_GT(policy->break_even(), 0);
+  EXPECT_LE(policy->break_even(), 2);
+  EXPECT_THAT(core->runtime()->CacheDebugString(),
+              HasSubstr("item cache: per row"));
+  const common::Model& m = core->model();
+  const auto ids = Candidates(m, 64, 4);
+  const auto u = RandomU(m, 4);
+  for (int round = 0; round < 3; ++round) {
+    auto r = RunQuery(*core, Begin(ids, 64), Fp32Vector(m, u));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectMatchesSplitModel(m, u, ids, *r);
+  }
+
+  o.item_cache_mode = CacheMode::kAlways;
+  auto always = MakeCore("tiny", o);
+  ASSERT_NE(always, nullptr);
+  EXPECT_EQ(always->runtime()->cache_policy()->break_even(), 0);
+  o.item_cache_entries = 0;
+  auto off = MakeCore("tiny", o);
+  ASSERT_NE(off, nullptr);
+  EXPECT_EQ(off->runtime()->cache_policy(), nullptr);
+  EXPECT_EQ(off->runtime()->CacheDebugString(), "item cache: off");
+}
 
 TEST(ScoringCoreTest, AutoSelectorCalibratesAndCountsChoices) {
   ScoringCoreOptions o = FastOptions();
@@ -775,6 +810,7 @@ TEST(ScoringCoreReloadTest, SwapUnderConcurrentQueriesFailsNone) {
 TEST(ScoringCoreReloadTest, ItemCacheStartsEmptyAfterSwap) {
   ScoringCoreOptions o = FastOptions();
   o.item_cache_entries = 1000;
+  o.item_cache_mode = CacheMode::kAlways;
   auto core = MakeCore("tiny", o);
   ASSERT_NE(core, nullptr);
   const auto v1 = LoadModel("tiny");

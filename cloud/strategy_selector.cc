@@ -125,9 +125,9 @@ int StrategySelector::GridIndex(int n) const {
 }
 
 LookupStrategy StrategySelector::ChooseLookup(int n) {
-  const int c = lookup_choice_[GridIndex(n)];
-  lookup_counts_[c].fetch_add(1, std::memory_order_relaxed);
-  return static_cast<LookupStrategy>(c);
+  const LookupStrategy s = LookupFor(n);
+  lookup_counts_[static_cast<int>(s)].fetch_add(1, std::memory_order_relaxed);
+  return s;
 }
 
 UserStrategy StrategySelector::ChooseUser(int n) {

@@ -62,6 +62,10 @@ class StrategySelector {
 
   // Choice for a query of n candidates; counted.
   LookupStrategy ChooseLookup(int n);
+  // The same choice, not counted.
+  LookupStrategy LookupFor(int n) const {
+    return static_cast<LookupStrategy>(lookup_choice_[GridIndex(n)]);
+  }
   UserStrategy ChooseUser(int n);
 
   uint64_t lookup_count(LookupStrategy s) const {

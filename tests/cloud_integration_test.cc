@@ -63,7 +63,8 @@ class CloudProcess {
         "--workers=2",
         absl::StrCat("--max_candidates=", kMaxCandidates),
         "--calibration_ms=200",
-        "--item_cache_entries=1000"};
+        "--item_cache_entries=1000",
+        "--item_cache_policy=always"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
     auto process =
         test::Subprocess::Start(argv, p->dir_.File("duet-cloud.log"));

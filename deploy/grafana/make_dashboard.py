@@ -274,10 +274,18 @@ def build():
     L.add(timeseries(
         "Item cache hit ratio",
         "Hits ÷ lookups of the item-tower output cache "
-        "(duet_item_cache_lookups_total{result}).",
+        "(duet_item_cache_lookups_total{result}); the break-even ratio above "
+        "which the cache saves time for the serving model "
+        "(duet_item_cache_break_even_hit_ratio); the share of queries the "
+        "auto policy sent past the cache (duet_item_cache_queries_total).",
         [target(f'(sum(rate(duet_item_cache_lookups_total{{result="hit"}}[{RATE}]))'
                 " or vector(0)) / "
-                f"sum(rate(duet_item_cache_lookups_total[{RATE}]))", "hit ratio")],
+                f"sum(rate(duet_item_cache_lookups_total[{RATE}]))", "hit ratio"),
+         target("max(duet_item_cache_break_even_hit_ratio)", "break-even"),
+         target(f'(sum(rate(duet_item_cache_queries_total{{decision="bypassed"}}[{RATE}]))'
+                " or vector(0)) / "
+                f"sum(rate(duet_item_cache_queries_total[{RATE}]))",
+                "queries bypassed")],
         "percentunit", maxv=1), 8, 8)
     L.add(timeseries(
         "Item cache entries and table placement",
