@@ -97,7 +97,7 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
 
   if (cache_ != nullptr) {
     if (o.item_cache_mode == CacheMode::kAuto) {
-      RETURN_IF_ERROR(CalibrateCache(ids, pool));
+      RETURN_IF_ERROR(CalibrateCache(pool));
     } else {
       cache_policy_ = std::make_unique<CachePolicy>(CachePolicy::Always());
     }
@@ -110,21 +110,29 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
   return absl::OkStatus();
 }
 
-absl::Status ModelRuntime::CalibrateCache(const std::vector<int64_t>& ids,
-                                          common::ThreadPool* pool) {
+absl::Status ModelRuntime::CalibrateCache(common::ThreadPool* pool) {
   constexpr int kReps = 7;
-  const int n = std::min<int>(256, static_cast<int>(ids.size()));
+  const int n = std::min(256, options_.max_candidates);
   const int width = model_->dims().item_out;
   const LookupStrategy strategy = selector_->LookupFor(n);
+  const uint64_t num_items =
+      static_cast<uint64_t>(model_->catalog().num_items());
+  std::vector<int64_t> ids(n);
   std::vector<float> v(static_cast<size_t>(n) * width);
   auto median = [](std::vector<double>& x) {
     std::sort(x.begin(), x.end());
     return x[x.size() / 2];
   };
-  // t_row: the uncached item side for n rows on the pool, as a query runs.
+  // t_row: the uncached item side on the pool, as a query runs it, for
+  // fresh pseudo-random candidates each run (their rows are not hot).
   std::vector<double> rows;
   absl::Status status;
   for (int rep = 0; rep <= kReps && status.ok(); ++rep) {
+    for (int j = 0; j < n; ++j) {
+      ids[j] = static_cast<int64_t>(
+          common::Mix(0x5eed0000u + static_cast<uint64_t>(rep) * n + j) %
+          num_items);
+    }
     absl::Notification done;
     pool->Schedule([&] {
       const absl::Time t0 = absl::Now();
@@ -135,24 +143,34 @@ absl::Status ModelRuntime::CalibrateCache(const std::vector<int64_t>& ids,
     done.WaitForNotification();
   }
   RETURN_IF_ERROR(status);
-  // c_miss and c_hit: probes of a scratch cache of the same width, first
-  // missing and inserting every row, then hitting every row.
+  // c_miss and c_hit on a scratch cache as large as the real one (up to
+  // 64 Ki entries and 64 MiB), full, so probes walk a working set of the
+  // real size instead of a few hot cache lines: n new items (each insert
+  // evicts the least recently used), then n resident items at random.
+  const int64_t cap = std::max<int64_t>(
+      n, std::min<int64_t>({options_.item_cache_entries, int64_t{1} << 16,
+                            (int64_t{64} << 20) / (width * 4)}));
   ItemCache::Options co;
-  co.capacity = n;
+  co.capacity = cap;
   co.width = width;
   ItemCache scratch(co);
   const uint64_t fp = model_->fingerprint();
+  int64_t next = 0;
+  for (; next < cap; ++next) scratch.Insert(next, fp, v.data());
   std::vector<double> misses, hits;
   for (int rep = 0; rep <= kReps; ++rep) {
-    scratch.Clear();
     const absl::Time t0 = absl::Now();
-    for (int j = 0; j < n; ++j) {
+    for (int j = 0; j < n; ++j, ++next) {
       float* row = v.data() + static_cast<size_t>(j) * width;
-      if (!scratch.Lookup(ids[j], fp, row)) scratch.Insert(ids[j], fp, row);
+      if (!scratch.Lookup(next, fp, row)) scratch.Insert(next, fp, row);
     }
     const absl::Time t1 = absl::Now();
     for (int j = 0; j < n; ++j) {
-      scratch.Lookup(ids[j], fp, v.data() + static_cast<size_t>(j) * width);
+      const int64_t resident =
+          next - 1 -
+          static_cast<int64_t>(common::Mix(static_cast<uint64_t>(next) + j) %
+                               static_cast<uint64_t>(cap));
+      scratch.Lookup(resident, fp, v.data() + static_cast<size_t>(j) * width);
     }
     const absl::Time t2 = absl::Now();
     if (rep == 0) continue;  // warm-up
@@ -165,6 +183,9 @@ absl::Status ModelRuntime::CalibrateCache(const std::vector<int64_t>& ids,
   CachePolicy::Options po;
   const double denominator = row_seconds_ + miss_seconds_ - hit_seconds_;
   po.break_even = denominator > 0 ? miss_seconds_ / denominator : 2.0;
+  // A cache that cannot pay even at a 100 % hit rate is sampled only to keep
+  // its hit ratio reported.
+  if (po.break_even >= 1) po.sample_every = 64;
   cache_policy_ = std::make_unique<CachePolicy>(po);
   return absl::OkStatus();
 }
@@ -172,12 +193,13 @@ absl::Status ModelRuntime::CalibrateCache(const std::vector<int64_t>& ids,
 std::string ModelRuntime::CacheDebugString() const {
   if (cache_ == nullptr) return "item cache: off";
   if (row_seconds_ == 0) return "item cache: every query (policy always)";
+  const double h = cache_policy_->break_even();
   return absl::StrFormat(
       "item cache: per row %.0f ns computed, %.0f ns hit, %.0f ns miss + "
-      "insert -> pays above a %.0f%% hit rate%s",
+      "insert -> %s",
       row_seconds_ * 1e9, hit_seconds_ * 1e9, miss_seconds_ * 1e9,
-      100 * cache_policy_->break_even(),
-      cache_policy_->break_even() >= 1 ? " (never: bypassed but sampled)" : "");
+      h >= 1 ? "never pays: bypassed, 1 query in 64 sampled"
+             : absl::StrFormat("pays above a %.0f%% hit rate", 100 * h));
 }
 
 std::unique_ptr<ModelRuntime::QueryBuffers> ModelRuntime::TakeBuffers() const {

@@ -89,9 +89,8 @@ class ModelRuntime {
   ModelRuntime(std::unique_ptr<const common::Model> model, Options options)
       : model_(std::move(model)), options_(std::move(options)) {}
   absl::Status Init(common::ThreadPool* pool);
-  // Measures t_row, c_hit and c_miss (see CachePolicy) over `ids`.
-  absl::Status CalibrateCache(const std::vector<int64_t>& ids,
-                              common::ThreadPool* pool);
+  // Measures t_row, c_hit and c_miss (see CachePolicy) and sets the policy.
+  absl::Status CalibrateCache(common::ThreadPool* pool);
 
   const std::unique_ptr<const common::Model> model_;
   const Options options_;
