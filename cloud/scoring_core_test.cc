@@ -112,6 +112,19 @@ absl::StatusOr<duet::v1::Scores> RunQuery(ScoringCore& core,
   return result;
 }
 
+absl::StatusOr<duet::v1::ScoreResponse> RunMonolithic(
+    ScoringCore& core, const duet::v1::MonolithicScoreRequest& request) {
+  absl::Notification done;
+  absl::StatusOr<duet::v1::ScoreResponse> result;
+  core.MonolithicScore(request, absl::InfiniteFuture(),
+                       [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
+                         result = std::move(r);
+                         done.Notify();
+                       });
+  done.WaitForNotification();
+  return result;
+}
+
 void ExpectMatchesSplitModel(const common::Model& m,
                              const std::vector<float>& u,
                              const std::vector<int64_t>& ids,
@@ -547,14 +560,7 @@ TEST(ScoringCoreTest, ExtremeInputsNeverRankOnNaN) {
     }
     for (int64_t id : Candidates(m, 8, 2)) req.add_candidate_ids(id);
     req.set_top_k(8);
-    absl::Notification done;
-    absl::StatusOr<duet::v1::ScoreResponse> result;
-    core->MonolithicScore(req, absl::InfiniteFuture(),
-                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
-                            result = std::move(r);
-                            done.Notify();
-                          });
-    done.WaitForNotification();
+    const auto result = RunMonolithic(*core, req);
     ExpectErrorOrSaneCtrs(
         result.status(),
         result.ok() ? result->items() : duet::v1::ScoreResponse().items());
@@ -600,14 +606,7 @@ TEST(ScoringCoreTest, MonolithicEqualsSplitFp32Path) {
     const auto ids = Candidates(m, 64, 11);
     for (int64_t id : ids) req.add_candidate_ids(id);
     req.set_top_k(64);
-    absl::Notification done;
-    absl::StatusOr<duet::v1::ScoreResponse> result;
-    core->MonolithicScore(req, absl::InfiniteFuture(),
-                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
-                            result = std::move(r);
-                            done.Notify();
-                          });
-    done.WaitForNotification();
+    const auto result = RunMonolithic(*core, req);
     ASSERT_TRUE(result.ok()) << result.status();
     // The split fp32 path for the same user.
     std::vector<float> pooled(d.pooled), u(d.user_out);
@@ -635,10 +634,7 @@ TEST(ScoringCoreTest, MonolithicBadInputs) {
   duet::v1::MonolithicScoreRequest req;
   req.add_candidate_ids(1);
   req.set_top_k(1);
-  absl::Status status;
-  core->MonolithicScore(
-      req, absl::InfiniteFuture(),
-      [&](absl::StatusOr<duet::v1::ScoreResponse> r) { status = r.status(); });
+  const absl::Status status = RunMonolithic(*core, req).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("static_features has 0 values"));
 }
