@@ -293,10 +293,8 @@ absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
         "user_vector.int8_data has %d values, model %s expects %d",
         uv.int8_data().size(), common::ModelLabel(c), expected));
   }
-  // |int8 - zero_point| <= 255, so this bound keeps every dequantized value
-  // finite.
-  constexpr float kMaxScale = std::numeric_limits<float>::max() / 256;
-  if (!std::isfinite(uv.scale()) || uv.scale() <= 0 || uv.scale() > kMaxScale) {
+  if (!std::isfinite(uv.scale()) || uv.scale() <= 0 ||
+      uv.scale() > common::kMaxAffineScale) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "user_vector.scale is %g, must be positive and at most %g (so every "
         "dequantized value is finite)",
