@@ -1,10 +1,5 @@
 #include "common/metrics.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
@@ -51,47 +47,6 @@ MetricsServer::Options Listen(const std::string& address) {
   MetricsServer::Options options;
   options.listen_address = address;
   return options;
-}
-
-// GET /metrics over a plain socket (HTTP/1.0: the server closes when done).
-std::string HttpGet(int port, const std::string& target) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "connect failed";
-  }
-  const std::string request =
-      absl::StrCat("GET ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "write failed";
-  }
-  // Reads up to the end of the body (civetweb keeps the socket open for a
-  // while even for HTTP/1.0).
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
-  return response;
 }
 
 const prometheus::ClientMetric* FindMetric(
@@ -146,7 +101,8 @@ TEST(MetricsServerTest, ServesRegistryAndProcessMetricsOnAnEphemeralPort) {
   ASSERT_TRUE(info.ok()) << info.status();
   (*info)->SetModel("rm2", "3", "sha256:abc");
 
-  const std::string response = HttpGet((*server)->bound_port(), "/metrics");
+  const std::string response =
+      HttpGetResponse((*server)->bound_port(), "/metrics");
   EXPECT_THAT(response, HasSubstr("200 OK"));
   EXPECT_THAT(response,
               HasSubstr("duet_build_info{side=\"edge\",version=\"0.1.0\"} 1"));

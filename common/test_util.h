@@ -29,6 +29,12 @@ absl::StatusOr<duet::v1::ModelConfig> GenerateTestModel(
     const std::string& preset, double rows_scale, const std::string& dir,
     uint64_t seed = 1, uint32_t version = 1);
 
+// GET `path` from 127.0.0.1:`port` over HTTP/1.0 and return the whole
+// response (status line, headers, body), read up to Content-Length (the
+// prometheus-cpp exposer may keep the socket open); "" if the connection
+// or the write fails.
+std::string HttpGetResponse(int port, const std::string& path);
+
 }  // namespace duet::common
 
 #endif  // DUET_COMMON_TEST_UTIL_H_

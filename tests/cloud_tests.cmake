@@ -2,8 +2,8 @@
 
 # Process helper shared by every multi-process suite (cloud, edge, ...).
 add_library(duet_test_process STATIC ${CMAKE_CURRENT_LIST_DIR}/test_process.cc)
-target_link_libraries(duet_test_process PUBLIC duet_proto gRPC::grpc++
-                      absl::status absl::statusor absl::strings absl::time)
+target_link_libraries(duet_test_process PUBLIC duet_proto duet_test_util
+                      gRPC::grpc++ absl::status absl::statusor absl::strings absl::time)
 
 duet_test(cloud_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/cloud_integration_test.cc

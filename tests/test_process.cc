@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -182,42 +183,7 @@ std::string BinaryPath(const std::string& relative) {
 }
 
 std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (write(fd, request.data(), request.size()) !=
-      static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  // Reads up to the end of the body (the exposer may keep the socket open).
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
-    response.append(buffer, n);
-    const size_t header_end = response.find("\r\n\r\n");
-    const size_t length_at = response.find("Content-Length: ");
-    size_t length = 0;
-    if (header_end != std::string::npos && length_at < header_end &&
-        absl::SimpleAtoi(
-            response.substr(length_at + 16,
-                            response.find('\r', length_at) - length_at - 16),
-            &length) &&
-        response.size() >= header_end + 4 + length) {
-      break;
-    }
-  }
-  close(fd);
+  const std::string response = common::HttpGetResponse(port, path);
   const size_t body = response.find("\r\n\r\n");
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
