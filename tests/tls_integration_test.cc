@@ -88,7 +88,7 @@ class TlsIntegrationTest : public test::EdgeProcessTest {
   void SetUp() override {
     if (!HaveOpenssl()) {
       GTEST_SKIP() << "the openssl CLI is not installed (tools/setup-deps "
-                      "--runtime installs it); cannot generate certificates";
+                      "--tests installs it); cannot generate certificates";
     }
     test::EdgeProcessTest::SetUp();
   }

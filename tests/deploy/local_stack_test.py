@@ -33,7 +33,7 @@ def dashboard_targets():
 def main():
     if shutil.which("prometheus") is None:
         stack.skip("Debian's prometheus server is not installed "
-                   "(tools/setup-deps --runtime installs it)")
+                   "(tools/setup-deps --tests installs it)")
     bins = stack.binaries(sys.argv[1:])
     with stack.Stack("local-stack", bins) as s:
         model = s.gen_model("tiny")

@@ -20,7 +20,7 @@ from stack import check, log  # noqa: E402
 def main():
     if shutil.which("promtool") is None:
         stack.skip("promtool is not installed (Debian package prometheus; "
-                   "tools/setup-deps --runtime installs it)")
+                   "tools/setup-deps --tests installs it)")
     bins = stack.binaries(sys.argv[1:])
     with stack.Stack("promtool", bins) as s:
         model = s.gen_model("tiny")

@@ -1,0 +1,2 @@
+# Kubernetes manifests (deploy/k8s, kustomize): rendered offline and checked
+# against the binaries.
