@@ -25,6 +25,8 @@
 #include "benchmark/benchmark.h"
 #include "common/embedding_bag.h"
 #include "common/mlp.h"
+#include "common/mlp_quantizer.h"
+#include "common/mlp_reference.h"
 
 namespace duet::common {
 namespace {
@@ -313,11 +315,13 @@ const MlpFixture* GetMlp(const MlpCase& c) {
   f->input.resize(c.m * c.widths[0]);
   for (float& v : f->input) v = x(rng);
   const int64_t calib_rows = std::min<int64_t>(c.m, 64);
-  f->int8_params =
-      QuantizeMlp(f->layers, Activation::kRelu, f->input.data(), calib_rows);
+  // The int8 arithmetic that is exact on this CPU (what the edge runs).
+  f->int8_params = QuantizeMlp(f->layers, f->input.data(), calib_rows,
+                               Int8Kernels().recommended);
   f->int8_layers = f->int8_params.Views();
   auto fp32 = Fp32Mlp::Create(f->layers, Activation::kRelu);
-  auto int8 = Int8Mlp::Create(f->int8_layers, Activation::kRelu);
+  auto int8 = Int8Mlp::Create(f->int8_layers, Activation::kRelu,
+                              f->int8_params.arithmetic);
   if (!fp32.ok() || !int8.ok()) return nullptr;
   f->fp32 = std::move(*fp32);
   f->int8 = std::move(*int8);
@@ -337,8 +341,8 @@ void BM_Mlp(benchmark::State& state, const MlpCase& c, bool int8, Impl impl) {
   for (auto _ : state) {
     if (impl == Impl::kRef) {
       if (int8) {
-        Int8MlpRef(f->int8_layers, Activation::kRelu, f->input.data(), m,
-                   out.data());
+        Int8MlpRef(f->int8_layers, f->int8_params.arithmetic, Activation::kRelu,
+                   f->input.data(), m, out.data());
       } else {
         Fp32MlpRef(f->layers, Activation::kRelu, f->input.data(), m,
                    out.data());

@@ -3,6 +3,7 @@
 #include <random>
 #include <vector>
 
+#include "common/mlp_reference.h"
 #include "common/model.h"
 #include "common/test_util.h"
 #include "gmock/gmock.h"

@@ -3,6 +3,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/mlp_reference.h"
 #include "common/reference_model.h"
 #include "common/test_util.h"
 #include "gmock/gmock.h"

@@ -1,6 +1,5 @@
 #include "common/mlp.h"
 
-#include <dlfcn.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/internal/onednn.h"
 #include "common/status_macros.h"
 #include "dnnl.hpp"
 
@@ -24,6 +24,9 @@ namespace duet::common {
 namespace {
 
 using dnnl::memory;
+using internal::CpuEngine;
+using internal::DnnlError;
+using internal::PinOneDnnToCallingThread;
 using Dt = memory::data_type;
 using Tag = memory::format_tag;
 
@@ -34,28 +37,6 @@ using Tag = memory::format_tag;
 // m - m % kChunkRows rows plus a tail of m % kChunkRows rows, so at most
 // (max_m / kChunkRows) + kChunkRows - 1 primitives exist per layer.
 constexpr int64_t kChunkRows = 16;
-
-dnnl::engine& CpuEngine() {
-  // Leaked on purpose: thread_local streams may outlive static destructors.
-  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
-  return *engine;
-}
-
-// Debian's libdnnl uses the OpenMP runtime, which would start a thread team
-// per calling thread and oversubscribe the worker pool. omp_set_num_threads
-// sets a per-thread ICV, so doing it once per calling thread makes oneDNN run
-// single-threaded there. Looked up dynamically so we need not link libgomp
-// ourselves (libdnnl already loaded it); a no-op for other runtimes.
-void PinOneDnnToCallingThread() {
-  thread_local bool pinned = false;
-  if (pinned) return;
-  pinned = true;
-  if (dnnl_version()->cpu_runtime != DNNL_RUNTIME_OMP) return;
-  using SetNumThreads = void (*)(int);
-  static const auto set_num_threads = reinterpret_cast<SetNumThreads>(
-      dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-  if (set_num_threads != nullptr) set_num_threads(1);
-}
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
@@ -80,12 +61,6 @@ class AlignedBuffer {
   size_t size_ = 0;
 };
 
-absl::Status DnnlError(const dnnl::error& e, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("oneDNN failed to ", what, ": ",
-                                          e.what(), " (status ",
-                                          static_cast<int>(e.status), ")"));
-}
-
 size_t ElemSize(Dt dt) { return dt == Dt::f32 ? 4 : 1; }
 
 // One matmul layer as fed to oneDNN:
@@ -99,6 +74,8 @@ struct LayerSpec {
   Dt dst_dt = Dt::f32;
   std::vector<float> output_scales;  // per output channel; empty = none
   std::optional<dnnl::algorithm> post_op;
+  float post_op_alpha = 0.0f;  // eltwise_clip's bounds
+  float post_op_beta = 0.0f;
   std::vector<uint8_t> weights;  // [out, in] row-major, wei_dt elements
   std::vector<float> bias;       // [out]
 };
@@ -215,7 +192,7 @@ class MatmulStack {
         attr.set_output_scales(1 << 1, s.output_scales);
       if (s.post_op) {
         dnnl::post_ops ops;
-        ops.append_eltwise(1.0f, *s.post_op, 0.0f, 0.0f);
+        ops.append_eltwise(1.0f, *s.post_op, s.post_op_alpha, s.post_op_beta);
         attr.set_post_ops(ops);
       }
       const dnnl::matmul::primitive_desc pd(
@@ -328,18 +305,6 @@ std::optional<dnnl::algorithm> LastPostOp(Activation a) {
   return std::nullopt;
 }
 
-float Activate(Activation a, float x) {
-  switch (a) {
-    case Activation::kRelu:
-      return x > 0.0f ? x : 0.0f;
-    case Activation::kSigmoid:
-      return 1.0f / (1.0f + std::exp(-x));
-    case Activation::kNone:
-      break;
-  }
-  return x;
-}
-
 // Shape checks shared by both MLP kinds.
 template <typename Layer>
 absl::Status ValidateShapes(const std::vector<Layer>& layers,
@@ -375,69 +340,81 @@ int64_t MacsPerRow(const std::vector<Layer>& layers) {
 }
 
 // ---------------------------------------------------------------------------
-// Int8 arithmetic shared by Int8Mlp (what it feeds oneDNN) and Int8MlpRef
-// (which emulates it), so the two can only differ by float rounding inside
-// oneDNN.
+// Int8: what Int8Mlp feeds oneDNN.
 
-// q = saturate_s8(round_half_even(x / scale)).
-inline int8_t QuantizeInputOne(float x, float scale) {
-  float r = std::nearbyint(x / scale);
-  r = r < 127.0f ? r : 127.0f;  // NaN -> 127, like _mm256_min_ps below
-  r = r > -128.0f ? r : -128.0f;
+// q = saturate(round_half_even(x / scale) + zero_point) to [lo, hi], a range
+// within [-128, 127] (s8 codes, or u8 codes up to 127), stored as bytes.
+inline int8_t QuantizeInputOne(float x, float scale, float zero_point, float lo,
+                               float hi) {
+  float r = std::nearbyint(x / scale) + zero_point;
+  r = r < hi ? r : hi;  // NaN -> hi, like _mm256_min_ps below
+  r = r > lo ? r : lo;
   return static_cast<int8_t>(static_cast<int32_t>(r));
 }
 
-void QuantizeInput(const float* x, int64_t n, float scale, int8_t* q) {
+void QuantizeInput(const float* x, int64_t n, float scale,
+                   const Int8LayerRanges& r, int8_t* q) {
+  const float zp = static_cast<float>(r.input_zero_point);
+  const float lo = static_cast<float>(r.input_min);
+  const float hi = static_cast<float>(r.input_max);
   const __m256 vscale = _mm256_set1_ps(scale);
-  const __m256 vmax = _mm256_set1_ps(127.0f);
-  const __m256 vmin = _mm256_set1_ps(-128.0f);
+  const __m256 vzp = _mm256_set1_ps(zp);
+  const __m256 vmax = _mm256_set1_ps(hi);
+  const __m256 vmin = _mm256_set1_ps(lo);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vscale);
     v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm256_max_ps(_mm256_min_ps(v, vmax), vmin);
+    v = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(v, vzp), vmax), vmin);
     const __m256i i32 = _mm256_cvtps_epi32(v);
     const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32),
                                         _mm256_extracti128_si256(i32, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i),
                      _mm_packs_epi16(i16, i16));
   }
-  for (; i < n; ++i) q[i] = QuantizeInputOne(x[i], scale);
+  for (; i < n; ++i) q[i] = QuantizeInputOne(x[i], scale, zp, lo, hi);
 }
 
-// Per layer, with alpha[o] = input_scale * weight_scale[o]:
-//   hidden: q_next = saturate_u8(round((acc + bias[o]/alpha[o]) * alpha[o]/s'))
+// Per layer, with alpha[o] = input_scale * weight_scale[o] and the input's
+// zero point z (sum over i of (q[i] - z) w[o][i] = acc - z * rowsum[o]):
+//   hidden: q_next = saturate(round((acc + c[o]) * alpha[o] / s'))
 //           (ReLU is implied by the saturation at 0; s' = next input scale)
-//   last:   y = act((acc + bias[o]/alpha[o]) * alpha[o])
-// A zero weight scale (an all-zero row) becomes scale 1 with zero codes, so
-// the bias never has to be divided by zero.
+//   last:   y = act((acc + c[o]) * alpha[o])
+// where c[o] = bias[o] / alpha[o] - z * rowsum[o]. A zero weight scale (an
+// all-zero row) becomes scale 1 with zero codes, so the bias never has to
+// be divided by zero.
 struct Int8LayerMath {
   std::vector<int8_t> weight;
   std::vector<float> output_scale;
   std::vector<float> bias;
 };
 
-Int8LayerMath DeriveInt8Layer(const Int8LinearLayer& l,
+Int8LayerMath DeriveInt8Layer(const Int8LinearLayer& l, int32_t zero_point,
                               float next_input_scale) {
   Int8LayerMath m;
   m.weight.assign(l.weight, l.weight + int64_t{l.in} * l.out);
   m.output_scale.resize(l.out);
   m.bias.resize(l.out);
   for (int o = 0; o < l.out; ++o) {
+    int8_t* row = m.weight.data() + int64_t{o} * l.in;
     float ws = l.weight_scale[o];
     if (ws == 0.0f) {
       ws = 1.0f;
-      std::fill_n(m.weight.begin() + int64_t{o} * l.in, l.in, int8_t{0});
+      std::fill_n(row, l.in, int8_t{0});
     }
+    int64_t row_sum = 0;
+    for (int i = 0; i < l.in; ++i) row_sum += row[i];
     const float alpha = l.input_scale * ws;
     m.output_scale[o] =
         next_input_scale > 0.0f ? alpha / next_input_scale : alpha;
-    m.bias[o] = (l.bias != nullptr ? l.bias[o] : 0.0f) / alpha;
+    m.bias[o] = (l.bias != nullptr ? l.bias[o] : 0.0f) / alpha -
+                static_cast<float>(zero_point * row_sum);
   }
   return m;
 }
 
-absl::Status ValidateInt8Scales(const std::vector<Int8LinearLayer>& layers) {
+absl::Status ValidateInt8Codes(const std::vector<Int8LinearLayer>& layers,
+                               Int8Arithmetic arithmetic) {
   for (size_t l = 0; l < layers.size(); ++l) {
     const Int8LinearLayer& layer = layers[l];
     if (layer.weight_scale == nullptr) {
@@ -455,6 +432,17 @@ absl::Status ValidateInt8Scales(const std::vector<Int8LinearLayer>& layers) {
         return absl::InvalidArgumentError(
             absl::StrCat("int8 MLP layer ", l, " has weight_scale[", o,
                          "] = ", ws, "; expected finite and >= 0"));
+      }
+    }
+    const int32_t w_max = LayerRanges(arithmetic, l == 0).weight_max;
+    const int64_t n = int64_t{layer.in} * layer.out;
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::abs(int32_t{layer.weight[i]}) > w_max) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "int8 MLP layer ", l, " has weight code ", layer.weight[i], " at [",
+            i / layer.in, "][", i % layer.in, "]; ",
+            Int8ArithmeticName(arithmetic), " arithmetic needs codes in [-",
+            w_max, ", ", w_max, "]"));
       }
     }
   }
@@ -534,6 +522,8 @@ int64_t Fp32Mlp::Flops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
 
 struct Int8Mlp::Impl {
   std::unique_ptr<MatmulStack> stack;
+  Int8Arithmetic arithmetic = Int8Arithmetic::kFull;
+  Int8LayerRanges input_ranges;
   float input_scale = 1.0f;
   int in_dim = 0;
   int out_dim = 0;
@@ -545,29 +535,42 @@ Int8Mlp::Int8Mlp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Int8Mlp::~Int8Mlp() = default;
 
 absl::StatusOr<std::unique_ptr<Int8Mlp>> Int8Mlp::Create(
-    const std::vector<Int8LinearLayer>& layers, Activation last_activation) {
+    const std::vector<Int8LinearLayer>& layers, Activation last_activation,
+    Int8Arithmetic arithmetic) {
   RETURN_IF_ERROR(ValidateShapes(layers, "int8"));
-  RETURN_IF_ERROR(ValidateInt8Scales(layers));
+  RETURN_IF_ERROR(ValidateInt8Codes(layers, arithmetic));
   std::vector<LayerSpec> specs(layers.size());
   for (size_t l = 0; l < layers.size(); ++l) {
     const bool last = l + 1 == layers.size();
+    const Int8LayerRanges in = LayerRanges(arithmetic, l == 0);
     Int8LayerMath math =
-        DeriveInt8Layer(layers[l], last ? 0.0f : layers[l + 1].input_scale);
+        DeriveInt8Layer(layers[l], in.input_zero_point,
+                        last ? 0.0f : layers[l + 1].input_scale);
     LayerSpec& s = specs[l];
     s.in = layers[l].in;
     s.out = layers[l].out;
-    s.src_dt = l == 0 ? Dt::s8 : Dt::u8;
+    s.src_dt = in.input_min < 0 ? Dt::s8 : Dt::u8;
     s.wei_dt = Dt::s8;
     s.dst_dt = last ? Dt::f32 : Dt::u8;
     s.output_scales = std::move(math.output_scale);
     s.bias = std::move(math.bias);
     s.weights.resize(math.weight.size());
     std::memcpy(s.weights.data(), math.weight.data(), math.weight.size());
-    // Hidden layers: the u8 destination saturates at 0, which is the ReLU.
-    if (last) s.post_op = LastPostOp(last_activation);
+    if (last) {
+      s.post_op = LastPostOp(last_activation);
+    } else if (const int32_t hi = LayerRanges(arithmetic, false).input_max;
+               hi < 255) {
+      // The u8 destination saturates at 0 (the ReLU) and 255; the clip
+      // keeps codes within the next layer's narrower range.
+      s.post_op = dnnl::algorithm::eltwise_clip;
+      s.post_op_alpha = 0.0f;
+      s.post_op_beta = static_cast<float>(hi);
+    }
   }
   auto impl = std::make_unique<Impl>();
   ASSIGN_OR_RETURN(impl->stack, MatmulStack::Create(std::move(specs)));
+  impl->arithmetic = arithmetic;
+  impl->input_ranges = LayerRanges(arithmetic, /*first_layer=*/true);
   impl->input_scale = layers.front().input_scale;
   impl->in_dim = layers.front().in;
   impl->out_dim = layers.back().out;
@@ -586,7 +589,7 @@ absl::Status Int8Mlp::Run(const float* in, int64_t m, float* out) const {
     ThreadState& ts = GetThreadState();
     const int64_t n = m * impl_->in_dim;
     auto* q = static_cast<int8_t*>(ts.input.Reserve(n));
-    QuantizeInput(in, n, impl_->input_scale, q);
+    QuantizeInput(in, n, impl_->input_scale, impl_->input_ranges, q);
     impl_->stack->Run(ts, q, m, out);
   } catch (const dnnl::error& e) {
     return DnnlError(e, "run the int8 MLP");
@@ -599,127 +602,6 @@ int Int8Mlp::out_dim() const { return impl_->out_dim; }
 int Int8Mlp::num_layers() const { return impl_->num_layers; }
 int64_t Int8Mlp::Ops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
 
-// ---------------------------------------------------------------------------
-// References.
-
-namespace {
-
-// One fp32 Linear + activation over m rows.
-void LinearRef(const LinearLayer& l, Activation act, const float* in, int64_t m,
-               float* out) {
-  for (int64_t r = 0; r < m; ++r) {
-    const float* x = in + r * l.in;
-    for (int o = 0; o < l.out; ++o) {
-      const float* w = l.weight + int64_t{o} * l.in;
-      float acc = l.bias != nullptr ? l.bias[o] : 0.0f;
-      for (int i = 0; i < l.in; ++i) acc += w[i] * x[i];
-      out[r * l.out + o] = Activate(act, acc);
-    }
-  }
-}
-
-}  // namespace
-
-void Fp32MlpRef(const std::vector<LinearLayer>& layers,
-                Activation last_activation, const float* in, int64_t m,
-                float* out) {
-  std::vector<float> cur(in, in + m * layers.front().in), next;
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const bool last = l + 1 == layers.size();
-    float* dst = out;
-    if (!last) {
-      next.resize(m * layers[l].out);
-      dst = next.data();
-    }
-    LinearRef(layers[l], last ? last_activation : Activation::kRelu, cur.data(),
-              m, dst);
-    if (!last) cur.swap(next);
-  }
-}
-
-void Int8MlpRef(const std::vector<Int8LinearLayer>& layers,
-                Activation last_activation, const float* in, int64_t m,
-                float* out) {
-  const int in0 = layers.front().in;
-  // Layer inputs as int32 codes (s8 for the first layer, u8 after).
-  std::vector<int32_t> q(m * in0), next;
-  for (int64_t i = 0; i < m * in0; ++i) {
-    q[i] = QuantizeInputOne(in[i], layers.front().input_scale);
-  }
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const Int8LinearLayer& layer = layers[l];
-    const bool last = l + 1 == layers.size();
-    const Int8LayerMath math =
-        DeriveInt8Layer(layer, last ? 0.0f : layers[l + 1].input_scale);
-    if (!last) next.assign(m * layer.out, 0);
-    for (int64_t r = 0; r < m; ++r) {
-      const int32_t* x = q.data() + r * layer.in;
-      for (int o = 0; o < layer.out; ++o) {
-        const int8_t* w = math.weight.data() + int64_t{o} * layer.in;
-        int32_t acc = 0;
-        for (int i = 0; i < layer.in; ++i) acc += int32_t{w[i]} * x[i];
-        const float v =
-            (static_cast<float>(acc) + math.bias[o]) * math.output_scale[o];
-        if (last) {
-          out[r * layer.out + o] = Activate(last_activation, v);
-        } else {
-          float c = std::nearbyint(v);
-          c = c < 255.0f ? c : 255.0f;
-          c = c > 0.0f ? c : 0.0f;
-          next[r * layer.out + o] = static_cast<int32_t>(c);
-        }
-      }
-    }
-    if (!last) q.swap(next);
-  }
-}
-
-Int8MlpParams QuantizeMlp(const std::vector<LinearLayer>& layers,
-                          Activation last_activation, const float* calib,
-                          int64_t calib_rows) {
-  (void)last_activation;  // the last layer's output is never requantized
-  Int8MlpParams params;
-  params.layers.resize(layers.size());
-  std::vector<float> cur, next;
-  if (!layers.empty() && calib != nullptr && calib_rows > 0) {
-    cur.assign(calib, calib + calib_rows * layers.front().in);
-  }
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const LinearLayer& src = layers[l];
-    Int8MlpParams::Layer& dst = params.layers[l];
-    dst.in = src.in;
-    dst.out = src.out;
-    // The first layer's input is signed (s8, 127 levels per side); later
-    // inputs are post-ReLU and use the full u8 range.
-    float max_abs = 0.0f;
-    for (float v : cur) max_abs = std::max(max_abs, std::fabs(v));
-    const float levels = l == 0 ? 127.0f : 255.0f;
-    dst.input_scale =
-        max_abs > 0.0f && std::isfinite(max_abs) ? max_abs / levels : 1.0f;
-    dst.weight.resize(int64_t{src.in} * src.out);
-    dst.weight_scale.resize(src.out);
-    for (int o = 0; o < src.out; ++o) {
-      const float* w = src.weight + int64_t{o} * src.in;
-      float w_max = 0.0f;
-      for (int i = 0; i < src.in; ++i) w_max = std::max(w_max, std::fabs(w[i]));
-      const float scale = w_max > 0.0f ? w_max / 127.0f : 1.0f;
-      dst.weight_scale[o] = scale;
-      for (int i = 0; i < src.in; ++i) {
-        const float c =
-            std::clamp(std::nearbyint(w[i] / scale), -127.0f, 127.0f);
-        dst.weight[int64_t{o} * src.in + i] = static_cast<int8_t>(c);
-      }
-    }
-    dst.bias = src.bias != nullptr
-                   ? std::vector<float>(src.bias, src.bias + src.out)
-                   : std::vector<float>(src.out, 0.0f);
-    if (l + 1 < layers.size() && !cur.empty()) {
-      next.resize(calib_rows * src.out);
-      LinearRef(src, Activation::kRelu, cur.data(), calib_rows, next.data());
-      cur.swap(next);
-    }
-  }
-  return params;
-}
+Int8Arithmetic Int8Mlp::arithmetic() const { return impl_->arithmetic; }
 
 }  // namespace duet::common

@@ -1,6 +1,7 @@
-// Dense layer stacks (MLPs) on oneDNN matmul, fp32 and int8, with scalar
-// reference implementations. Every Linear layer is followed by ReLU except the
-// last, which is followed by `last_activation` (DESIGN.md §2).
+// Dense layer stacks (MLPs) on oneDNN matmul, fp32 and int8. Every Linear
+// layer is followed by ReLU except the last, which is followed by
+// `last_activation` (DESIGN.md §2). Scalar references: mlp_reference.h;
+// post-training quantization: mlp_quantizer.h.
 #ifndef DUET_COMMON_MLP_H_
 #define DUET_COMMON_MLP_H_
 
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/int8_arithmetic.h"
 
 namespace duet::common {
 
@@ -24,8 +26,9 @@ struct LinearLayer {
 
 // Int8 parameters of one Linear, non-owning. Weights are symmetric per output
 // channel: W[o][i] ~= weight_scale[o] * weight[o*in + i]. The layer's input is
-// quantized per tensor: x ~= input_scale * q, q int8 (signed) for the first
-// layer of a stack, uint8 for later layers (their inputs are post-ReLU).
+// quantized per tensor: x ~= input_scale * (q - zero_point), with q's range
+// and zero point set by the stack's Int8Arithmetic (int8_arithmetic.h): s8
+// for the first layer and u8 after (post-ReLU) in full 8-bit arithmetic.
 struct Int8LinearLayer {
   int in = 0;
   int out = 0;
@@ -35,7 +38,8 @@ struct Int8LinearLayer {
   float input_scale = 1.0f;
 };
 
-// Owning int8 parameters, as produced by QuantizeMlp or loaded from disk.
+// Owning int8 parameters of a stack and the arithmetic their codes and scales
+// were made for, as produced by QuantizeMlp / RequantizeMlp or loaded.
 struct Int8MlpParams {
   struct Layer {
     int in = 0;
@@ -45,6 +49,7 @@ struct Int8MlpParams {
     std::vector<float> bias;
     float input_scale = 1.0f;
   };
+  Int8Arithmetic arithmetic = Int8Arithmetic::kFull;
   std::vector<Layer> layers;
   std::vector<Int8LinearLayer> Views() const;
 };
@@ -74,13 +79,17 @@ class Fp32Mlp {
   std::unique_ptr<Impl> impl_;
 };
 
-// Int8 MLP on oneDNN matmul (s8s8 first layer, u8s8 after; output scales per
-// output channel; fp32 output of the last layer after `last_activation`).
+// Int8 MLP on oneDNN matmul (s8s8 or u8s8 first layer, u8s8 after, as the
+// arithmetic says; output scales per output channel; fp32 output of the last
+// layer after `last_activation`). INVALID_ARGUMENT if a weight code lies
+// outside the arithmetic's range. The caller picks an arithmetic that is
+// exact on this CPU (Int8Kernels()); another one runs, but saturates.
 // Same ownership and thread-safety contract as Fp32Mlp.
 class Int8Mlp {
  public:
   static absl::StatusOr<std::unique_ptr<Int8Mlp>> Create(
-      const std::vector<Int8LinearLayer>& layers, Activation last_activation);
+      const std::vector<Int8LinearLayer>& layers, Activation last_activation,
+      Int8Arithmetic arithmetic);
   ~Int8Mlp();
 
   // in: fp32 [m, in_dim()], quantized internally with layers[0].input_scale.
@@ -89,6 +98,7 @@ class Int8Mlp {
   int in_dim() const;
   int out_dim() const;
   int num_layers() const;
+  Int8Arithmetic arithmetic() const;
   int64_t Ops(int64_t m) const;
 
  private:
@@ -96,24 +106,6 @@ class Int8Mlp {
   explicit Int8Mlp(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Scalar references (the oracles of tests and benchmarks).
-void Fp32MlpRef(const std::vector<LinearLayer>& layers,
-                Activation last_activation, const float* in, int64_t m,
-                float* out);
-// Emulates the integer arithmetic Int8Mlp performs: quantize input (round to
-// nearest, saturate), int32 accumulation, dequantize, bias, activation,
-// requantize to uint8 for the next layer.
-void Int8MlpRef(const std::vector<Int8LinearLayer>& layers,
-                Activation last_activation, const float* in, int64_t m,
-                float* out);
-
-// Post-training static quantization: per-output-channel symmetric weight
-// scales (max |w| / 127); activation scales from the max |activation| seen
-// on `calib_rows` calibration inputs through the fp32 reference.
-Int8MlpParams QuantizeMlp(const std::vector<LinearLayer>& layers,
-                          Activation last_activation, const float* calib,
-                          int64_t calib_rows);
 
 }  // namespace duet::common
 

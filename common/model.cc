@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/mlp_quantizer.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -158,9 +159,17 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
         MaybeMlp(model->dynamic_bottom_layers_, Activation::kRelu));
     ASSIGN_OR_RETURN(model->user_top_, Fp32Mlp::Create(model->user_top_layers_,
                                                        Activation::kRelu));
-    ASSIGN_OR_RETURN(
-        model->user_top_int8_,
-        Int8Mlp::Create(model->user_top_int8_layers_, Activation::kRelu));
+    const Int8Arithmetic arithmetic =
+        options.int8_arithmetic.value_or(Int8Kernels().recommended);
+    if (arithmetic != Int8Arithmetic::kFull) {
+      ASSIGN_OR_RETURN(model->user_top_int8_params_,
+                       RequantizeMlp(model->user_top_int8_layers_,
+                                     model->user_top_layers_, arithmetic));
+      model->user_top_int8_layers_ = model->user_top_int8_params_.Views();
+    }
+    ASSIGN_OR_RETURN(model->user_top_int8_,
+                     Int8Mlp::Create(model->user_top_int8_layers_,
+                                     Activation::kRelu, arithmetic));
   }
   if (options.parts.cloud) {
     ASSIGN_OR_RETURN(model->cloud_file_, OpenChecked(dir, c, kCloudFile, hash));

@@ -5,6 +5,7 @@
 #define DUET_COMMON_MODEL_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ struct LoadOptions {
   ModelParts parts;
   // SHA-256 of every loaded file against model.pbtxt (streams the whole file).
   bool verify_checksums = true;
+  // How the int8 user top MLP runs (int8_arithmetic.h); unset: what
+  // Int8Kernels() recommends for this CPU. The files hold full 8-bit codes;
+  // another arithmetic is re-quantized from them at load.
+  std::optional<Int8Arithmetic> int8_arithmetic;
 };
 
 // Immutable after Load; thread-safe. Accessors of parts that were not loaded
@@ -54,8 +59,12 @@ class Model {
   const std::vector<LinearLayer>& user_top_layers() const {
     return user_top_layers_;
   }
+  // The parameters user_top_int8() runs, in its arithmetic.
   const std::vector<Int8LinearLayer>& user_top_int8_layers() const {
     return user_top_int8_layers_;
+  }
+  Int8Arithmetic int8_arithmetic() const {
+    return user_top_int8_->arithmetic();
   }
   const std::vector<LinearLayer>& static_bottom_layers() const {
     return static_bottom_layers_;
@@ -91,6 +100,7 @@ class Model {
   std::unique_ptr<SafetensorsFile> edge_file_, cloud_file_, user_file_;
   std::vector<LinearLayer> static_bottom_layers_, dynamic_bottom_layers_,
       user_top_layers_, item_top_layers_, combined_top_layers_;
+  Int8MlpParams user_top_int8_params_;  // set unless in full arithmetic
   std::vector<Int8LinearLayer> user_top_int8_layers_;
   std::unique_ptr<Fp32Mlp> static_bottom_, dynamic_bottom_, user_top_,
       item_top_, combined_top_;

@@ -12,6 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "common/catalog.h"
 #include "common/mlp.h"
+#include "common/mlp_quantizer.h"
+#include "common/mlp_reference.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
 #include "common/sha256.h"
@@ -295,8 +297,11 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
       }
     }
   }
-  const Int8MlpParams int8 = QuantizeMlp(
-      user_top.Views(d.user_top_in), Activation::kRelu, calib.data(), samples);
+  // Stored in full 8-bit arithmetic; a device whose int8 kernels saturate
+  // re-quantizes it at load (Model::Load, RequantizeMlp).
+  const Int8MlpParams int8 =
+      QuantizeMlp(user_top.Views(d.user_top_in), calib.data(), samples,
+                  Int8Arithmetic::kFull);
   auto* q = config.mutable_user_top_int8();
   q->set_calibration_samples(samples);
   q->set_weight_scheme("per-output-channel symmetric int8");

@@ -1,9 +1,14 @@
 #include "common/reference_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/mlp_reference.h"
 #include "common/test_util.h"
 #include "common/top_k.h"
 #include "gmock/gmock.h"
@@ -146,21 +151,51 @@ TEST_P(PresetEquivalenceTest, SplitEqualsMonolithic) {
   }
 }
 
+// The int8 user top MLP of a preset in each int8 arithmetic this CPU runs
+// exactly (int8_arithmetic.h; the others are proven to saturate by
+// mlp_test's Int8KernelsTest).
+class PresetInt8Test
+    : public ::testing::TestWithParam<std::tuple<std::string, Int8Arithmetic>> {
+ protected:
+  void SetUp() override {
+    if (!Int8Kernels().IsExact(arithmetic())) {
+      GTEST_SKIP() << Int8ArithmeticName(arithmetic())
+                   << " arithmetic saturates in oneDNN's int8 kernels on this "
+                      "CPU ("
+                   << Int8Kernels().Describe() << ")";
+    }
+  }
+  const std::string& preset() const { return std::get<0>(GetParam()); }
+  Int8Arithmetic arithmetic() const { return std::get<1>(GetParam()); }
+  std::unique_ptr<Model> Load(const std::string& dir) const {
+    LoadOptions options;
+    options.parts = {true, true, true};
+    options.int8_arithmetic = arithmetic();
+    auto model = Model::Load(dir, options);
+    EXPECT_TRUE(model.ok()) << model.status();
+    return model.ok() ? std::move(*model) : nullptr;
+  }
+};
+
 // The int8 user top MLP against fp32, over 40 users x 256 candidates. Bounds:
 // with a calibrated per-tensor activation scale, each int8 layer adds an
 // error of about half an LSB per value, well under 1 % of the activation
 // range; through the sigmoid (slope <= 1/4) that keeps mean |dCTR| below
 // 0.01, and the top-10 sets agree on at least 8 of 10 items on average
-// (swaps happen only among near-ties). Measured values are far inside the
-// bounds (duet-model compare prints them); a broken scale or a wrong sign
-// gives |dCTR| ~ 0.1 and overlap near 10 / 256 * 10.
-TEST_P(PresetEquivalenceTest, Int8UserTopStaysCloseToFp32) {
+// (swaps happen only among near-ties). A reduced arithmetic gives one
+// operand 7 bits, which at most doubles its rounding error; measured mean
+// |dCTR| (docs/ARCHITECTURE.md, "Int8 arithmetic"): 0.0008-0.0027 full,
+// 0.0014-0.0032 reduced weights, 0.0018-0.0037 reduced activations, all
+// inside the same bounds. A broken scale or a wrong sign gives |dCTR| ~ 0.1
+// and overlap near 10 / 256 * 10.
+TEST_P(PresetInt8Test, Int8UserTopStaysCloseToFp32) {
   TempDir dir;
-  const double scale = GetParam() == "tiny" ? 1.0 : 0.0005;
-  ASSERT_TRUE(GenerateTestModel(GetParam(), scale, dir.path()).ok());
-  auto model = LoadAll(dir.path());
+  const double scale = preset() == "tiny" ? 1.0 : 0.0005;
+  ASSERT_TRUE(GenerateTestModel(preset(), scale, dir.path()).ok());
+  auto model = Load(dir.path());
   ASSERT_NE(model, nullptr);
   const Model& m = *model;
+  ASSERT_EQ(m.int8_arithmetic(), arithmetic());
   const SplitModel split(&m);
   std::mt19937_64 rng(7);
   const int n = 256, users = 40;
@@ -181,6 +216,25 @@ TEST_P(PresetEquivalenceTest, Int8UserTopStaysCloseToFp32) {
                                 user.dynamic_features.data(), pooled.data(),
                                 true, u8.data())
                     .ok());
+    if (q == 0) {
+      // The served int8 MLP computes what its arithmetic specifies.
+      std::vector<float> x(m.dims().user_top_in), ref(m.dims().user_out);
+      const int zs = m.dims().static_out, zc = m.dims().dynamic_out;
+      ASSERT_TRUE(RunOrIdentity(m.static_bottom(), user.static_features.data(),
+                                1, m.dims().static_in, x.data())
+                      .ok());
+      ASSERT_TRUE(RunOrIdentity(m.dynamic_bottom(),
+                                user.dynamic_features.data(), 1,
+                                m.dims().dynamic_in, x.data() + zs)
+                      .ok());
+      std::copy(pooled.begin(), pooled.end(), x.begin() + zs + zc);
+      Int8MlpRef(m.user_top_int8_layers(), arithmetic(), Activation::kRelu,
+                 x.data(), 1, ref.data());
+      for (int i = 0; i < m.dims().user_out; ++i) {
+        EXPECT_NEAR(u8[i], ref[i], 1e-4f * (1.0f + std::fabs(ref[i])))
+            << preset() << " u[" << i << "]";
+      }
+    }
     ASSERT_TRUE(split.ScoreItems(u32.data(), items, c32.data()).ok());
     ASSERT_TRUE(split.ScoreItems(u8.data(), items, c8.data()).ok());
     for (int j = 0; j < n; ++j) sum_abs += std::fabs(c32[j] - c8[j]);
@@ -194,9 +248,25 @@ TEST_P(PresetEquivalenceTest, Int8UserTopStaysCloseToFp32) {
   const double mean_overlap = overlap / users;
   RecordProperty("mean_abs_dctr", std::to_string(mean_abs));
   RecordProperty("top10_overlap", std::to_string(mean_overlap));
-  EXPECT_LT(mean_abs, 0.01) << GetParam();
-  EXPECT_GE(mean_overlap, 8.0) << GetParam();
+  EXPECT_LT(mean_abs, 0.01) << preset();
+  EXPECT_GE(mean_overlap, 8.0) << preset();
 }
+
+std::string PresetInt8TestName(
+    const ::testing::TestParamInfo<std::tuple<std::string, Int8Arithmetic>>&
+        info) {
+  std::string name = absl::StrCat(std::get<0>(info.param), "_",
+                                  Int8ArithmeticName(std::get<1>(info.param)));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllPresetsAndArithmetics, PresetInt8Test,
+    ::testing::Combine(::testing::Values("tiny", "rm1", "rm2", "rm3", "rm4",
+                                         "rm5"),
+                       ::testing::ValuesIn(kAllInt8Arithmetics)),
+    PresetInt8TestName);
 
 INSTANTIATE_TEST_SUITE_P(AllPresets, PresetEquivalenceTest,
                          ::testing::Values("tiny", "rm1", "rm2", "rm3", "rm4",

@@ -248,6 +248,10 @@ TEST_F(EdgeIntegrationTest, Int8IsCloseAndTheWirePayloadIsSmall) {
   StartCloud();
   StartEdge();
   InitInputs();
+  // The daemon runs the int8 arithmetic this CPU computes exactly (the same
+  // probe here, under the same ONEDNN_MAX_CPU_ISA: reduced-weights @avx2).
+  EXPECT_EQ(GetState().int8_arithmetic(),
+            common::Int8ArithmeticName(common::Int8Kernels().recommended));
   for (int i = 0; i < 30; ++i) Interact(500 + i);
   v1::RecommendResponse got;
   ASSERT_TRUE(Recommend(64, &got).ok());

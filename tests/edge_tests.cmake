@@ -1,9 +1,10 @@
 # Integration tests of duet-edge (see tests/CMakeLists.txt): real duet-edge
 # and duet-cloud processes on 127.0.0.1. duet_test_process comes from
 # cloud_tests.cmake, included first.
+# Also with oneDNN capped at AVX2 (the edge's int8 user model without VNNI).
 duet_test(edge_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/edge_integration_test.cc
-  LIBS duet_test_process duet_test_util duet_model)
+  LIBS duet_test_process duet_test_util duet_model ISA_CAPS AVX2)
 add_dependencies(edge_integration_test duet-edge duet-cloud)
 
 # GrpcCloudClient against fake clouds in-process, and duet-edge in front of

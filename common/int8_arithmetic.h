@@ -1,0 +1,68 @@
+// How the int8 MLPs feed oneDNN so that its kernels compute exact int32 dot
+// products on the CPU at hand (docs/ARCHITECTURE.md, "Int8 arithmetic").
+// oneDNN's x86 int8 kernels without VNNI (AVX2; AVX-512 without VNNI) add
+// pairs of u8 x s8 products into int16 lanes with saturation (vpmaddubsw) and
+// run s8 inputs as u8 shifted by +128, so a pair overflows once
+// 2 x 255 x 127 > 32767; VNNI (vpdpbusd) and AMX accumulate in int32. Each
+// arithmetic bounds the codes so that every pair fits, where it must.
+#ifndef DUET_COMMON_INT8_ARITHMETIC_H_
+#define DUET_COMMON_INT8_ARITHMETIC_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace duet::common {
+
+enum class Int8Arithmetic {
+  // First-layer input s8 [-128, 127], later inputs u8 [0, 255], weights
+  // [-127, 127]. Exact only where the kernels accumulate in int32.
+  kFull,
+  // Weights in [-63, 63]: |pair| <= 2 x 255 x 63 = 32130. Inputs as kFull.
+  kReducedWeights,
+  // Inputs in [0, 127] (the first layer's signed input as u8 with zero point
+  // 64, i.e. [-64, 63] around it), weights [-127, 127]:
+  // |pair| <= 2 x 127 x 127 = 32258.
+  kReducedActivations,
+};
+inline constexpr std::array<Int8Arithmetic, 3> kAllInt8Arithmetics = {
+    Int8Arithmetic::kFull, Int8Arithmetic::kReducedWeights,
+    Int8Arithmetic::kReducedActivations};
+
+// "full" | "reduced-weights" | "reduced-activations"; INVALID_ARGUMENT else.
+absl::StatusOr<Int8Arithmetic> ParseInt8Arithmetic(absl::string_view name);
+const char* Int8ArithmeticName(Int8Arithmetic a);
+
+// The integer ranges of one layer under an arithmetic: its input codes q
+// (x ~= scale * (q - input_zero_point), q in [input_min, input_max]) and its
+// weight codes (|w| <= weight_max).
+struct Int8LayerRanges {
+  int32_t input_min = 0;
+  int32_t input_max = 0;
+  int32_t input_zero_point = 0;
+  int32_t weight_max = 0;
+};
+Int8LayerRanges LayerRanges(Int8Arithmetic a, bool first_layer);
+
+// What oneDNN runs for int8 matmuls in this process, measured once (the
+// first call) with worst-case operands of each arithmetic at the row counts
+// the MLPs use. ONEDNN_MAX_CPU_ISA caps what it dispatches. Thread-safe.
+struct Int8KernelReport {
+  std::string isa;              // oneDNN's effective ISA, e.g. "avx2"
+  std::string implementation;   // its u8s8 matmul, e.g. "gemm:jit"
+  std::array<bool, 3> exact{};  // by Int8Arithmetic
+  // kFull where exact, else the reduced arithmetic that costs the least
+  // accuracy (docs/ARCHITECTURE.md), else kFull with none exact.
+  Int8Arithmetic recommended = Int8Arithmetic::kFull;
+  bool IsExact(Int8Arithmetic a) const { return exact[static_cast<int>(a)]; }
+  // One line for logs: "isa avx2, gemm:jit: full saturates; using ...".
+  std::string Describe() const;
+};
+const Int8KernelReport& Int8Kernels();
+
+}  // namespace duet::common
+
+#endif  // DUET_COMMON_INT8_ARITHMETIC_H_
