@@ -1,10 +1,11 @@
 // How the int8 MLPs feed oneDNN so that its kernels compute exact int32 dot
 // products on the CPU at hand (docs/ARCHITECTURE.md, "Int8 arithmetic").
-// oneDNN's x86 int8 kernels without VNNI (AVX2; AVX-512 without VNNI) add
-// pairs of u8 x s8 products into int16 lanes with saturation (vpmaddubsw) and
-// run s8 inputs as u8 shifted by +128, so a pair overflows once
-// 2 x 255 x 127 > 32767; VNNI (vpdpbusd) and AMX accumulate in int32. Each
-// arithmetic bounds the codes so that every pair fits, where it must.
+// Every layer's input is u8 (the first layer's signed input around a zero
+// point), weights are s8. oneDNN's x86 int8 kernels without VNNI (AVX2;
+// AVX-512 without VNNI) add pairs of u8 x s8 products into int16 lanes with
+// saturation (vpmaddubsw), so a pair overflows once 2 x 255 x 127 > 32767;
+// VNNI (vpdpbusd) and AMX accumulate in int32. Each arithmetic bounds the
+// codes so that every pair fits, where it must.
 #ifndef DUET_COMMON_INT8_ARITHMETIC_H_
 #define DUET_COMMON_INT8_ARITHMETIC_H_
 
@@ -18,14 +19,13 @@
 namespace duet::common {
 
 enum class Int8Arithmetic {
-  // First-layer input s8 [-128, 127], later inputs u8 [0, 255], weights
-  // [-127, 127]. Exact only where the kernels accumulate in int32.
+  // Inputs u8 [0, 255] (the first layer's with zero point 128, i.e. s8),
+  // weights [-127, 127]. Exact only where the kernels accumulate in int32.
   kFull,
   // Weights in [-63, 63]: |pair| <= 2 x 255 x 63 = 32130. Inputs as kFull.
   kReducedWeights,
-  // Inputs in [0, 127] (the first layer's signed input as u8 with zero point
-  // 64, i.e. [-64, 63] around it), weights [-127, 127]:
-  // |pair| <= 2 x 127 x 127 = 32258.
+  // Inputs u8 [0, 127] (the first layer's with zero point 64, i.e. [-64,
+  // 63] around it), weights [-127, 127]: |pair| <= 2 x 127 x 127 = 32258.
   kReducedActivations,
 };
 inline constexpr std::array<Int8Arithmetic, 3> kAllInt8Arithmetics = {
@@ -36,7 +36,7 @@ inline constexpr std::array<Int8Arithmetic, 3> kAllInt8Arithmetics = {
 absl::StatusOr<Int8Arithmetic> ParseInt8Arithmetic(absl::string_view name);
 const char* Int8ArithmeticName(Int8Arithmetic a);
 
-// The integer ranges of one layer under an arithmetic: its input codes q
+// The integer ranges of one layer under an arithmetic: its u8 input codes q
 // (x ~= scale * (q - input_zero_point), q in [input_min, input_max]) and its
 // weight codes (|w| <= weight_max).
 struct Int8LayerRanges {
@@ -48,8 +48,9 @@ struct Int8LayerRanges {
 Int8LayerRanges LayerRanges(Int8Arithmetic a, bool first_layer);
 
 // What oneDNN runs for int8 matmuls in this process, measured once (the
-// first call) with worst-case operands of each arithmetic at the row counts
-// the MLPs use. ONEDNN_MAX_CPU_ISA caps what it dispatches. Thread-safe.
+// first call, about a millisecond) with worst-case operands of each
+// arithmetic at the row counts the MLPs use. ONEDNN_MAX_CPU_ISA caps what it
+// dispatches. Thread-safe.
 struct Int8KernelReport {
   std::string isa;              // oneDNN's effective ISA, e.g. "avx2"
   std::string implementation;   // its u8s8 matmul, e.g. "gemm:jit"

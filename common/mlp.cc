@@ -343,17 +343,17 @@ int64_t MacsPerRow(const std::vector<Layer>& layers) {
 // Int8: what Int8Mlp feeds oneDNN.
 
 // q = saturate(round_half_even(x / scale) + zero_point) to [lo, hi], a range
-// within [-128, 127] (s8 codes, or u8 codes up to 127), stored as bytes.
-inline int8_t QuantizeInputOne(float x, float scale, float zero_point, float lo,
-                               float hi) {
+// within [0, 255] (u8 codes).
+inline uint8_t QuantizeInputOne(float x, float scale, float zero_point,
+                                float lo, float hi) {
   float r = std::nearbyint(x / scale) + zero_point;
   r = r < hi ? r : hi;  // NaN -> hi, like _mm256_min_ps below
   r = r > lo ? r : lo;
-  return static_cast<int8_t>(static_cast<int32_t>(r));
+  return static_cast<uint8_t>(static_cast<int32_t>(r));
 }
 
 void QuantizeInput(const float* x, int64_t n, float scale,
-                   const Int8LayerRanges& r, int8_t* q) {
+                   const Int8LayerRanges& r, uint8_t* q) {
   const float zp = static_cast<float>(r.input_zero_point);
   const float lo = static_cast<float>(r.input_min);
   const float hi = static_cast<float>(r.input_max);
@@ -370,7 +370,7 @@ void QuantizeInput(const float* x, int64_t n, float scale,
     const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32),
                                         _mm256_extracti128_si256(i32, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i),
-                     _mm_packs_epi16(i16, i16));
+                     _mm_packus_epi16(i16, i16));
   }
   for (; i < n; ++i) q[i] = QuantizeInputOne(x[i], scale, zp, lo, hi);
 }
@@ -549,7 +549,7 @@ absl::StatusOr<std::unique_ptr<Int8Mlp>> Int8Mlp::Create(
     LayerSpec& s = specs[l];
     s.in = layers[l].in;
     s.out = layers[l].out;
-    s.src_dt = in.input_min < 0 ? Dt::s8 : Dt::u8;
+    s.src_dt = Dt::u8;
     s.wei_dt = Dt::s8;
     s.dst_dt = last ? Dt::f32 : Dt::u8;
     s.output_scales = std::move(math.output_scale);
@@ -588,7 +588,7 @@ absl::Status Int8Mlp::Run(const float* in, int64_t m, float* out) const {
   try {
     ThreadState& ts = GetThreadState();
     const int64_t n = m * impl_->in_dim;
-    auto* q = static_cast<int8_t*>(ts.input.Reserve(n));
+    auto* q = static_cast<uint8_t*>(ts.input.Reserve(n));
     QuantizeInput(in, n, impl_->input_scale, impl_->input_ranges, q);
     impl_->stack->Run(ts, q, m, out);
   } catch (const dnnl::error& e) {

@@ -26,9 +26,10 @@ struct LinearLayer {
 
 // Int8 parameters of one Linear, non-owning. Weights are symmetric per output
 // channel: W[o][i] ~= weight_scale[o] * weight[o*in + i]. The layer's input is
-// quantized per tensor: x ~= input_scale * (q - zero_point), with q's range
-// and zero point set by the stack's Int8Arithmetic (int8_arithmetic.h): s8
-// for the first layer and u8 after (post-ReLU) in full 8-bit arithmetic.
+// quantized per tensor to u8: x ~= input_scale * (q - zero_point), with q's
+// range and zero point set by the stack's Int8Arithmetic (int8_arithmetic.h):
+// in full 8-bit arithmetic [0, 255] around 128 for the first layer (its
+// signed input, s8 codes shifted) and [0, 255] from 0 after (post-ReLU).
 struct Int8LinearLayer {
   int in = 0;
   int out = 0;
@@ -79,12 +80,11 @@ class Fp32Mlp {
   std::unique_ptr<Impl> impl_;
 };
 
-// Int8 MLP on oneDNN matmul (s8s8 or u8s8 first layer, u8s8 after, as the
-// arithmetic says; output scales per output channel; fp32 output of the last
-// layer after `last_activation`). INVALID_ARGUMENT if a weight code lies
-// outside the arithmetic's range. The caller picks an arithmetic that is
-// exact on this CPU (Int8Kernels()); another one runs, but saturates.
-// Same ownership and thread-safety contract as Fp32Mlp.
+// Int8 MLP on oneDNN matmul (u8s8 layers; output scales per output channel;
+// fp32 output of the last layer after `last_activation`). INVALID_ARGUMENT if a
+// weight code lies outside the arithmetic's range. The caller picks an
+// arithmetic that is exact on this CPU (Int8Kernels()); another one runs, but
+// saturates. Same ownership and thread-safety contract as Fp32Mlp.
 class Int8Mlp {
  public:
   static absl::StatusOr<std::unique_ptr<Int8Mlp>> Create(

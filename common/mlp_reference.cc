@@ -25,10 +25,11 @@ struct CodeRange {
   int64_t lo, hi, zero_point;
 };
 CodeRange InputCodes(Int8Arithmetic a, bool first_layer) {
+  // u8 codes; the first layer's signed input sits around the middle.
   if (a == Int8Arithmetic::kReducedActivations) {
     return {0, 127, first_layer ? 64 : 0};
   }
-  return first_layer ? CodeRange{-128, 127, 0} : CodeRange{0, 255, 0};
+  return {0, 255, first_layer ? 128 : 0};
 }
 
 // round_half_even(v) (the default rounding mode) saturated to [lo, hi].
