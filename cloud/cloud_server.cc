@@ -55,7 +55,7 @@ absl::Status CloudServer::Init() {
     mo.listen_address = o.metrics_listen;
     ASSIGN_OR_RETURN(metrics_server_, common::MetricsServer::Create(mo));
     registry = metrics_server_->registry();
-    Log(absl::StrCat("metrics on http://", metrics_server_->listen_address(),
+    Log(absl::StrCat("metrics on http://", metrics_server_->bound_address(),
                      "/metrics"));
   } else {
     registry = std::make_shared<prometheus::Registry>();
@@ -141,8 +141,8 @@ absl::Status CloudServer::Init() {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
-  Log(absl::StrCat("serving ", kServiceName, " on ", o.listen, " (port ", port_,
-                   ")"));
+  Log(absl::StrCat("serving ", kServiceName, " on ",
+                   common::WithBoundPort(o.listen, port_)));
   return absl::OkStatus();
 }
 

@@ -1,14 +1,10 @@
 // duet-cloud: the cloud item-model server of Duet (DESIGN.md §3, §5).
 #include <cstdio>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "cloud/cloud_server.h"
+#include "common/cli/flags.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (model.pbtxt + weights).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -134,23 +130,20 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --help lists this file's flags (absl's default looks for duet-cloud.cc).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "cloud/main.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
-      "Duet cloud item-model server.\n"
+  duet::common::ParseFlagsOrExit(
+      argc, argv,
+      "Duet cloud item-model server: ScoringService, grpc.health.v1 and "
+      "reflection on --listen, Prometheus /metrics on --metrics_listen.\n"
       "Usage: duet-cloud --model DIR [--listen HOST:PORT] "
-      "[--metrics_listen HOST:PORT] [--workers K] ...");
-  absl::ParseCommandLine(argc, argv);
+      "[--metrics_listen HOST:PORT] [--workers K] ...\n"
+      "Logs the ports it bound on stderr. SIGTERM/SIGINT drain and stop; "
+      "SIGHUP checks --model for a new version.\n"
+      "Exit status: 0 after a clean stop, 1 when the server cannot start, 2 "
+      "on bad usage.",
+      __FILE__);
   auto options = OptionsFromFlags();
   if (!options.ok()) {
-    std::fprintf(stderr, "duet-cloud: %s\n",
-                 std::string(options.status().message()).c_str());
-    return 2;
+    duet::common::ExitWithUsageError(options.status().message());
   }
   auto server = duet::cloud::CloudServer::Create(*std::move(options));
   if (!server.ok()) {

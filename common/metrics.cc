@@ -205,6 +205,17 @@ std::vector<double> OneTwoFiveBuckets(int min_exponent, int max_exponent) {
 
 std::vector<double> LatencyBucketsSeconds() { return OneTwoFiveBuckets(-5, 1); }
 
+std::string WithBoundPort(absl::string_view address, int port) {
+  const size_t colon = address.rfind(':');
+  int old_port = 0;
+  // Not "[::1]" (a colon of the host) nor "unix:/path" (no port at all).
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &old_port)) {
+    return std::string(address);
+  }
+  return absl::StrCat(address.substr(0, colon + 1), port);
+}
+
 // ---------------------------------------------------------------- server
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Create(

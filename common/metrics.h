@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
@@ -29,6 +30,12 @@ std::vector<double> OneTwoFiveBuckets(int min_exponent, int max_exponent);
 
 // Buckets for every duration histogram: 10 µs .. 10 s (19 bounds, seconds).
 std::vector<double> LatencyBucketsSeconds();
+
+// `address` ("host:port", "[v6]:port") with its port replaced by `port`: what
+// a server asked for port 0 bound, for the startup logs of the /metrics and
+// gRPC listeners. An address without a numeric ":port" suffix ("unix:/path")
+// is returned unchanged.
+std::string WithBoundPort(absl::string_view address, int port);
 
 // Serves GET /metrics (Prometheus text format) for one shared Registry, plus
 // the process_* metrics of a ProcessCollector. Owns the civetweb exposer and
@@ -58,6 +65,10 @@ class MetricsServer {
   // The port actually bound (differs from the option when it was 0).
   int bound_port() const { return bound_port_; }
   const std::string& listen_address() const { return listen_address_; }
+  // listen_address() with bound_port(): "127.0.0.1:43117".
+  std::string bound_address() const {
+    return WithBoundPort(listen_address_, bound_port_);
+  }
 
   // Serves another collectable at /metrics for as long as it is alive.
   void RegisterCollectable(const std::weak_ptr<prometheus::Collectable>& c);

@@ -91,10 +91,20 @@ TEST(OneTwoFiveBucketsTest, BoundsAreTheNearestDoublesToTheDecimals) {
   EXPECT_EQ(OneTwoFiveBuckets(3, 3), (std::vector<double>{1000}));
 }
 
+TEST(WithBoundPortTest, ReplacesThePortOnly) {
+  EXPECT_EQ(WithBoundPort("127.0.0.1:0", 43117), "127.0.0.1:43117");
+  EXPECT_EQ(WithBoundPort("[::1]:0", 9), "[::1]:9");
+  EXPECT_EQ(WithBoundPort("0.0.0.0:9091", 9091), "0.0.0.0:9091");
+  EXPECT_EQ(WithBoundPort("[::1]", 9), "[::1]");
+  EXPECT_EQ(WithBoundPort("unix:/run/duet.sock", 1), "unix:/run/duet.sock");
+}
+
 TEST(MetricsServerTest, ServesRegistryAndProcessMetricsOnAnEphemeralPort) {
   auto server = MetricsServer::Create(Listen("127.0.0.1:0"));
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_GT((*server)->bound_port(), 0);
+  EXPECT_EQ((*server)->bound_address(),
+            absl::StrCat("127.0.0.1:", (*server)->bound_port()));
 
   auto info = InfoMetrics::Create((*server)->registry(),
                                   InfoMetrics::Options{"edge", "0.1.0"});

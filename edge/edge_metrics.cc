@@ -63,6 +63,22 @@ EdgeMetrics::EdgeMetrics(std::shared_ptr<prometheus::Registry> registry)
            .Add({});
 }
 
+void EdgeMetrics::SetInt8Arithmetic(const std::string& arithmetic,
+                                    const std::string& isa,
+                                    const std::string& implementation) {
+  prometheus::BuildGauge()
+      .Name("duet_int8_arithmetic_info")
+      .Help(
+          "How the int8 user top MLP feeds oneDNN on this device (full, "
+          "reduced-weights, reduced-activations), with oneDNN's ISA and "
+          "int8 matmul implementation")
+      .Register(*registry_)
+      .Add({{"arithmetic", arithmetic},
+            {"isa", isa},
+            {"implementation", implementation}})
+      .Set(1);
+}
+
 void EdgeMetrics::CountQuery(absl::StatusCode code) {
   queries_->Add({{"side", "edge"}, {"code", absl::StatusCodeToString(code)}})
       .Increment();

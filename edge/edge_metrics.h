@@ -38,6 +38,11 @@ class EdgeMetrics {
   prometheus::Counter& cloud_streams_opened() { return *streams_opened_; }
   prometheus::Gauge& cloud_streams_ready() { return *streams_ready_; }
 
+  // duet_int8_arithmetic_info{arithmetic,isa,implementation} = 1: how the
+  // int8 user top MLP runs on this device (common/int8_arithmetic.h).
+  void SetInt8Arithmetic(const std::string& arithmetic, const std::string& isa,
+                         const std::string& implementation);
+
   const std::shared_ptr<prometheus::Registry>& registry() const {
     return registry_;
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/energy_meter.h"
+#include "common/int8_arithmetic.h"
 #include "common/metrics.h"
 #include "common/model.h"
 #include "common/model_config.h"
@@ -107,6 +108,17 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   load.parts.cloud = false;
   load.parts.user_tables = false;
   load.verify_checksums = o.verify_checksums;
+  const common::Int8KernelReport& kernels = common::Int8Kernels();
+  if (o.int8_arithmetic != "auto") {
+    ASSIGN_OR_RETURN(load.int8_arithmetic,
+                     common::ParseInt8Arithmetic(o.int8_arithmetic));
+    if (!kernels.IsExact(*load.int8_arithmetic)) {
+      std::fprintf(stderr,
+                   "duet-edge: WARNING: --int8_arithmetic %s is not exact on "
+                   "this CPU (%s)\n",
+                   o.int8_arithmetic.c_str(), kernels.Describe().c_str());
+    }
+  }
   ASSIGN_OR_RETURN(impl->model, common::Model::Load(o.model_dir, load));
   const auto& config = impl->model->config();
   impl->info->SetModel(config.name(), absl::StrCat(config.version()),
@@ -114,6 +126,10 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
 
   impl->background = std::make_unique<common::ThreadPool>(1, "edge-memo");
   impl->metrics = std::make_unique<EdgeMetrics>(impl->registry);
+  const char* arithmetic =
+      common::Int8ArithmeticName(impl->model->int8_arithmetic());
+  impl->metrics->SetInt8Arithmetic(arithmetic, kernels.isa,
+                                   kernels.implementation);
   ASSIGN_OR_RETURN(impl->user_model,
                    UserModel::Create(impl->model.get(), um_options));
   UserState::Options so;
@@ -183,17 +199,23 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   }
   std::fprintf(
       stderr,
-      "duet-edge: model %s, user top MLP %s, wire %s; state %s: %s\n"
-      "duet-edge: serving EdgeService on port %d, cloud %s (%d streams, "
+      "duet-edge: model %s, user top MLP %s (int8 arithmetic %s: %s), wire "
+      "%s; state %s: %s\n"
+      "duet-edge: serving EdgeService on %s, cloud %s (%d streams, "
       "rotated every %s), metrics %s\n",
-      common::ModelLabel(config).c_str(), o.user_precision.c_str(),
-      o.wire.c_str(), o.state_dir.c_str(),
-      impl->store->recovery_report().c_str(), impl->port,
+      common::ModelLabel(config).c_str(), o.user_precision.c_str(), arithmetic,
+      kernels.Describe().c_str(), o.wire.c_str(), o.state_dir.c_str(),
+      impl->store->recovery_report().c_str(),
+      common::WithBoundPort(o.listen, impl->port).c_str(),
       o.cloud_target.c_str(), o.cloud_streams,
       o.cloud_stream_max_age > absl::ZeroDuration()
           ? absl::FormatDuration(o.cloud_stream_max_age).c_str()
           : "never",
-      o.metrics_listen.empty() ? "disabled" : o.metrics_listen.c_str());
+      impl->metrics_server == nullptr
+          ? "disabled"
+          : absl::StrCat("http://", impl->metrics_server->bound_address(),
+                         "/metrics")
+                .c_str());
   std::fprintf(stderr,
                "duet-edge: EdgeService: %s\nduet-edge: cloud link: %s\n",
                common::DescribeServerTls(o.tls).c_str(),

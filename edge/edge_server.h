@@ -28,7 +28,10 @@ struct EdgeServerOptions {
   std::string state_dir;
   bool reset_state = false;
   std::string user_precision = "int8";  // int8 | fp32
-  std::string wire = "int8";            // int8 | fp32
+  // auto (what common::Int8Kernels() recommends here) | full |
+  // reduced-weights | reduced-activations
+  std::string int8_arithmetic = "auto";
+  std::string wire = "int8";  // int8 | fp32
   int max_candidates = 1024;
   absl::Duration default_timeout = absl::Seconds(2);
   int relay_cache_items = 256;

@@ -8,9 +8,10 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
 #include "edge/edge_server.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -63,6 +64,12 @@ ABSL_FLAG(bool, reset_state, false,
           "start empty. Without it a bad state file stops the daemon.");
 ABSL_FLAG(std::string, user_precision, "int8",
           "User top MLP precision: int8 (post-training quantized) or fp32.");
+ABSL_FLAG(std::string, int8_arithmetic, "auto",
+          "How the int8 user top MLP feeds oneDNN: auto (full 8-bit codes "
+          "where oneDNN's int8 kernels are exact, i.e. with VNNI/AMX, else "
+          "reduced-weights), full, reduced-weights (7-bit weights) or "
+          "reduced-activations (7-bit inputs). Forcing one makes every device "
+          "compute the same codes whatever its CPU.");
 ABSL_FLAG(std::string, wire, "int8",
           "User vector on the wire: int8 (affine, with scale and zero point) "
           "or fp32 (exact; for exactness tests).");
@@ -90,13 +97,25 @@ int main(int argc, char** argv) {
   // each new thread's arena kept RSS creeping up under load (56 MB after 7k
   // queries vs 35 MB flat with 2 arenas; tests/deploy/memory_soak_test.py).
   mallopt(M_ARENA_MAX, 2);
-  absl::SetProgramUsageMessage(
-      "duet-edge --model DIR --cloud TARGET --state_dir DIR [--listen "
-      "HOST:PORT] [--metrics_listen HOST:PORT] ...\nServes EdgeService "
-      "(Recommend, RecordInteraction, UpdateProfile, GetState) for the app "
-      "on the device; runs the user model locally and streams quantized "
-      "user vectors to duet-cloud.");
-  absl::ParseCommandLine(argc, argv);
+  duet::common::ParseFlagsOrExit(
+      argc, argv,
+      "Duet on-device daemon: serves EdgeService (Recommend, "
+      "RecordInteraction, UpdateProfile, GetState) for the app on the device; "
+      "runs the user model locally and streams quantized user vectors to "
+      "duet-cloud.\n"
+      "Usage: duet-edge --model DIR --cloud TARGET --state_dir DIR [--listen "
+      "HOST:PORT] [--metrics_listen HOST:PORT] ...\n"
+      "Logs the ports it bound on stderr; SIGTERM/SIGINT stop it.\n"
+      "Exit status: 0 after a clean stop, 1 when the daemon cannot start, 2 "
+      "on bad usage.",
+      __FILE__);
+  for (const auto* required : {&FLAGS_model, &FLAGS_cloud, &FLAGS_state_dir}) {
+    if (absl::GetFlag(*required).empty()) {
+      duet::common::ExitWithUsageError(
+          absl::StrCat("--", absl::GetFlagReflectionHandle(*required).Name(),
+                       " is required"));
+    }
+  }
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop;
@@ -123,6 +142,7 @@ int main(int argc, char** argv) {
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
   o.reset_state = absl::GetFlag(FLAGS_reset_state);
   o.user_precision = absl::GetFlag(FLAGS_user_precision);
+  o.int8_arithmetic = absl::GetFlag(FLAGS_int8_arithmetic);
   o.wire = absl::GetFlag(FLAGS_wire);
   o.max_candidates = absl::GetFlag(FLAGS_max_candidates);
   o.default_timeout =

@@ -166,12 +166,14 @@ class EdgeIntegrationTest : public testing::Test {
     ASSERT_EQ(GetState().memo_version(), res.profile_version());
   }
 
-  // The in-process split reference on the raw history.
-  std::vector<common::Scored> Reference(int top_k, bool int8) const {
-    std::vector<float> pooled(model_->dims().pooled),
-        u(model_->dims().user_out);
-    common::PoolHistory(*model_, history_, pooled.data());
-    common::SplitModel split(model_);
+  // The in-process split reference on the raw history (of `model`, which
+  // defaults to the suite's).
+  std::vector<common::Scored> Reference(
+      int top_k, bool int8, const common::Model* model = nullptr) const {
+    if (model == nullptr) model = model_;
+    std::vector<float> pooled(model->dims().pooled), u(model->dims().user_out);
+    common::PoolHistory(*model, history_, pooled.data());
+    common::SplitModel split(model);
     EXPECT_TRUE(
         split.UserVector(s_.data(), c_.data(), pooled.data(), int8, u.data())
             .ok());
@@ -314,6 +316,56 @@ TEST_F(EdgeIntegrationTest, AcknowledgedInteractionsSurviveKillNine) {
   }
   // And the same as the reference on the full history (int8 user top MLP).
   ExpectRanking(scores_after, Reference(10, /*int8=*/true), 2e-3f);
+}
+
+TEST_F(EdgeIntegrationTest, ForcedInt8ArithmeticIsServedExportedAndExact) {
+  // An operator can make every device of a fleet compute the same codes
+  // whatever its CPU: the edge runs the arithmetic it is told, reports it in
+  // GetState and /metrics, and ranks as the reference in that arithmetic.
+  const common::Int8Arithmetic forced =
+      common::Int8Arithmetic::kReducedActivations;
+  if (!common::Int8Kernels().IsExact(forced)) {
+    GTEST_SKIP() << "reduced-activations is not exact on this CPU ("
+                 << common::Int8Kernels().Describe() << ")";
+  }
+  common::LoadOptions lo;
+  lo.parts.user_tables = true;  // the reference pools the raw history
+  lo.int8_arithmetic = forced;
+  auto model = common::Model::Load(ModelDir(), lo);
+  ASSERT_TRUE(model.ok()) << model.status();
+  StartCloud();
+  const int metrics_port = PickFreePort();
+  StartEdge({"--int8_arithmetic", "reduced-activations", "--metrics_listen",
+             absl::StrCat("127.0.0.1:", metrics_port)});
+  InitInputs();
+  for (int i = 0; i < 30; ++i) Interact(700 + i);
+  EXPECT_EQ(GetState().int8_arithmetic(), "reduced-activations");
+  v1::RecommendResponse got;
+  ASSERT_TRUE(Recommend(10, &got).ok());
+  ExpectRanking(got, Reference(10, /*int8=*/true, model->get()), 2e-3f);
+  const std::string metrics = test::HttpGet(metrics_port, "/metrics");
+  EXPECT_EQ(test::MetricValue(
+                metrics, "duet_int8_arithmetic_info",
+                {"arithmetic=\"reduced-activations\"",
+                 absl::StrCat("isa=\"", common::Int8Kernels().isa, "\"")}),
+            1.0)
+      << metrics;
+
+  // A name that is not an arithmetic stops the daemon with the list.
+  edge_.reset();
+  auto bad = Subprocess::Start(
+      {BinaryPath("edge/duet-edge"), "--model", ModelDir(), "--cloud",
+       absl::StrCat("127.0.0.1:", cloud_port_), "--listen",
+       absl::StrCat("127.0.0.1:", edge_port_), "--metrics_listen", "",
+       "--state_dir", state_dir_, "--int8_arithmetic", "7bit"},
+      dir_->path() + "/edge-bad.log");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  auto exit = (*bad)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(*exit, 1) << (*bad)->ReadLog();
+  EXPECT_THAT((*bad)->ReadLog(),
+              HasSubstr("int8 arithmetic '7bit' is not one of full, "
+                        "reduced-weights, reduced-activations"));
 }
 
 TEST_F(EdgeIntegrationTest, CorruptStateStopsTheDaemonUnlessReset) {

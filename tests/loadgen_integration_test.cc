@@ -52,12 +52,12 @@ class LoadgenIntegrationTest : public ::testing::Test {
     cloud_ = StartCloud(1024, "cloud");
     small_cloud_ = StartCloud(8, "cloud_small");
     edge_addr_ = absl::StrCat("127.0.0.1:", PickFreePort());
-    edge_ =
-        StartOrDie({BinaryPath("edge/duet-edge"), "--model", Model(), "--cloud",
-                    cloud_addr_, "--listen", edge_addr_, "--metrics_listen",
-                    absl::StrCat("127.0.0.1:", PickFreePort()), "--state_dir",
-                    dir_->File("edge_state")},
-                   dir_->File("edge.log"));
+    edge_metrics_addr_ = absl::StrCat("127.0.0.1:", PickFreePort());
+    edge_ = StartOrDie(
+        {BinaryPath("edge/duet-edge"), "--model", Model(), "--cloud",
+         cloud_addr_, "--listen", edge_addr_, "--metrics_listen",
+         edge_metrics_addr_, "--state_dir", dir_->File("edge_state")},
+        dir_->File("edge.log"));
     ASSERT_NE(edge_, nullptr);
     const absl::Status healthy =
         WaitForHealthy(edge_addr_, absl::Seconds(30), edge_.get());
@@ -136,7 +136,8 @@ class LoadgenIntegrationTest : public ::testing::Test {
 
   static common::TempDir* dir_;
   static std::unique_ptr<Subprocess> cloud_, small_cloud_, edge_;
-  static std::string cloud_addr_, small_cloud_addr_, edge_addr_;
+  static std::string cloud_addr_, small_cloud_addr_, edge_addr_,
+      edge_metrics_addr_;
 };
 
 common::TempDir* LoadgenIntegrationTest::dir_ = nullptr;
@@ -146,6 +147,7 @@ std::unique_ptr<Subprocess> LoadgenIntegrationTest::edge_;
 std::string LoadgenIntegrationTest::cloud_addr_;
 std::string LoadgenIntegrationTest::small_cloud_addr_;
 std::string LoadgenIntegrationTest::edge_addr_;
+std::string LoadgenIntegrationTest::edge_metrics_addr_;
 
 const char* const kSchemaKeys[] = {"schema",
                                    "target",
@@ -207,6 +209,31 @@ TEST_F(LoadgenIntegrationTest, EveryTargetInBothLoopModes) {
   }
 }
 
+TEST_F(LoadgenIntegrationTest, EdgeEnergyComesFromTheEdgesOwnMetrics) {
+  const std::vector<std::string> load = {
+      "--concurrency", "2", "--queries", "40", "--candidates", "16"};
+  const Run unmeasured = RunLoadgen("edge", edge_addr_, load);
+  ASSERT_EQ(unmeasured.exit_code, 0) << unmeasured.log;
+  EXPECT_EQ(unmeasured.json.Find("energy_j_per_query.edge")->kind,
+            JsonValue::kNull);
+  EXPECT_THAT(unmeasured.log,
+              ::testing::HasSubstr("energy/query edge    not measured (no "
+                                   "--edge_metrics"));
+
+  std::vector<std::string> with_metrics = load;
+  with_metrics.insert(with_metrics.end(),
+                      {"--edge_metrics", edge_metrics_addr_});
+  const Run measured = RunLoadgen("edge", edge_addr_, with_metrics);
+  ASSERT_EQ(measured.exit_code, 0) << measured.log;
+  EXPECT_GT(Num(measured, "energy_j_per_query.edge"), 0) << measured.log;
+  EXPECT_EQ(Num(measured, "energy_j_per_query.edge_by_source.model"),
+            Num(measured, "energy_j_per_query.edge"));
+  EXPECT_THAT(measured.log,
+              ::testing::HasSubstr(absl::StrCat(
+                  "duet_energy_joules_total{side=\"edge\"} at http://",
+                  edge_metrics_addr_, "/metrics")));
+}
+
 TEST_F(LoadgenIntegrationTest, RejectedQueriesAreCountedByCode) {
   // The small cloud takes at most 8 candidates: every query with 16 is
   // INVALID_ARGUMENT, counted, and the run still succeeds.
@@ -254,11 +281,15 @@ TEST_F(LoadgenIntegrationTest, UnreachableServerIsCountedNotFatal) {
   EXPECT_THAT(fleet.log, ::testing::HasSubstr(nowhere));
 }
 
-TEST_F(LoadgenIntegrationTest, BadFlagsExitNonZero) {
-  EXPECT_NE(RunLoadgen("nonsense", cloud_addr_, {}).exit_code, 0);
-  EXPECT_NE(RunLoadgen("score", cloud_addr_, {"--candidates_dist", "zipf:3"})
+TEST_F(LoadgenIntegrationTest, BadFlagsExitTwo) {
+  EXPECT_EQ(RunLoadgen("nonsense", cloud_addr_, {}).exit_code, 2);
+  EXPECT_EQ(RunLoadgen("score", cloud_addr_, {"--candidates_dist", "zipf:3"})
                 .exit_code,
-            0);
+            2);
+  EXPECT_EQ(
+      RunLoadgen("score", cloud_addr_, {"--edge_metrics", edge_metrics_addr_})
+          .exit_code,
+      2);
 }
 
 TEST_F(LoadgenIntegrationTest, WritesAGrpcFramedScoreRequest) {

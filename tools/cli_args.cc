@@ -17,8 +17,20 @@ absl::StatusOr<CliArgs> CliArgs::Parse(
   CliArgs out;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a.size() < 3 || a.compare(0, 2, "--") != 0) {
+    if (a == "--") {
+      out.positional_.insert(out.positional_.end(), args.begin() + i + 1,
+                             args.end());
+      break;
+    }
+    if (a.size() < 2 || a[0] != '-') {
       out.positional_.push_back(a);
+      continue;
+    }
+    if (a[1] != '-') {
+      if (a != "-h" || !contains(bool_flags, "help")) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
+      }
+      out.values_["help"] = "true";
       continue;
     }
     std::string name = a.substr(2);

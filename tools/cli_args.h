@@ -1,6 +1,7 @@
 // Minimal command-line parsing for the tools whose documented flags contain
 // hyphens (DESIGN.md §8: `--rows-scale`), which absl flags cannot name:
-// `--name value`, `--name=value`, boolean `--name`, and positional arguments.
+// `--name value`, `--name=value`, boolean `--name`, `-h` for `--help`, `--`
+// ending the flags, and positional arguments.
 #ifndef DUET_TOOLS_CLI_ARGS_H_
 #define DUET_TOOLS_CLI_ARGS_H_
 
@@ -15,8 +16,10 @@ namespace duet::tools {
 
 class CliArgs {
  public:
-  // `value_flags` take a value; `bool_flags` do not. Any other --flag is an
-  // INVALID_ARGUMENT error naming it.
+  // `value_flags` take a value; `bool_flags` do not. `-h` sets "help" when
+  // that is one of `bool_flags`. Any other --flag or -x is an
+  // INVALID_ARGUMENT error naming it; "-" alone and everything after "--"
+  // are positional.
   static absl::StatusOr<CliArgs> Parse(
       const std::vector<std::string>& args,
       const std::vector<std::string>& value_flags,

@@ -35,6 +35,23 @@ TEST(CliArgsTest, RejectsUnknownFlagsMissingValuesAndBadNumbers) {
               HasSubstr("--seed expects a non-negative integer, got 'x1'"));
   auto bool_value = CliArgs::Parse({"--json=maybe"}, {}, {"json"});
   EXPECT_THAT(bool_value.status().message(), HasSubstr("takes no value"));
+
+  auto short_flag = CliArgs::Parse({"DIR", "-x"}, {}, {"help"});
+  EXPECT_EQ(short_flag.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(short_flag.status().message(), HasSubstr("unknown flag -x"));
+  // -h is only --help where help is a flag.
+  EXPECT_THAT(CliArgs::Parse({"-h"}, {}, {}).status().message(),
+              HasSubstr("unknown flag -h"));
+}
+
+TEST(CliArgsTest, ShortHelpDashAndDoubleDash) {
+  auto args = CliArgs::Parse({"-h", "-", "--seed", "-1", "--", "--json", "-h"},
+                             {"seed"}, {"help", "json"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_TRUE(args->Has("help"));
+  EXPECT_EQ(args->Get("seed"), "-1");  // a value, not a flag
+  EXPECT_FALSE(args->Has("json"));
+  EXPECT_THAT(args->positional(), ElementsAre("-", "--json", "-h"));
 }
 
 }  // namespace

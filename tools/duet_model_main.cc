@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/int8_arithmetic.h"
 #include "common/model.h"
 #include "common/model_config.h"
 #include "common/model_generator.h"
@@ -41,23 +43,33 @@ Usage:
       Checks checksums, sizes, dtypes and shapes against model.pbtxt.
       Exits 1 with a precise message on the first mismatch.
   duet-model compare DIR [--queries Q] [--candidates N] [--seed S]
+                   [--int8-arithmetic A]
       Scores random users in-process with the monolithic reference and the
       split model (fp32 and int8 user top MLP) and reports the differences
       and the latency ratio. Exits 1 if fp32 split and monolithic differ by
-      more than 1e-5 in any CTR.
-  duet-model --help
+      more than 1e-5 in any CTR. --int8-arithmetic: auto (what this CPU runs
+      exactly: full with VNNI, else reduced-weights), full, reduced-weights
+      or reduced-activations.
+  duet-model --help | -h | help | COMMAND --help
+      This text, on stdout.
 
-Exit status: 0 on success, 1 on a failed check or error, 2 on bad usage.
+Exit status: 0 on success, 1 on a failed check or error, 2 on bad usage (an
+unknown command or flag, a malformed value, a missing or extra argument).
 Logs and errors go to stderr; results to stdout.
 )";
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out, kUsage, absl::StrJoin(common::PresetNames(), ", ").c_str());
+}
 
 int Fail(const absl::Status& status) {
   std::cerr << "duet-model: " << status << std::endl;
   return 1;
 }
 
+// The same two lines as the absl-flag binaries (common/cli/flags.h).
 int Usage(const std::string& message) {
-  std::cerr << "duet-model: " << message << "\n(see duet-model --help)"
+  std::cerr << "ERROR: " << message << "\nTry 'duet-model --help' for usage."
             << std::endl;
   return 2;
 }
@@ -111,7 +123,6 @@ PartStats Stats(const ModelConfig& c, const std::string& file,
 }
 
 int Inspect(const CliArgs& args) {
-  if (args.positional().size() != 1) return Usage("inspect needs DIR");
   const std::string dir = args.positional()[0];
   auto config = common::ReadConfig(dir + "/" + common::kConfigFile);
   if (!config.ok()) return Fail(config.status());
@@ -212,7 +223,6 @@ int Inspect(const CliArgs& args) {
 }
 
 int Verify(const CliArgs& args) {
-  if (args.positional().size() != 1) return Usage("verify needs DIR");
   const std::string dir = args.positional()[0];
   if (absl::Status s = common::VerifyModelDir(dir); !s.ok()) return Fail(s);
   std::printf(
@@ -227,7 +237,6 @@ double Median(std::vector<double> v) {
 }
 
 int Compare(const CliArgs& args) {
-  if (args.positional().size() != 1) return Usage("compare needs DIR");
   auto queries = args.GetInt("queries", 20);
   auto n_cand = args.GetInt("candidates", 256);
   auto seed = args.GetUint("seed", 7);
@@ -240,6 +249,12 @@ int Compare(const CliArgs& args) {
   }
   common::LoadOptions options;
   options.parts = {true, true, true};
+  const std::string arithmetic = args.Get("int8-arithmetic", "auto");
+  if (arithmetic != "auto") {
+    auto parsed = common::ParseInt8Arithmetic(arithmetic);
+    if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
+    options.int8_arithmetic = *parsed;
+  }
   auto model = common::Model::Load(args.positional()[0], options);
   if (!model.ok()) return Fail(model.status());
   const common::Model& m = **model;
@@ -253,6 +268,11 @@ int Compare(const CliArgs& args) {
   int max_history = 0;
   for (const auto& t : m.config().user_tables()) {
     max_history = std::max(max_history, t.history_length());
+  }
+  if (*n_cand > m.catalog().num_items()) {
+    return Usage(absl::StrCat("--candidates ", *n_cand, " exceeds the ",
+                              m.catalog().num_items(),
+                              " items of the catalog"));
   }
   const int n = static_cast<int>(*n_cand);
   std::vector<int64_t> cands(n);
@@ -268,7 +288,13 @@ int Compare(const CliArgs& args) {
     for (int i = 0; i < d.dynamic_in; ++i)
       user.dynamic_features.push_back(unit(rng));
     for (int i = 0; i < max_history; ++i) user.history.push_back(item(rng));
-    for (auto& c : cands) c = item(rng);
+    // A ranking query's candidates are distinct items.
+    absl::flat_hash_set<int64_t> drawn;
+    for (auto& c : cands) {
+      do {
+        c = item(rng);
+      } while (!drawn.insert(c).second);
+    }
 
     auto t0 = Clock::now();
     absl::Status s = mono.Score(user, cands, ctr_mono.data());
@@ -314,8 +340,10 @@ int Compare(const CliArgs& args) {
               max_fp32);
   std::printf(
       "int8 user top vs fp32:    mean |dCTR| = %.3g, top-10 overlap = "
-      "%.1f %%\n",
-      mean_int8, 100.0 * overlap / *queries);
+      "%.1f %% (%s arithmetic; %s)\n",
+      mean_int8, 100.0 * overlap / *queries,
+      common::Int8ArithmeticName(m.int8_arithmetic()),
+      common::Int8Kernels().Describe().c_str());
   if (!t_mono.empty()) {
     std::printf(
         "in-process latency (median of %zu, one thread): monolithic "
@@ -331,35 +359,76 @@ int Compare(const CliArgs& args) {
   return 0;
 }
 
+// A subcommand: its flags and how many positional arguments (DIR) it takes.
+struct Command {
+  const char* name;
+  int (*run)(const CliArgs&);
+  std::vector<std::string> value_flags;
+  std::vector<std::string> bool_flags;
+  size_t positional;
+};
+
+const Command* FindCommand(const std::string& name) {
+  static const auto* const commands = new std::vector<Command>{
+      {"gen",
+       Gen,
+       {"preset", "rows-scale", "seed", "version", "out",
+        "calibration-samples"},
+       {"help"},
+       0},
+      {"inspect", Inspect, {}, {"json", "help"}, 1},
+      {"verify", Verify, {}, {"help"}, 1},
+      {"compare",
+       Compare,
+       {"queries", "candidates", "seed", "int8-arithmetic"},
+       {"help"},
+       1},
+  };
+  for (const Command& c : *commands) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+int Main(std::vector<std::string> args) {
+  if (args.empty()) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  const std::string name = args[0];
+  if (name == "--help" || name == "-h" || name == "help") {
+    PrintUsage(stdout);
+    return 0;
+  }
+  const Command* command = FindCommand(name);
+  if (command == nullptr) {
+    return Usage(name[0] == '-'
+                     ? absl::StrCat("expected a command (gen, inspect, verify "
+                                    "or compare) before any flag, got ",
+                                    name)
+                     : absl::StrCat("unknown command '", name, "'"));
+  }
+  args.erase(args.begin());
+  auto parsed = CliArgs::Parse(args, command->value_flags, command->bool_flags);
+  if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
+  if (parsed->Has("help")) {
+    PrintUsage(stdout);
+    return 0;
+  }
+  const std::vector<std::string>& positional = parsed->positional();
+  if (positional.size() > command->positional) {
+    return Usage(absl::StrCat("unexpected argument '",
+                              positional[command->positional], "'"));
+  }
+  if (positional.size() < command->positional) {
+    return Usage(absl::StrCat(name, " needs DIR"));
+  }
+  return command->run(*parsed);
+}
+
 }  // namespace
 }  // namespace duet::tools
 
 int main(int argc, char** argv) {
-  using duet::tools::CliArgs;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" ||
-      args[0] == "help") {
-    std::printf(duet::tools::kUsage,
-                absl::StrJoin(duet::common::PresetNames(), ", ").c_str());
-    return args.empty() ? 2 : 0;
-  }
-  const std::string command = args[0];
-  args.erase(args.begin());
-  auto parsed =
-      CliArgs::Parse(args,
-                     {"preset", "rows-scale", "seed", "version", "out",
-                      "calibration-samples", "queries", "candidates"},
-                     {"json", "help"});
-  if (!parsed.ok())
-    return duet::tools::Usage(std::string(parsed.status().message()));
-  if (parsed->Has("help")) {
-    std::printf(duet::tools::kUsage,
-                absl::StrJoin(duet::common::PresetNames(), ", ").c_str());
-    return 0;
-  }
-  if (command == "gen") return duet::tools::Gen(*parsed);
-  if (command == "inspect") return duet::tools::Inspect(*parsed);
-  if (command == "verify") return duet::tools::Verify(*parsed);
-  if (command == "compare") return duet::tools::Compare(*parsed);
-  return duet::tools::Usage("unknown command '" + command + "'");
+  return duet::tools::Main(std::vector<std::string>(argv + 1, argv + argc));
 }

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -41,23 +41,20 @@ const char* ServingStatusName(
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  duet::common::ParseFlagsOrExit(
+      argc, argv,
       "Exits 0 iff the gRPC server at --addr reports --service as SERVING "
-      "through grpc.health.v1.Health/Check.");
-  auto positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() > 1) {
-    std::fprintf(stderr, "duet-health-probe: unexpected argument '%s'\n",
-                 positional[1]);
-    return 2;
-  }
+      "through grpc.health.v1.Health/Check.\n"
+      "Usage: duet-health-probe [--addr HOST:PORT] [--service NAME] "
+      "[--timeout_ms MS]\n"
+      "Exit status: 0 SERVING, 1 any other status or RPC error, 2 bad usage.",
+      __FILE__);
   const std::string addr = absl::GetFlag(FLAGS_addr);
   const int timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
   if (addr.empty() || timeout_ms <= 0) {
-    std::fprintf(stderr,
-                 "duet-health-probe: --addr must be non-empty and "
-                 "--timeout_ms positive (got '%s', %d)\n",
-                 addr.c_str(), timeout_ms);
-    return 2;
+    duet::common::ExitWithUsageError(absl::StrCat(
+        "--addr must be non-empty and --timeout_ms positive (got '", addr,
+        "', ", timeout_ms, ")"));
   }
 
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());

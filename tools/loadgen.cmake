@@ -19,13 +19,23 @@ target_link_libraries(duet_loadgen_lib PUBLIC duet_loadgen_stats duet_model
 target_sources(duet_loadgen_lib PRIVATE ${loadgen_dir}/fleet_target.cc)
 target_link_libraries(duet_loadgen_lib PUBLIC duet_edge_grpc)
 
+# --edge_metrics: duet-edge's energy from its /metrics, over HTTP (libcurl,
+# which prometheus-cpp-dev already depends on).
+find_package(CURL REQUIRED)
+add_library(duet_loadgen_edge_energy STATIC ${loadgen_dir}/edge_energy_probe.cc)
+target_link_libraries(duet_loadgen_edge_energy PUBLIC absl::status
+                      absl::statusor absl::strings absl::time CURL::libcurl)
+
 add_executable(duet-loadgen ${loadgen_dir}/main.cc)
-target_link_libraries(duet-loadgen PRIVATE duet_loadgen_lib absl::flags
-                      absl::flags_parse absl::flags_usage)
+target_link_libraries(duet-loadgen PRIVATE duet_loadgen_lib
+                      duet_loadgen_edge_energy duet_cli_flags)
 
 if(DUET_BUILD_TESTS)
   foreach(t sampler stats summary)
     duet_test(loadgen_${t}_test SOURCES ${loadgen_dir}/${t}_test.cc
               LIBS duet_loadgen_stats)
   endforeach()
+  duet_test(loadgen_edge_energy_probe_test
+            SOURCES ${loadgen_dir}/edge_energy_probe_test.cc
+            LIBS duet_loadgen_edge_energy duet_metrics)
 endif()

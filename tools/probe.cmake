@@ -2,4 +2,4 @@
 # as the container HEALTHCHECK (deploy/docker/) and by the deployment tests.
 add_executable(duet-health-probe ${CMAKE_CURRENT_LIST_DIR}/health_probe_main.cc)
 target_link_libraries(duet-health-probe PRIVATE duet_proto gRPC::grpc++
-                      absl::flags absl::flags_parse absl::flags_usage)
+                      duet_cli_flags)

@@ -1,18 +1,21 @@
 // duet-loadgen: load generator for duet-edge and duet-cloud. Flags become a
 // DriverOptions and a Target; the run's summary goes to stdout (and --json),
 // progress and errors to stderr.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
 #include "common/energy_meter.h"
 #include "common/model.h"
 #include "common/model_config.h"
+#include "tools/loadgen/edge_energy_probe.h"
 #include "tools/loadgen/fleet_target.h"
 #include "tools/loadgen/grpc_targets.h"
 #include "tools/loadgen/load_driver.h"
@@ -78,6 +81,15 @@ ABSL_FLAG(std::string, network_profile, "5g-mmwave",
           "or lte (Narayanan et al., SIGCOMM'21 fits)");
 ABSL_FLAG(double, uplink_mbps, 24,
           "Uplink throughput of the energy model (the Duet paper: 24 Mbps)");
+ABSL_FLAG(
+    std::string, edge_metrics, "",
+    "--target=edge: duet-edge's /metrics (its --metrics_listen "
+    "HOST:PORT, or a URL), scraped before and after the run for the "
+    "edge's own energy per query: duet_energy_joules_total{side=\"edge\"} "
+    "by source over duet_queries_total{side=\"edge\"}, warm-up included "
+    "(the edge must serve only this run). Adds about 2.5 s: the edge "
+    "publishes its energy once a second. Empty: the summary says the "
+    "edge's energy is not measured");
 ABSL_FLAG(std::string, json, "", "Write the summary as JSON to this file");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed");
 ABSL_FLAG(bool, progress, true, "Progress line on stderr once per second");
@@ -93,10 +105,62 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+using common::ExitWithUsageError;
+
+// The device's energy per query by source and how it was obtained, or why it
+// is not known.
+struct EdgeEnergy {
+  std::optional<std::map<std::string, double>> joules_per_query;
+  std::string how;
+};
+
+// Without --edge_metrics: the fleet meters its in-process devices.
+EdgeEnergy EdgeEnergyOf(const std::string& target, const RunTotals& totals) {
+  if (target == "fleet") {
+    const int64_t queries = totals.codes.total();
+    if (queries == 0) return {std::nullopt, "no query was sent"};
+    return {
+        std::map<std::string, double>{{"model", totals.edge_joules / queries}},
+        absl::StrCat("thread CPU x ", common::PhoneProfile().name, " ",
+                     common::PhoneProfile().watts_per_busy_core, " W")};
+  }
+  if (target == "monolithic") {
+    return {std::map<std::string, double>(),
+            "none: the monolithic baseline runs no model on the device"};
+  }
+  if (target == "score") {
+    return {std::nullopt,
+            "the score target sends a synthetic user vector: no device runs "
+            "the user model"};
+  }
+  return {std::nullopt,
+          "no --edge_metrics: pass duet-edge's --metrics_listen address to "
+          "read its own energy counter"};
+}
+
+// --target=edge with --edge_metrics: the edge's own counters over the run.
+EdgeEnergy EdgeEnergyFromMetrics(EdgeEnergyProbe& probe,
+                                 const absl::Status& begun) {
+  if (!begun.ok()) return {std::nullopt, std::string(begun.message())};
+  absl::StatusOr<EdgeEnergyPerQuery> measured = probe.End();
+  if (!measured.ok()) {
+    return {std::nullopt, std::string(measured.status().message())};
+  }
+  return {measured->joules_by_source,
+          absl::StrCat("duet-edge's duet_energy_joules_total{side=\"edge\"} "
+                       "at ",
+                       probe.url(), " over the ", measured->queries,
+                       " queries it served, warm-up included")};
+}
+
 int Main() {
   const std::string target_name = absl::GetFlag(FLAGS_target);
   const std::string model_dir = absl::GetFlag(FLAGS_model);
-  if (model_dir.empty()) return Fail("--model DIR is required");
+  if (model_dir.empty()) ExitWithUsageError("--model DIR is required");
+  const std::string edge_metrics = absl::GetFlag(FLAGS_edge_metrics);
+  if (!edge_metrics.empty() && target_name != "edge") {
+    ExitWithUsageError("--edge_metrics is for --target=edge only");
+  }
   auto config = common::ReadConfig(model_dir + "/" + common::kConfigFile);
   if (!config.ok()) return Fail(std::string(config.status().message()));
 
@@ -108,7 +172,7 @@ int Main() {
     if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
     counts = *parsed;
   } else if (absl::GetFlag(FLAGS_candidates) < 1) {
-    return Fail("--candidates must be >= 1");
+    ExitWithUsageError("--candidates must be >= 1");
   }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const CandidateSampler sampler(config->catalog().num_items(),
@@ -170,8 +234,9 @@ int Main() {
               << to.addr << "\n";
     target = CreateFleetTarget(to, model.get());
   } else {
-    return Fail("--target must be edge, fleet, monolithic or score, got '" +
-                target_name + "'");
+    ExitWithUsageError(
+        "--target must be edge, fleet, monolithic or score, got '" +
+        target_name + "'");
   }
   if (!target.ok()) return Fail(std::string(target.status().message()));
 
@@ -188,19 +253,38 @@ int Main() {
   d.interaction_rate = interaction_rate;
   d.seed = seed;
   d.progress = absl::GetFlag(FLAGS_progress) ? &std::cerr : nullptr;
-  if (d.qps < 0) return Fail("--qps must be >= 0");
+  if (d.qps < 0) ExitWithUsageError("--qps must be >= 0");
   if (d.queries <= 0 && d.duration <= absl::ZeroDuration()) {
-    return Fail("set --queries or a positive --duration_s");
+    ExitWithUsageError("set --queries or a positive --duration_s");
   }
 
   auto network = common::NetworkProfileByName(
       absl::GetFlag(FLAGS_network_profile), absl::GetFlag(FLAGS_uplink_mbps));
-  if (!network.ok()) return Fail(std::string(network.status().message()));
-  if (network->uplink_mbps <= 0) return Fail("--uplink_mbps must be > 0");
+  if (!network.ok()) ExitWithUsageError(network.status().message());
+  if (network->uplink_mbps <= 0) {
+    ExitWithUsageError("--uplink_mbps must be > 0");
+  }
   d.uplink_joules_per_byte = common::JoulesPerByte(*network);
+
+  std::optional<EdgeEnergyProbe> edge_probe;
+  absl::Status edge_probe_begun;
+  if (!edge_metrics.empty()) {
+    edge_probe.emplace(EdgeEnergyProbe::Options{edge_metrics});
+    std::cerr << "duet-loadgen: reading duet-edge's energy from "
+              << edge_probe->url() << " before and after the run\n";
+    edge_probe_begun = edge_probe->Begin();
+    if (!edge_probe_begun.ok()) {
+      std::cerr << "duet-loadgen: edge energy will not be measured: "
+                << edge_probe_begun.message() << "\n";
+    }
+  }
 
   LoadDriver driver(d, target->get(), &sampler, &counts);
   const DriverResult result = driver.Run();
+  const EdgeEnergy edge_energy =
+      edge_probe.has_value()
+          ? EdgeEnergyFromMetrics(*edge_probe, edge_probe_begun)
+          : EdgeEnergyOf(target_name, result.totals);
 
   RunSummary summary;
   RunConfig& c = summary.config;
@@ -226,16 +310,12 @@ int Main() {
   c.streams = target_name == "fleet" ? to.streams : 0;
   c.channels = to.channels;
   c.seed = seed;
-  c.energy_model = absl::StrCat(
-      target_name == "fleet"
-          ? absl::StrCat("edge: thread CPU x ", common::PhoneProfile().name,
-                         " ", common::PhoneProfile().watts_per_busy_core,
-                         " W; ")
-          : "edge: not metered; ",
-      "network: request bytes x ", network->name, " at ", network->uplink_mbps,
-      " Mbps");
+  c.edge_energy = edge_energy.how;
+  c.network_energy = absl::StrCat("request bytes x ", network->name, " at ",
+                                  network->uplink_mbps, " Mbps");
   summary.duration_s = absl::ToDoubleSeconds(result.measured);
   summary.totals = result.totals;
+  summary.edge_joules_per_query = edge_energy.joules_per_query;
 
   target->reset();  // closes streams before the summary is printed
   std::cout << SummaryText(summary);
@@ -251,12 +331,16 @@ int Main() {
 }  // namespace duet::loadgen
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  duet::common::ParseFlagsOrExit(
+      argc, argv,
       "Load generator for duet-edge and duet-cloud.\n"
       "  duet-loadgen --target=fleet|monolithic|score --addr=CLOUD "
       "--model=DIR [--concurrency=C | --qps=R] ...\n"
-      "  duet-loadgen --target=edge --addr=EDGE --model=DIR ...\n"
-      "Summary on stdout (and --json FILE), progress on stderr.");
-  absl::ParseCommandLine(argc, argv);
+      "  duet-loadgen --target=edge --addr=EDGE --model=DIR "
+      "[--edge_metrics=EDGE_METRICS] ...\n"
+      "Summary on stdout (and --json FILE), progress on stderr.\n"
+      "Exit status: 0 after a run (failed queries are counted, not fatal), 2 "
+      "on bad usage or when the run cannot start.",
+      __FILE__);
   return duet::loadgen::Main();
 }

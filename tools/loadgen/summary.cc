@@ -1,6 +1,9 @@
 #include "tools/loadgen/summary.h"
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -62,6 +65,12 @@ class Object {
   std::vector<std::string> fields_;
 };
 
+double SumOverSources(const std::map<std::string, double>& joules) {
+  double sum = 0;
+  for (const auto& [source, j] : joules) sum += j;
+  return sum;
+}
+
 }  // namespace
 
 double ThroughputQps(const RunSummary& s) {
@@ -115,9 +124,19 @@ std::string SummaryJson(const RunSummary& s) {
   Object bytes;
   bytes.Dbl("up", t.bytes_up * per_query).Dbl("down", t.bytes_down * per_query);
   Object energy;
-  energy.Dbl("edge", t.edge_joules * per_query)
-      .Dbl("network", t.network_joules * per_query)
-      .Str("model", c.energy_model);
+  if (s.edge_joules_per_query.has_value()) {
+    Object by_source;
+    for (const auto& [source, joules] : *s.edge_joules_per_query) {
+      by_source.Dbl(source, joules);
+    }
+    energy.Dbl("edge", SumOverSources(*s.edge_joules_per_query))
+        .Add("edge_by_source", by_source.Render());
+  } else {
+    energy.Add("edge", "null").Add("edge_by_source", "null");
+  }
+  energy.Dbl("network", t.network_joules * per_query)
+      .Str("model", absl::StrCat("edge: ", c.edge_energy,
+                                 "; network: ", c.network_energy));
   Object interactions;
   interactions.Int("ok", t.interactions_ok)
       .Int("failed", t.interactions_failed);
@@ -172,9 +191,24 @@ std::string SummaryText(const RunSummary& s) {
       Ms(t.latency.Percentile(0.999)), Ms(t.latency.max()));
   absl::StrAppendFormat(&out, "bytes/query up %.1f  down %.1f\n",
                         t.bytes_up * per_query, t.bytes_down * per_query);
-  absl::StrAppendFormat(&out, "energy/query edge %.3g J  network %.3g J (%s)\n",
-                        t.edge_joules * per_query, t.network_joules * per_query,
-                        c.energy_model);
+  if (s.edge_joules_per_query.has_value()) {
+    std::vector<std::string> sources;
+    for (const auto& [source, joules] : *s.edge_joules_per_query) {
+      sources.push_back(absl::StrFormat("%s %.3g J", source, joules));
+    }
+    absl::StrAppendFormat(
+        &out, "energy/query edge    %.3g J (%s%s)\n",
+        SumOverSources(*s.edge_joules_per_query),
+        sources.empty()
+            ? ""
+            : absl::StrCat("by source: ", absl::StrJoin(sources, ", "), "; "),
+        c.edge_energy);
+  } else {
+    absl::StrAppendFormat(&out, "energy/query edge    not measured (%s)\n",
+                          c.edge_energy);
+  }
+  absl::StrAppendFormat(&out, "             network %.3g J (%s)\n",
+                        t.network_joules * per_query, c.network_energy);
   if (t.interactions_ok + t.interactions_failed > 0) {
     absl::StrAppendFormat(&out, "interactions %d ok, %d failed\n",
                           t.interactions_ok, t.interactions_failed);

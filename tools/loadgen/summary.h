@@ -9,11 +9,16 @@
 //   queries{total, ok, errors, dropped, by_code{<CODE_NAME>: n}},
 //   latency_ms{mean, min, p50, p90, p99, p999, max}   (OK queries only),
 //   bytes_per_query{up, down}, candidates_mean, interactions{ok, failed},
-//   energy_j_per_query{edge, network, model}   (device CPU: fleet only).
+//   energy_j_per_query{edge, edge_by_source{<source>: J}, network, model}
+//     edge and edge_by_source are null when the edge's energy was not
+//     measured (score; edge without --edge_metrics); "model" says how each
+//     figure was obtained, or why it is missing.
 #ifndef DUET_TOOLS_LOADGEN_SUMMARY_H_
 #define DUET_TOOLS_LOADGEN_SUMMARY_H_
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "tools/loadgen/stats.h"
@@ -43,13 +48,20 @@ struct RunConfig {
   int streams = 0;
   int channels = 0;
   uint64_t seed = 0;
-  std::string energy_model;  // e.g. "edge: phone 1.8 W/core; network: ..."
+  // How the energy figures were obtained, e.g. "thread CPU x phone 1.8 W"
+  // and "request bytes x 5g-mmwave at 24 Mbps"; for an edge energy that was
+  // not measured, why not.
+  std::string edge_energy;
+  std::string network_energy;
 };
 
 struct RunSummary {
   RunConfig config;
   double duration_s = 0;  // measured phase: start to last completion
   RunTotals totals;
+  // Edge (device) joules per query by source ("model", "rapl"); empty when
+  // the device runs no model (monolithic); unset when not measured.
+  std::optional<std::map<std::string, double>> edge_joules_per_query;
 };
 
 double ThroughputQps(const RunSummary& s);  // OK queries per second

@@ -8,6 +8,7 @@ namespace duet::loadgen {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 RunSummary Example() {
   RunSummary s;
@@ -28,6 +29,10 @@ RunSummary Example() {
   s.totals.bytes_up = 105 * 100;
   s.totals.bytes_down = 105 * 40;
   s.totals.dropped = 2;
+  s.totals.network_joules = 105 * 0.5;
+  s.config.edge_energy = "thread CPU x phone 1.8 W";
+  s.config.network_energy = "request bytes x 5g-mmwave at 24 Mbps";
+  s.edge_joules_per_query = {{"model", 0.25}};
   return s;
 }
 
@@ -75,6 +80,7 @@ const char* const kKeys[] = {"schema",
                              "interactions.ok",
                              "interactions.failed",
                              "energy_j_per_query.edge",
+                             "energy_j_per_query.edge_by_source",
                              "energy_j_per_query.network",
                              "energy_j_per_query.model"};
 
@@ -100,6 +106,36 @@ TEST(SummaryJsonTest, ParsesBackWithEveryKeyAndValue) {
   EXPECT_EQ(parsed->Find("bytes_per_query.down")->number, 40);
   EXPECT_EQ(parsed->Find("config.candidates")->string, "normal:165:80");
   EXPECT_EQ(parsed->Find("config.seed")->number, 18446744073709551615.0);
+  EXPECT_EQ(parsed->Find("energy_j_per_query.edge")->number, 0.25);
+  EXPECT_EQ(parsed->Find("energy_j_per_query.edge_by_source.model")->number,
+            0.25);
+  EXPECT_EQ(parsed->Find("energy_j_per_query.network")->number, 0.5);
+  EXPECT_EQ(parsed->Find("energy_j_per_query.model")->string,
+            "edge: thread CPU x phone 1.8 W; network: request bytes x "
+            "5g-mmwave at 24 Mbps");
+}
+
+TEST(SummaryJsonTest, UnmeasuredEdgeEnergyIsNullNotZero) {
+  RunSummary s = Example();
+  s.edge_joules_per_query.reset();
+  s.config.edge_energy = "no --edge_metrics";
+  auto parsed = MiniJsonParser::Parse(SummaryJson(s));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->Find("energy_j_per_query.edge")->kind, JsonValue::kNull);
+  EXPECT_EQ(parsed->Find("energy_j_per_query.edge_by_source")->kind,
+            JsonValue::kNull);
+  EXPECT_THAT(parsed->Find("energy_j_per_query.model")->string,
+              HasSubstr("edge: no --edge_metrics;"));
+}
+
+TEST(SummaryJsonTest, NoDeviceModelIsZeroWithoutSources) {
+  RunSummary s = Example();
+  s.edge_joules_per_query.emplace();
+  auto parsed = MiniJsonParser::Parse(SummaryJson(s));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->Find("energy_j_per_query.edge")->number, 0);
+  EXPECT_TRUE(
+      parsed->Find("energy_j_per_query.edge_by_source")->object.empty());
 }
 
 TEST(SummaryJsonTest, EmptyRunIsStillValid) {
@@ -124,6 +160,20 @@ TEST(SummaryTextTest, NamesCodesAndPercentiles) {
   EXPECT_THAT(text, HasSubstr("INVALID_ARGUMENT"));
   EXPECT_THAT(text, HasSubstr("p99.9"));
   EXPECT_THAT(text, HasSubstr("throughput  50.0 qps"));
+  EXPECT_THAT(text, HasSubstr("energy/query edge    0.25 J (by source: model "
+                              "0.25 J; thread CPU x phone 1.8 W)\n"
+                              "             network 0.5 J (request bytes x "
+                              "5g-mmwave at 24 Mbps)\n"));
+}
+
+TEST(SummaryTextTest, SaysWhyEdgeEnergyIsNotMeasured) {
+  RunSummary s = Example();
+  s.edge_joules_per_query.reset();
+  s.config.edge_energy = "no --edge_metrics";
+  const std::string text = SummaryText(s);
+  EXPECT_THAT(text, HasSubstr("energy/query edge    not measured (no "
+                              "--edge_metrics)\n"));
+  EXPECT_THAT(text, Not(HasSubstr(" 0 J")));
 }
 
 }  // namespace
