@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -460,6 +461,23 @@ TEST(Int8KernelsTest, ProbeVerdictHoldsForEveryArithmetic) {
       }
     }
   }
+}
+
+TEST(Int8KernelsTest, HonoursTheIsaCapOfTheCappedRuns) {
+  // The TEST@avx2 and TEST@avx512_core runs (CMakeLists.txt, duet_test)
+  // exist to prove the arithmetic of CPUs without VNNI; under either cap
+  // full 8-bit codes must saturate, or the run proved nothing.
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  const std::string isa = cap != nullptr ? cap : "";
+  if (isa != "AVX2" && isa != "AVX512_CORE") {
+    GTEST_SKIP() << "runs under ONEDNN_MAX_CPU_ISA=AVX2 or AVX512_CORE only "
+                    "(the @avx2 and @avx512_core entries); here it is '"
+                 << isa << "'";
+  }
+  EXPECT_FALSE(Int8Kernels().IsExact(Int8Arithmetic::kFull))
+      << Int8Kernels().Describe();
+  EXPECT_EQ(Int8Kernels().recommended, Int8Arithmetic::kReducedWeights);
+  EXPECT_EQ(Int8Kernels().implementation, "gemm:jit");
 }
 
 TEST(Int8MlpTest, QuantizeMlpScalesPerArithmetic) {

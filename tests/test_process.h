@@ -62,9 +62,9 @@ int PickFreePort();
 absl::Status WaitForHealthy(const std::string& target, absl::Duration timeout,
                             Subprocess* process = nullptr);
 
-// Path of a built binary, relative to the build tree: $DUET_BINARY_DIR (set
-// by duet_test()) or else the build tree above this test binary's folder,
-// e.g. BinaryPath("cloud/duet-cloud").
+// Path of a built binary, relative to the build tree: the build tree above
+// this test binary's folder, or $DUET_BINARY_DIR when set (to run a test
+// binary against another build), e.g. BinaryPath("cloud/duet-cloud").
 std::string BinaryPath(const std::string& relative);
 
 // GET `path` from 127.0.0.1:`port` over HTTP/1.0 (a /metrics endpoint); the
