@@ -37,7 +37,9 @@ if(TARGET duet-cloud AND TARGET duet-edge AND TARGET duet-loadgen)
     ${Python3_EXECUTABLE} ${deploy_dir}/scale_out_test.py ${duet_bins})
   duet_deploy_test(memory_soak 300
     ${Python3_EXECUTABLE} ${deploy_dir}/memory_soak_test.py ${duet_bins})
-  duet_deploy_test(deploy_docker_compose 900
-    ${Python3_EXECUTABLE} ${deploy_dir}/docker_compose_test.py
-    --build ${CMAKE_BINARY_DIR} --probe $<TARGET_FILE:duet-health-probe>)
 endif()
+# Builds the images from deploy/docker/Dockerfile (the whole project, Release,
+# inside the build stage: several minutes on 2 cores) and runs the compose
+# stack on them; needs no binaries from this build.
+duet_deploy_test(deploy_docker_compose 1800
+  ${Python3_EXECUTABLE} ${deploy_dir}/docker_compose_test.py)

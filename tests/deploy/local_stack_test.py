@@ -6,7 +6,6 @@ duet.json) evaluated through Prometheus's HTTP API must return data.
     local_stack_test.py --cloud BIN --edge BIN --model BIN --loadgen BIN --probe BIN
 Skips (exit 77) when Debian's prometheus server is not installed.
 """
-import json
 import os
 import shutil
 import sys
@@ -17,17 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack  # noqa: E402
 from stack import check, log  # noqa: E402
 
-DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                         "deploy", "grafana", "dashboards", "duet.json")
 RATE_INTERVAL = "30s"  # stands in for Grafana's $__rate_interval
-
-
-def dashboard_targets():
-    with open(DASHBOARD, encoding="utf-8") as f:
-        d = json.load(f)
-    for p in d["panels"]:
-        for t in p.get("targets", []):
-            yield p["title"], t["refId"], t["expr"]
 
 
 def main():
@@ -54,28 +43,7 @@ def main():
         time.sleep(3)  # a few more scrapes after the load
         stack.wait_scraped(prom, ["duet-cloud", "duet-edge"], scrapes=8)
 
-        empty, nan, total = [], [], 0
-        for title, ref, expr in dashboard_targets():
-            total += 1
-            q = expr.replace("$__rate_interval", RATE_INTERVAL)
-            data = stack.prom_query(prom, q)
-            result = data["result"]
-            if data["resultType"] == "vector" and not result:
-                empty.append(f"{title} [{ref}]: {q}")
-                continue
-            values = [float(r["value"][1]) for r in result]
-            shown = ", ".join(
-                f"{r['metric'] or '{}'}={float(r['value'][1]):.4g}"
-                for r in result[:6])
-            log(f"ok  {title} [{ref}]: {len(result)} series: {shown}")
-            if not any(stack.finite(v) for v in values):
-                nan.append(f"{title} [{ref}]")
-        log(f"{total} dashboard expressions, {len(empty)} empty, "
-            f"{len(nan)} with no finite value")
-        for n in nan:
-            log(f"note: only NaN (no events of that kind in the window): {n}")
-        check(not empty, "dashboard expressions with no data:\n  " +
-              "\n  ".join(empty))
+        stack.check_dashboard(prom, RATE_INTERVAL)
 
         # The headline numbers must be real, not NaN.
         def scalar(expr):

@@ -246,6 +246,49 @@ def wait_scraped(base, jobs, scrapes=3, timeout=30):
                       f"{timeout}s: {targets}")
 
 
+DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                         "deploy", "grafana", "dashboards", "duet.json")
+
+
+def dashboard_targets():
+    """(panel title, refId, expression) of every query of the dashboard."""
+    with open(DASHBOARD, encoding="utf-8") as f:
+        d = json.load(f)
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            yield p["title"], t["refId"], t["expr"]
+
+
+def check_dashboard(base, rate_interval="30s"):
+    """Evaluates every expression of the Grafana dashboard (deploy/grafana/
+    dashboards/duet.json) through the Prometheus at `base`, `rate_interval`
+    standing in for Grafana's $__rate_interval, and fails naming each one that
+    returns no data. Expressions with only NaN values (no events of that kind
+    in the window) are noted, not failed."""
+    empty, nan, total = [], [], 0
+    for title, ref, expr in dashboard_targets():
+        total += 1
+        q = expr.replace("$__rate_interval", rate_interval)
+        data = prom_query(base, q)
+        result = data["result"]
+        if data["resultType"] == "vector" and not result:
+            empty.append(f"{title} [{ref}]: {q}")
+            continue
+        values = [float(r["value"][1]) for r in result]
+        shown = ", ".join(
+            f"{r['metric'] or '{}'}={float(r['value'][1]):.4g}"
+            for r in result[:6])
+        log(f"ok  {title} [{ref}]: {len(result)} series: {shown}")
+        if not any(finite(v) for v in values):
+            nan.append(f"{title} [{ref}]")
+    log(f"{total} dashboard expressions, {len(empty)} empty, "
+        f"{len(nan)} with no finite value")
+    for n in nan:
+        log(f"note: only NaN (no events of that kind in the window): {n}")
+    check(not empty, "dashboard expressions with no data:\n  " +
+          "\n  ".join(empty))
+
+
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
