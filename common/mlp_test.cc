@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/int8_test_util.h"
 #include "common/mlp_quantizer.h"
 #include "common/mlp_reference.h"
 #include "gmock/gmock.h"
@@ -200,21 +201,15 @@ TEST(Fp32MlpTest, CreateRejectsBadShapes) {
 class Int8ArithmeticTest : public ::testing::TestWithParam<Int8Arithmetic> {
  protected:
   void SetUp() override {
-    if (!Int8Kernels().IsExact(GetParam())) {
-      GTEST_SKIP() << Int8ArithmeticName(GetParam())
-                   << " arithmetic saturates in oneDNN's int8 kernels on this "
-                      "CPU ("
-                   << Int8Kernels().Describe()
-                   << "); ProbeVerdictHoldsForEveryArithmetic proves it";
+    if (const std::string why = InexactInt8Reason(GetParam()); !why.empty()) {
+      GTEST_SKIP() << why;
     }
   }
 };
 
 std::string ArithmeticTestName(
     const ::testing::TestParamInfo<Int8Arithmetic>& info) {
-  std::string name = Int8ArithmeticName(info.param);
-  std::replace(name.begin(), name.end(), '-', '_');
-  return name;
+  return Int8ArithmeticTestName(info.param);
 }
 
 TEST_P(Int8ArithmeticTest, BiasIsAddedAfterDequantization) {
@@ -324,12 +319,8 @@ class Int8MlpVsRefTest
     : public ::testing::TestWithParam<std::tuple<Activation, Int8Arithmetic>> {
  protected:
   void SetUp() override {
-    if (!Int8Kernels().IsExact(arithmetic())) {
-      GTEST_SKIP() << Int8ArithmeticName(arithmetic())
-                   << " arithmetic saturates in oneDNN's int8 kernels on this "
-                      "CPU ("
-                   << Int8Kernels().Describe()
-                   << "); ProbeVerdictHoldsForEveryArithmetic proves it";
+    if (const std::string why = InexactInt8Reason(arithmetic()); !why.empty()) {
+      GTEST_SKIP() << why;
     }
   }
   Activation activation() const { return std::get<0>(GetParam()); }
@@ -403,7 +394,7 @@ std::string VsRefTestName(
         info) {
   static const char* const kActivations[] = {"none", "relu", "sigmoid"};
   return std::string(kActivations[static_cast<int>(std::get<0>(info.param))]) +
-         "_" + ArithmeticTestName({std::get<1>(info.param), info.index});
+         "_" + Int8ArithmeticTestName(std::get<1>(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(

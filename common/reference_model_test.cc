@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/str_cat.h"
+#include "common/int8_test_util.h"
 #include "common/mlp_reference.h"
 #include "common/test_util.h"
 #include "common/top_k.h"
@@ -158,11 +158,8 @@ class PresetInt8Test
     : public ::testing::TestWithParam<std::tuple<std::string, Int8Arithmetic>> {
  protected:
   void SetUp() override {
-    if (!Int8Kernels().IsExact(arithmetic())) {
-      GTEST_SKIP() << Int8ArithmeticName(arithmetic())
-                   << " arithmetic saturates in oneDNN's int8 kernels on this "
-                      "CPU ("
-                   << Int8Kernels().Describe() << ")";
+    if (const std::string why = InexactInt8Reason(arithmetic()); !why.empty()) {
+      GTEST_SKIP() << why;
     }
   }
   const std::string& preset() const { return std::get<0>(GetParam()); }
@@ -255,10 +252,8 @@ TEST_P(PresetInt8Test, Int8UserTopStaysCloseToFp32) {
 std::string PresetInt8TestName(
     const ::testing::TestParamInfo<std::tuple<std::string, Int8Arithmetic>>&
         info) {
-  std::string name = absl::StrCat(std::get<0>(info.param), "_",
-                                  Int8ArithmeticName(std::get<1>(info.param)));
-  std::replace(name.begin(), name.end(), '-', '_');
-  return name;
+  return std::get<0>(info.param) + "_" +
+         Int8ArithmeticTestName(std::get<1>(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(

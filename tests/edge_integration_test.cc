@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/int8_test_util.h"
 #include "common/model.h"
 #include "common/reference_model.h"
 #include "common/test_util.h"
@@ -324,9 +325,8 @@ TEST_F(EdgeIntegrationTest, ForcedInt8ArithmeticIsServedExportedAndExact) {
   // GetState and /metrics, and ranks as the reference in that arithmetic.
   const common::Int8Arithmetic forced =
       common::Int8Arithmetic::kReducedActivations;
-  if (!common::Int8Kernels().IsExact(forced)) {
-    GTEST_SKIP() << "reduced-activations is not exact on this CPU ("
-                 << common::Int8Kernels().Describe() << ")";
+  if (const std::string why = common::InexactInt8Reason(forced); !why.empty()) {
+    GTEST_SKIP() << why;
   }
   common::LoadOptions lo;
   lo.parts.user_tables = true;  // the reference pools the raw history
