@@ -18,11 +18,6 @@ using dnnl::memory;
 using Dt = memory::data_type;
 using Tag = memory::format_tag;
 
-// Where full 8-bit codes saturate, the reduced arithmetic to use instead:
-// measured on every preset with `duet-model compare --int8-arithmetic`
-// (docs/ARCHITECTURE.md, "Int8 arithmetic").
-constexpr Int8Arithmetic kPreferredReduced = Int8Arithmetic::kReducedWeights;
-
 // The row counts the MLPs build primitives for (one row; chunks of 16), and a
 // width at which oneDNN uses the same kernels as for the models' layers.
 constexpr int64_t kProbeRows[] = {1, 16};
@@ -119,17 +114,12 @@ Int8KernelReport Probe() {
     implementations = {std::string("probe failed: ") + e.what()};
   }
   report.implementation = absl::StrJoin(implementations, "/");
+  // The most accurate exact one (kAllInt8Arithmetics is in that order).
   report.recommended = Int8Arithmetic::kFull;
-  if (!report.IsExact(Int8Arithmetic::kFull)) {
-    for (Int8Arithmetic a :
-         {kPreferredReduced,
-          kPreferredReduced == Int8Arithmetic::kReducedWeights
-              ? Int8Arithmetic::kReducedActivations
-              : Int8Arithmetic::kReducedWeights}) {
-      if (report.IsExact(a)) {
-        report.recommended = a;
-        break;
-      }
+  for (Int8Arithmetic a : kAllInt8Arithmetics) {
+    if (report.IsExact(a)) {
+      report.recommended = a;
+      break;
     }
   }
   return report;

@@ -28,6 +28,9 @@ enum class Int8Arithmetic {
   // 63] around it), weights [-127, 127]: |pair| <= 2 x 127 x 127 = 32258.
   kReducedActivations,
 };
+// Most accurate first: reduced weights cost less accuracy than reduced
+// activations on every preset (`duet-model compare --int8-arithmetic`,
+// docs/ARCHITECTURE.md "Int8 arithmetic").
 inline constexpr std::array<Int8Arithmetic, 3> kAllInt8Arithmetics = {
     Int8Arithmetic::kFull, Int8Arithmetic::kReducedWeights,
     Int8Arithmetic::kReducedActivations};
@@ -55,8 +58,8 @@ struct Int8KernelReport {
   std::string isa;              // oneDNN's effective ISA, e.g. "avx2"
   std::string implementation;   // its u8s8 matmul, e.g. "gemm:jit"
   std::array<bool, 3> exact{};  // by Int8Arithmetic
-  // kFull where exact, else the reduced arithmetic that costs the least
-  // accuracy (docs/ARCHITECTURE.md), else kFull with none exact.
+  // The first exact one of kAllInt8Arithmetics (the most accurate), else
+  // kFull with none exact.
   Int8Arithmetic recommended = Int8Arithmetic::kFull;
   bool IsExact(Int8Arithmetic a) const { return exact[static_cast<int>(a)]; }
   // One line for logs: "isa avx2, gemm:jit: full saturates; using ...".
