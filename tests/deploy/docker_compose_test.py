@@ -50,6 +50,7 @@ PRESET = "rm2"  # docker-compose.yml's default, at its default rows scale
 LOAD_SECONDS = 10
 PROM = "http://127.0.0.1:9090"  # published by docker-compose.yml, in the netns
 CLONE_NEWNET = 0x40000000
+BUDGET = None  # stack.Budget of the whole test, set in main()
 
 
 def sh(argv, env=None, timeout=300, check_rc=True, quiet=False):
@@ -156,18 +157,7 @@ class Dockerd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-        unmount_under(self.d)
-
-
-def unmount_under(d):
-    """Unmounts what dockerd left mounted below d (its network namespaces
-    under the exec root survive a clean stop), deepest first."""
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for p in sorted((p for p in points if p.startswith(d + "/")),
-                    key=len, reverse=True):
-        if subprocess.run(["umount", p], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", p], capture_output=True)
+        stack.unmount_under(self.d)
 
 
 def image_size_mb(env, image):
@@ -192,7 +182,7 @@ def build_images(d, phases):
             with open(build_log, "w") as f:
                 rc = subprocess.run(argv, env=engine.env, stdout=f,
                                     stderr=subprocess.STDOUT,
-                                    timeout=1500).returncode
+                                    timeout=BUDGET.left(1500)).returncode
             with open(build_log, errors="replace") as f:
                 lines = f.read().splitlines()
             for line in lines:
@@ -217,7 +207,8 @@ def build_images(d, phases):
                 r = subprocess.run(
                     ["docker", "build", "--network", "host", "--build-arg",
                      f"DEBIAN_IMAGE={BASE}", "-t", PROMETHEUS_IMAGE, "-"],
-                    env=engine.env, stdin=f, capture_output=True, timeout=600)
+                    env=engine.env, stdin=f, capture_output=True,
+                    timeout=BUDGET.left(600))
             if r.returncode != 0:
                 log(r.stdout.decode(errors="replace")[-3000:] +
                     r.stderr.decode(errors="replace")[-3000:])
@@ -332,9 +323,14 @@ def run_stack(d, netns_path, phases):
                         "--progress=false"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True)
-            edge_out = sh(load, env=env, timeout=LOAD_SECONDS + 120,
-                          quiet=True).stdout
-            mono_out = mono.communicate(timeout=120)[0]
+            try:
+                edge_out = sh(load, env=env, timeout=LOAD_SECONDS + 120,
+                              quiet=True).stdout
+                mono_out = mono.communicate(timeout=120)[0]
+            finally:
+                if mono.poll() is None:
+                    mono.kill()
+                    mono.wait()
             for what, out in (("edge", edge_out), ("monolithic", mono_out)):
                 summary = out[out.find("target "):] if "target " in out else out
                 log(f"-- loadgen ({what}):\n{summary.strip()}")
@@ -370,6 +366,10 @@ def main():
                       ("ip", "iproute2")):
         if shutil.which(tool) is None:
             stack.skip(f"{tool} is not installed (Debian package {pkg})")
+    # Below the CTest TIMEOUT (tests/deploy_tests.cmake), whose SIGKILL
+    # would skip the clean-up.
+    global BUDGET  # noqa: PLW0603
+    BUDGET = stack.Budget(1650)
     # SIGTERM (kill, a CI job cancelled) still runs the clean-up below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     phases = Phases()
@@ -381,8 +381,11 @@ def main():
         sh(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"])
         run_stack(d, f"/var/run/netns/{netns}", phases)
     finally:
-        unmount_under(d)
-        shutil.rmtree(d, ignore_errors=True)
+        still = stack.unmount_under(d)
+        if still:
+            log(f"left {d} in place: still mounted below it: {still}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
         if os.path.exists(f"/var/run/netns/{netns}"):
             subprocess.run(["ip", "netns", "del", netns], check=False)
         phases.summary()

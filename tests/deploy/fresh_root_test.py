@@ -3,7 +3,7 @@
 user's machine has it: nothing installed by hand, so every package the set-up
 forgets fails here instead of hiding behind this machine's earlier installs.
 
-    fresh_root_test.py [--full] [--committed] [--keep] [--work DIR]
+    fresh_root_test.py [--full] [--committed] [--keep] [--budget S] [--work DIR]
 
 Bootstraps a minimal root from Debian's archive (tools/debian-root), puts a
 clone of this repository in it (HEAD plus the working tree's changes to
@@ -21,6 +21,7 @@ already.
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,44 +50,47 @@ def sh(argv, timeout, cwd=None, env=None, capture=False):
 
 
 class FreshRoot:
-    """A bootstrapped root with /proc, /sys and /dev mounted, torn down (every
-    process whose root is in it killed, mounts undone, files removed) on
-    exit unless `keep`."""
+    """A bootstrapped root, itself a mount point (as / is on a machine;
+    dockerd inside needs it) with /proc, /sys and /dev mounted; torn down on
+    exit unless `keep`: every process whose root is in it killed, everything
+    mounted below it unmounted, and its files removed only when nothing is
+    mounted there any more."""
 
-    def __init__(self, work, keep):
+    def __init__(self, work, keep, budget):
         self.work = work
         self.dir = os.path.join(work, "root")
         self.keep = keep
-        self.mounts = []
+        self.budget = budget
 
     def __enter__(self):
         return self
 
     def bootstrap(self):
-        sh([os.path.join(ROOT, "tools", "debian-root"), self.dir], timeout=900)
-        # /sys and /dev with what is mounted below them (cgroups, pts, shm),
-        # as a booted machine has them.
+        sh([os.path.join(ROOT, "tools", "debian-root"), self.dir],
+           timeout=self.budget.left(900))
+        sh(["mount", "--bind", self.dir, self.dir], timeout=30)
         sh(["mount", "-t", "proc", "proc", os.path.join(self.dir, "proc")],
            timeout=30)
-        self.mounts.append(os.path.join(self.dir, "proc"))
+        # /sys and /dev with what is mounted below them (cgroups, pts, shm),
+        # as a booted machine has them; slaves, so unmounting them here
+        # never propagates back to the host.
         for target in ("sys", "dev"):
             path = os.path.join(self.dir, target)
             sh(["mount", "--rbind", "/" + target, path], timeout=30)
             sh(["mount", "--make-rslave", path], timeout=30)
-            self.mounts.append(path)
         # The machine's resolver, as an installed system has its own.
         shutil.copy("/etc/resolv.conf", os.path.join(self.dir, "etc"))
 
     def packages(self):
-        out = self.run("dpkg-query -W -f='${Package}\\n'", timeout=60,
+        out = self.run("dpkg-query -W -f='${Package}\\n'", cap=60,
                        capture=True)
         return set(out.split())
 
-    def run(self, script, timeout, capture=False):
+    def run(self, script, cap, capture=False):
         env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8",
                "TERM": "dumb", "DUET_FRESH_ROOT": "1"}
-        return sh(["chroot", self.dir, "/bin/bash", "-c", script], timeout,
-                  env=env, capture=capture)
+        return sh(["chroot", self.dir, "/bin/bash", "-c", script],
+                  self.budget.left(cap), env=env, capture=capture)
 
     def kill_processes(self):
         real = os.path.realpath(self.dir)
@@ -101,9 +105,11 @@ class FreshRoot:
 
     def __exit__(self, *exc):
         self.kill_processes()
-        for path in reversed(self.mounts):
-            subprocess.run(["umount", "-R", "-l", path], check=False)
-        if self.keep:
+        time.sleep(1)  # let the killed processes release their mounts
+        still = stack.unmount_under(self.work)
+        if still:
+            log(f"NOT removing {self.work}: still mounted below it: {still}")
+        elif self.keep:
             log(f"fresh root kept in {self.dir}")
         else:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -131,6 +137,8 @@ def main():
                         help="HEAD only, without uncommitted changes")
     parser.add_argument("--keep", action="store_true",
                         help="keep the root afterwards (for debugging)")
+    parser.add_argument("--budget", type=float, help="seconds the whole "
+                        "test may take (default 2500, 7000 with --full)")
     parser.add_argument("--work", help="parent directory of the root "
                         "(default: a new directory under /var/tmp)")
     args = parser.parse_args()
@@ -144,6 +152,10 @@ def main():
                        "installs it)")
     work = tempfile.mkdtemp(prefix="duet-fresh-root-", dir=args.work or
                             "/var/tmp")
+    # Below the CTest TIMEOUT (tests/fresh_root_tests.cmake), whose SIGKILL
+    # would skip the clean-up.
+    budget = stack.Budget(args.budget or (7000 if args.full else 2500))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     times = []
 
     def phase(name, fn):
@@ -152,7 +164,7 @@ def main():
         times.append((name, time.monotonic() - start))
         log(f"== {name}: {times[-1][1]:.0f} s")
 
-    with FreshRoot(work, args.keep) as root:
+    with FreshRoot(work, args.keep, budget) as root:
         phase("bootstrap (tools/debian-root)", root.bootstrap)
         base = root.packages()
         phase("clone", lambda: export_source(root.dir + SRC,
@@ -164,19 +176,18 @@ def main():
         # The README's main job, as a new user runs it (on free ports: the
         # root shares this machine's network namespace).
         phase("main job (deploy/run-local)", lambda: root.run(
-            f"cd {SRC} && deploy/run-local --duration 3 {flags}",
-            timeout=2400))
+            f"cd {SRC} && deploy/run-local --duration 3 {flags}", cap=2400))
         after_main = root.packages()
         check(os.path.exists(root.dir + SRC + "/out/loadgen/edge.json"),
               "run-local wrote no load results")
         if args.full:
             phase("test command (tools/run-tests)", lambda: root.run(
-                f"cd {SRC} && tools/run-tests", timeout=7200))
+                f"cd {SRC} && tools/run-tests", cap=7000))
         else:
             phase("test command, one binary (tools/run-tests --only "
                   "mlp_test)", lambda: root.run(
                       f"cd {SRC} && tools/run-tests --only mlp_test",
-                      timeout=2400))
+                      cap=2400))
         after_tests = root.packages()
         log(f"set-up installed {len(after_main - base)} packages for the "
             f"main job and {len(after_tests - after_main)} more for the "

@@ -47,6 +47,39 @@ class TestFailure(Exception):
     pass
 
 
+class Budget:
+    """The time a test may take in all. Long steps take what is left (at
+    most `cap`), so the test fails, and cleans up, before CTest's TIMEOUT
+    kills it outright."""
+
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+
+    def left(self, cap=None):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TestFailure("out of time")
+        return left if cap is None else min(left, cap)
+
+
+def mounts_under(d):
+    """Mount points strictly below directory d, deepest first."""
+    d = os.path.realpath(d)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return sorted((p for p in points if p.startswith(d + "/")), key=len,
+                  reverse=True)
+
+
+def unmount_under(d):
+    """Unmounts everything below d, deepest first (lazily where busy).
+    Returns what is still mounted: never delete d while that is not empty."""
+    for p in mounts_under(d):
+        if subprocess.run(["umount", p], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", p], capture_output=True)
+    return mounts_under(d)
+
+
 def check(cond, msg):
     if not cond:
         raise TestFailure(msg)
