@@ -53,8 +53,7 @@ EdgeServer::~EdgeServer() { Shutdown(absl::Seconds(1)); }
 
 int EdgeServer::port() const { return impl_->port; }
 
-absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
-    const EdgeServerOptions& o) {
+absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& o) {
   if (o.model_dir.empty())
     return absl::InvalidArgumentError("--model is required");
   if (o.cloud_target.empty()) {
@@ -81,6 +80,27 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
   }
+  // Named values: the flag, then the parser's message.
+  for (const auto& [flag, status] :
+       {std::pair{"--user_precision",
+                  ParsePrecision(o.user_precision).status()},
+        std::pair{"--wire", ParsePrecision(o.wire).status()},
+        std::pair{
+            "--int8_arithmetic",
+            o.int8_arithmetic == "auto"
+                ? absl::OkStatus()
+                : common::ParseInt8Arithmetic(o.int8_arithmetic).status()}}) {
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": ", status.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
+    const EdgeServerOptions& o) {
+  RETURN_IF_ERROR(ValidateEdgeServerOptions(o));
   // TLS files first: a typo in a path should not wait for the model load.
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    common::MakeServerCredentials(o.tls));

@@ -41,6 +41,10 @@ struct EdgeServerOptions {
   bool verify_checksums = true;
 };
 
+// INVALID_ARGUMENT naming the flag when an option is missing or out of range
+// (no I/O: the daemon checks its command line with it before starting).
+absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& options);
+
 class EdgeServer {
  public:
   static absl::StatusOr<std::unique_ptr<EdgeServer>> Create(

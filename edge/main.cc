@@ -8,9 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
-#include "absl/strings/str_cat.h"
 #include "common/cli/flags.h"
 #include "edge/edge_server.h"
 
@@ -68,8 +66,8 @@ ABSL_FLAG(std::string, int8_arithmetic, "auto",
           "How the int8 user top MLP feeds oneDNN: auto (full 8-bit codes "
           "where oneDNN's int8 kernels are exact, i.e. with VNNI/AMX, else "
           "reduced-weights), full, reduced-weights (7-bit weights) or "
-          "reduced-activations (7-bit inputs). Forcing one makes every device "
-          "compute the same codes whatever its CPU.");
+          "reduced-activations (7-bit inputs). Forcing reduced-weights gives "
+          "every device the same int8 model whatever its CPU.");
 ABSL_FLAG(std::string, wire, "int8",
           "User vector on the wire: int8 (affine, with scale and zero point) "
           "or fp32 (exact; for exactness tests).");
@@ -109,13 +107,6 @@ int main(int argc, char** argv) {
       "Exit status: 0 after a clean stop, 1 when the daemon cannot start, 2 "
       "on bad usage.",
       __FILE__);
-  for (const auto* required : {&FLAGS_model, &FLAGS_cloud, &FLAGS_state_dir}) {
-    if (absl::GetFlag(*required).empty()) {
-      duet::common::ExitWithUsageError(
-          absl::StrCat("--", absl::GetFlagReflectionHandle(*required).Name(),
-                       " is required"));
-    }
-  }
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop;
@@ -152,6 +143,10 @@ int main(int argc, char** argv) {
   o.uplink_rtt = absl::Milliseconds(absl::GetFlag(FLAGS_uplink_rtt_ms));
   o.snapshot_every = absl::GetFlag(FLAGS_snapshot_every);
 
+  if (const absl::Status valid = duet::edge::ValidateEdgeServerOptions(o);
+      !valid.ok()) {
+    duet::common::ExitWithUsageError(valid.message());
+  }
   auto server = duet::edge::EdgeServer::Create(o);
   if (!server.ok()) {
     std::fprintf(stderr, "duet-edge: %s\n", server.status().ToString().c_str());

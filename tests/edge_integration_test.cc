@@ -351,7 +351,7 @@ TEST_F(EdgeIntegrationTest, ForcedInt8ArithmeticIsServedExportedAndExact) {
             1.0)
       << metrics;
 
-  // A name that is not an arithmetic stops the daemon with the list.
+  // A name that is not an arithmetic is bad usage: exit 2 with the list.
   edge_.reset();
   auto bad = Subprocess::Start(
       {BinaryPath("edge/duet-edge"), "--model", ModelDir(), "--cloud",
@@ -362,10 +362,11 @@ TEST_F(EdgeIntegrationTest, ForcedInt8ArithmeticIsServedExportedAndExact) {
   ASSERT_TRUE(bad.ok()) << bad.status();
   auto exit = (*bad)->Wait(absl::Seconds(30));
   ASSERT_TRUE(exit.ok()) << exit.status();
-  EXPECT_EQ(*exit, 1) << (*bad)->ReadLog();
+  EXPECT_EQ(*exit, 2) << (*bad)->ReadLog();
   EXPECT_THAT((*bad)->ReadLog(),
-              HasSubstr("int8 arithmetic '7bit' is not one of full, "
-                        "reduced-weights, reduced-activations"));
+              HasSubstr("ERROR: --int8_arithmetic: int8 arithmetic '7bit' is "
+                        "not one of full, reduced-weights, "
+                        "reduced-activations"));
 }
 
 TEST_F(EdgeIntegrationTest, CorruptStateStopsTheDaemonUnlessReset) {

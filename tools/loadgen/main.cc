@@ -100,9 +100,10 @@ ABSL_FLAG(std::string, write_score_request, "",
 namespace duet::loadgen {
 namespace {
 
+// The run cannot start (a model, target or file it cannot use): exit 1.
 int Fail(const std::string& message) {
   std::cerr << "duet-loadgen: " << message << "\n";
-  return 2;
+  return 1;
 }
 
 using common::ExitWithUsageError;
@@ -169,7 +170,7 @@ int Main() {
   if (!absl::GetFlag(FLAGS_candidates_dist).empty()) {
     auto parsed =
         CandidateCountDistribution::Parse(absl::GetFlag(FLAGS_candidates_dist));
-    if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
+    if (!parsed.ok()) ExitWithUsageError(parsed.status().message());
     counts = *parsed;
   } else if (absl::GetFlag(FLAGS_candidates) < 1) {
     ExitWithUsageError("--candidates must be >= 1");
@@ -339,8 +340,8 @@ int main(int argc, char** argv) {
       "  duet-loadgen --target=edge --addr=EDGE --model=DIR "
       "[--edge_metrics=EDGE_METRICS] ...\n"
       "Summary on stdout (and --json FILE), progress on stderr.\n"
-      "Exit status: 0 after a run (failed queries are counted, not fatal), 2 "
-      "on bad usage or when the run cannot start.",
+      "Exit status: 0 after a run (failed queries are counted, not fatal), 1 "
+      "when the run cannot start, 2 on bad usage.",
       __FILE__);
   return duet::loadgen::Main();
 }
