@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -138,6 +139,13 @@ class MatmulStack {
     ts.stream->wait();
   }
 
+  // The oneDNN implementations of the primitives created so far (one per
+  // layer and row count), each once.
+  std::vector<std::string> Implementations() const {
+    absl::ReaderMutexLock lock(&mu_);
+    return implementations_;
+  }
+
  private:
   struct LayerPlan {
     dnnl::matmul prim;
@@ -200,6 +208,11 @@ class MatmulStack {
       LayerPlan lp{dnnl::matmul(pd),    src, pd.weights_desc(), bias, dst,
                    pd.scratchpad_desc()};
       lp.packed_weights = PackedWeightsLocked(l, lp.weights);
+      if (std::string impl = pd.impl_info_str();
+          std::find(implementations_.begin(), implementations_.end(), impl) ==
+          implementations_.end()) {
+        implementations_.push_back(std::move(impl));
+      }
       plan->scratch_bytes =
           std::max(plan->scratch_bytes, pd.scratchpad_desc().get_size());
       plan->layers.push_back(std::move(lp));
@@ -289,6 +302,7 @@ class MatmulStack {
       ABSL_GUARDED_BY(mu_);
   mutable std::vector<std::vector<std::unique_ptr<Packed>>> packed_
       ABSL_GUARDED_BY(mu_);
+  mutable std::vector<std::string> implementations_ ABSL_GUARDED_BY(mu_);
 };
 
 std::atomic<uint64_t> MatmulStack::next_uid_{1};
@@ -603,5 +617,8 @@ int Int8Mlp::num_layers() const { return impl_->num_layers; }
 int64_t Int8Mlp::Ops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
 
 Int8Arithmetic Int8Mlp::arithmetic() const { return impl_->arithmetic; }
+std::vector<std::string> Int8Mlp::Implementations() const {
+  return impl_->stack->Implementations();
+}
 
 }  // namespace duet::common

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -100,6 +101,9 @@ class Int8Mlp {
   int num_layers() const;
   Int8Arithmetic arithmetic() const;
   int64_t Ops(int64_t m) const;
+  // oneDNN's implementations of the primitives built so far (per layer and
+  // row count: Run builds them on first use), each once.
+  std::vector<std::string> Implementations() const;
 
  private:
   struct Impl;

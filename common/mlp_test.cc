@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/int8_test_util.h"
 #include "common/mlp_quantizer.h"
 #include "common/mlp_reference.h"
@@ -450,6 +451,36 @@ TEST(Int8KernelsTest, ProbeVerdictHoldsForEveryArithmetic) {
         EXPECT_GE(max_rel, 0.1f) << Int8ArithmeticName(a) << " m=" << m
                                  << ": the probe says it saturates";
       }
+    }
+  }
+}
+
+TEST(Int8KernelsTest, EveryPrimitiveOfAnMlpRunsAProbedKernel) {
+  // The probe's verdict speaks for the kernels it ran; the MLPs build a
+  // primitive per layer and row count (tails of 1-15 rows, multiples of 16),
+  // with scales and post-ops. Every one of them must be a kernel the probe
+  // saw, at the widths of rm4's heavy user top MLP and of a small stack.
+  const Int8KernelReport& report = Int8Kernels();
+  const std::vector<std::string> probed =
+      absl::StrSplit(report.implementation, '/');
+  for (const std::vector<int>& widths :
+       {std::vector<int>{256, 1920, 768}, std::vector<int>{48, 96, 40, 6}}) {
+    const Fp32Weights w(widths, 41);
+    const std::vector<float> calib = RandomInput(64 * widths[0], 42);
+    const Int8MlpParams params =
+        QuantizeMlp(w.layers, calib.data(), 64, report.recommended);
+    auto mlp =
+        Int8Mlp::Create(params.Views(), Activation::kRelu, params.arithmetic);
+    ASSERT_TRUE(mlp.ok()) << mlp.status();
+    for (int64_t m : {1, 2, 7, 15, 16, 17, 32, 33, 100, 1024}) {
+      const std::vector<float> x = RandomInput(m * widths[0], m);
+      std::vector<float> y(m * widths.back());
+      ASSERT_TRUE((*mlp)->Run(x.data(), m, y.data()).ok());
+    }
+    for (const std::string& impl : (*mlp)->Implementations()) {
+      EXPECT_THAT(probed, ::testing::Contains(impl))
+          << "widths " << widths[0] << "..." << widths.back() << "; "
+          << report.Describe();
     }
   }
 }

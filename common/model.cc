@@ -159,8 +159,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
         MaybeMlp(model->dynamic_bottom_layers_, Activation::kRelu));
     ASSIGN_OR_RETURN(model->user_top_, Fp32Mlp::Create(model->user_top_layers_,
                                                        Activation::kRelu));
-    const Int8Arithmetic arithmetic =
-        options.int8_arithmetic.value_or(Int8Kernels().recommended);
+    const Int8Arithmetic arithmetic = options.int8_arithmetic.has_value()
+                                          ? *options.int8_arithmetic
+                                          : Int8Kernels().recommended;
     if (arithmetic != Int8Arithmetic::kFull) {
       ASSIGN_OR_RETURN(model->user_top_int8_params_,
                        RequantizeMlp(model->user_top_int8_layers_,
