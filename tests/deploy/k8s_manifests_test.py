@@ -7,7 +7,7 @@ binaries it runs:
   entry;
 - every --flag of duet-cloud, duet-edge, duet-model and duet-health-probe in
   a command, argument list or probe appears in that binary's --help (usage
-  from stdout or stderr, exit 0 or 1; --helpfull where --help lists none);
+  on stdout, exit 0; --helpfull for flags defined outside its main file);
   $(VAR) references resolve (env, ConfigMaps, resourceFieldRef);
 - container ports are the --listen / --metrics_listen ports, the
   prometheus.io/port annotation the metrics port, probes run
@@ -112,9 +112,9 @@ class Binaries:
         if binary not in self.help:
             r = subprocess.run([self.paths[binary], "--help"],
                                capture_output=True, text=True, timeout=30)
-            check(r.returncode in (0, 1),
+            check(r.returncode == 0,
                   f"{binary} --help exited {r.returncode}")
-            self.help[binary] = r.stdout + r.stderr
+            self.help[binary] = r.stdout
             check("--" in self.help[binary],
                   f"{binary} --help printed no usage")
         return self.help[binary]
@@ -123,15 +123,14 @@ class Binaries:
         pattern = re.compile(r"(?<![\w-])--" + re.escape(flag) + r"(?![\w-])")
         if pattern.search(self.help_text(binary)):
             return True
-        # Abseil's --help lists only the flags of a file named like the
-        # binary; --helpfull lists all (duet-model is not Abseil: skip it).
+        # --help lists the flags of the binary's main file; --helpfull all
+        # (duet-model is not Abseil: skip it).
         if binary == "duet-model":
             return False
         if binary not in self.helpfull:
             r = subprocess.run([self.paths[binary], "--helpfull"],
                                capture_output=True, text=True, timeout=30)
-            self.helpfull[binary] = (r.stdout + r.stderr
-                                     if r.returncode in (0, 1) else "")
+            self.helpfull[binary] = r.stdout if r.returncode == 0 else ""
         return bool(pattern.search(self.helpfull[binary]))
 
     def default(self, binary, flag):
