@@ -22,12 +22,13 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// One generated model directory per preset, shared by the whole binary.
+// One generated model directory per preset, shared by the whole binary and
+// removed when it exits.
 const std::string& ModelDir(const std::string& preset) {
-  static auto* dirs = new std::map<std::string, common::TempDir>();
-  auto it = dirs->find(preset);
-  if (it == dirs->end()) {
-    it = dirs->try_emplace(preset).first;
+  static std::map<std::string, common::TempDir> dirs;
+  auto it = dirs.find(preset);
+  if (it == dirs.end()) {
+    it = dirs.try_emplace(preset).first;
     const double scale = preset == "tiny" ? 1.0 : 0.0005;
     auto config = common::GenerateTestModel(preset, scale, it->second.path());
     EXPECT_TRUE(config.ok()) << config.status();
@@ -693,9 +694,9 @@ TEST(ScoringCoreTest, PlacementOverBudgetFailsCreate) {
 // A second version of the tiny model (other seed, so other weights and
 // signature), generated once.
 std::unique_ptr<const common::Model> LoadTinyV2() {
-  static auto* dir = new common::TempDir();
+  static const common::TempDir dir;  // removed when the binary exits
   static const bool generated = [] {
-    auto config = common::GenerateTestModel("tiny", 1.0, dir->path(),
+    auto config = common::GenerateTestModel("tiny", 1.0, dir.path(),
                                             /*seed=*/2, /*version=*/2);
     EXPECT_TRUE(config.ok()) << config.status();
     return config.ok();
@@ -703,7 +704,7 @@ std::unique_ptr<const common::Model> LoadTinyV2() {
   EXPECT_TRUE(generated);
   common::LoadOptions lo;
   lo.parts.user_tables = true;
-  auto model = common::Model::Load(dir->path(), lo);
+  auto model = common::Model::Load(dir.path(), lo);
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(model).value();
 }

@@ -20,12 +20,12 @@ struct TestModel {
   std::unique_ptr<common::Model> model;
 };
 
-// Generated on first use per (preset, seed); lives until the process exits.
+// Generated on first use per (preset, seed); lives until the process exits,
+// which removes its directory.
 inline const common::Model& SharedTestModel(const std::string& preset = "rm2",
                                             uint64_t seed = 1) {
-  static auto* models =
-      new std::map<std::pair<std::string, uint64_t>, TestModel>();
-  TestModel& m = (*models)[{preset, seed}];
+  static std::map<std::pair<std::string, uint64_t>, TestModel> models;
+  TestModel& m = models[{preset, seed}];
   if (m.model == nullptr) {
     m.dir = std::make_unique<common::TempDir>();
     auto config = common::GenerateTestModel(preset, 0.001, m.dir->path(), seed);
