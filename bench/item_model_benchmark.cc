@@ -20,9 +20,9 @@
 
 #include "benchmark/benchmark.h"
 #include "cloud/scoring_core.h"
-#include "common/model.h"
-#include "common/model_generator.h"
-#include "common/presets.h"
+#include "common/model/model.h"
+#include "common/model/model_generator.h"
+#include "common/model/presets.h"
 
 namespace duet::cloud {
 namespace {

@@ -23,10 +23,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
-#include "common/embedding_bag.h"
-#include "common/mlp.h"
-#include "common/mlp_quantizer.h"
-#include "common/mlp_reference.h"
+#include "common/kernels/embedding_bag.h"
+#include "common/kernels/mlp.h"
+#include "common/kernels/mlp_reference.h"
+#include "common/model/mlp_quantizer.h"
 
 namespace duet::common {
 namespace {

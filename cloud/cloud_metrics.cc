@@ -4,7 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/metrics.h"
+#include "common/obs/metrics.h"
 
 namespace duet::cloud {
 namespace {

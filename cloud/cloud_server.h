@@ -18,9 +18,9 @@
 #include "cloud/model_watcher.h"
 #include "cloud/scoring_core.h"
 #include "cloud/scoring_service_impl.h"
-#include "common/energy_meter.h"
-#include "common/metrics.h"
-#include "common/tls.h"
+#include "common/obs/energy_meter.h"
+#include "common/obs/metrics.h"
+#include "common/rpc/tls.h"
 #include "grpcpp/grpcpp.h"
 
 namespace duet::cloud {

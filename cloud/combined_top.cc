@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
 
 namespace duet::cloud {
 namespace {

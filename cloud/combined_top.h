@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/mlp.h"
-#include "common/model.h"
+#include "common/kernels/mlp.h"
+#include "common/model/model.h"
 
 namespace duet::cloud {
 

@@ -3,9 +3,9 @@
 #include <random>
 #include <vector>
 
-#include "common/mlp_reference.h"
-#include "common/model.h"
-#include "common/test_util.h"
+#include "common/kernels/mlp_reference.h"
+#include "common/model/model.h"
+#include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

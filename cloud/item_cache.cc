@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "common/catalog.h"
+#include "common/model/catalog.h"
 
 namespace duet::cloud {
 
@@ -21,7 +21,8 @@ ItemCache::ItemCache(const Options& options)
     s->keys.resize(s->capacity);
     s->prev.resize(s->capacity);
     s->next.resize(s->capacity);
-    s->values = AlignedBuffer<float>(static_cast<size_t>(s->capacity) * width_);
+    s->values =
+        common::AlignedBuffer<float>(static_cast<size_t>(s->capacity) * width_);
     s->index.reserve(s->capacity);
     stripes_.push_back(std::move(s));
   }

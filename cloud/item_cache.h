@@ -16,7 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
-#include "cloud/aligned_buffer.h"
+#include "common/base/aligned_buffer.h"
 
 namespace duet::cloud {
 
@@ -66,7 +66,7 @@ class ItemCache {
     int32_t tail ABSL_GUARDED_BY(mu) = -1;
     std::vector<Key> keys ABSL_GUARDED_BY(mu);
     std::vector<int32_t> prev ABSL_GUARDED_BY(mu), next ABSL_GUARDED_BY(mu);
-    AlignedBuffer<float> values ABSL_GUARDED_BY(mu);
+    common::AlignedBuffer<float> values ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<Key, int32_t, absl::Hash<Key>> index
         ABSL_GUARDED_BY(mu);
   };

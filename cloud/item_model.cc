@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "common/scratch.h"
+#include "common/base/scratch.h"
 
 namespace duet::cloud {
 namespace {

@@ -12,8 +12,8 @@
 #include "absl/status/statusor.h"
 #include "cloud/item_cache.h"
 #include "cloud/lookup_engine.h"
-#include "common/model.h"
-#include "common/thread_pool.h"
+#include "common/base/thread_pool.h"
+#include "common/model/model.h"
 
 namespace duet::cloud {
 

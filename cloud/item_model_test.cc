@@ -3,9 +3,9 @@
 #include <memory>
 #include <vector>
 
-#include "common/mlp_reference.h"
-#include "common/reference_model.h"
-#include "common/test_util.h"
+#include "common/kernels/mlp_reference.h"
+#include "common/model/reference_model.h"
+#include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

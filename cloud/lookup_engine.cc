@@ -6,7 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "common/scratch.h"
+#include "common/base/scratch.h"
 
 namespace duet::cloud {
 namespace {
@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<LookupEngine>> LookupEngine::Create(
     const size_t floats = static_cast<size_t>(table.shared.rows) * dim;
     if (p.mode == PlacementMode::kReplicate) {
       for (int w = 0; w < copies; ++w) {
-        AlignedBuffer<float> copy(floats);
+        common::AlignedBuffer<float> copy(floats);
         std::memcpy(copy.data(), src, floats * sizeof(float));
         table.replicas.push_back(std::move(copy));
       }
@@ -74,7 +74,8 @@ absl::StatusOr<std::unique_ptr<LookupEngine>> LookupEngine::Create(
         table.hot_slot[row] = static_cast<int32_t>(h);
       }
       for (int w = 0; w < copies; ++w) {
-        AlignedBuffer<float> copy(static_cast<size_t>(table.num_hot) * dim);
+        common::AlignedBuffer<float> copy(static_cast<size_t>(table.num_hot) *
+                                          dim);
         for (int64_t h = 0; h < table.num_hot; ++h) {
           std::memcpy(copy.data() + h * dim, src + p.hot_rows[h] * dim,
                       dim * sizeof(float));
@@ -145,7 +146,7 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
   }
   float* dst = out + static_cast<size_t>(t) * dim_;
   if (table.mode == PlacementMode::kReplicate) {
-    const AlignedBuffer<float>& copy =
+    const common::AlignedBuffer<float>& copy =
         table.replicas[CopyIndex(static_cast<int>(table.replicas.size()))];
     common::EmbeddingBagSumFixed(
         common::EmbeddingTable::Fp32(copy.data(), table.shared.rows, dim_), ids,
@@ -179,7 +180,7 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
     hot_off[j + 1] = nh;
     cold_off[j + 1] = nc;
   }
-  const AlignedBuffer<float>& copy =
+  const common::AlignedBuffer<float>& copy =
       table.hot_copies[CopyIndex(static_cast<int>(table.hot_copies.size()))];
   common::EmbeddingBagSum(
       common::EmbeddingTable::Fp32(copy.data(), table.num_hot, dim_), hot,

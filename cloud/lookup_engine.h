@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cloud/aligned_buffer.h"
 #include "cloud/table_placement.h"
-#include "common/embedding_bag.h"
-#include "common/model.h"
-#include "common/thread_pool.h"
+#include "common/base/aligned_buffer.h"
+#include "common/base/thread_pool.h"
+#include "common/kernels/embedding_bag.h"
+#include "common/model/model.h"
 
 namespace duet::cloud {
 
@@ -58,10 +58,11 @@ class LookupEngine {
  private:
   struct Table {
     PlacementMode mode = PlacementMode::kShard;
-    common::EmbeddingTable shared;                 // the mmap'd rows
-    std::vector<AlignedBuffer<float>> replicas;    // kReplicate: per worker
-    std::vector<AlignedBuffer<float>> hot_copies;  // kShard: per worker
-    std::vector<int32_t> hot_slot;                 // row -> hot row or -1
+    common::EmbeddingTable shared;  // the mmap'd rows
+    std::vector<common::AlignedBuffer<float>>
+        replicas;  // kReplicate: per worker
+    std::vector<common::AlignedBuffer<float>> hot_copies;  // kShard: per worker
+    std::vector<int32_t> hot_slot;  // row -> hot row or -1
     int64_t num_hot = 0;
     int bag = 0;
   };

@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
-#include "common/catalog.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/catalog.h"
 
 namespace duet::cloud {
 

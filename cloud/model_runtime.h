@@ -21,7 +21,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cloud/aligned_buffer.h"
 #include "cloud/cache_policy.h"
 #include "cloud/combined_top.h"
 #include "cloud/item_cache.h"
@@ -29,9 +28,10 @@
 #include "cloud/lookup_engine.h"
 #include "cloud/strategy_selector.h"
 #include "cloud/table_placement.h"
-#include "common/model.h"
-#include "common/reference_model.h"
-#include "common/thread_pool.h"
+#include "common/base/aligned_buffer.h"
+#include "common/base/thread_pool.h"
+#include "common/model/model.h"
+#include "common/model/reference_model.h"
 
 namespace duet::cloud {
 
@@ -55,7 +55,7 @@ class ModelRuntime {
         : v(static_cast<size_t>(max_candidates) * d.item_out),
           ctr(max_candidates),
           u(d.user_out) {}
-    AlignedBuffer<float> v, ctr, u;
+    common::AlignedBuffer<float> v, ctr, u;
   };
 
   // Needs the cloud part of `model`. Plans the placement, builds the engine

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/model_config.h"
+#include "common/model/model_config.h"
 
 namespace duet::cloud {
 

@@ -25,7 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
-#include "common/model.h"
+#include "common/model/model.h"
 
 namespace duet::cloud {
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
-#include "common/model_config.h"
-#include "common/test_util.h"
+#include "common/model/model_config.h"
+#include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -7,11 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/energy_meter.h"
-#include "common/model_config.h"
-#include "common/quantize.h"
-#include "common/status_macros.h"
-#include "common/top_k.h"
+#include "common/base/status_macros.h"
+#include "common/kernels/quantize.h"
+#include "common/kernels/top_k.h"
+#include "common/model/model_config.h"
+#include "common/obs/cpu_account.h"
+#include "common/obs/energy_meter.h"
 
 namespace duet::cloud {
 namespace {

@@ -34,8 +34,8 @@
 #include "absl/time/time.h"
 #include "cloud/cloud_metrics.h"
 #include "cloud/model_runtime.h"
-#include "common/model.h"
-#include "common/thread_pool.h"
+#include "common/base/thread_pool.h"
+#include "common/model/model.h"
 #include "duet/v1/scoring.pb.h"
 
 namespace duet::common {

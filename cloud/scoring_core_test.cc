@@ -11,9 +11,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "common/quantize.h"
-#include "common/reference_model.h"
-#include "common/test_util.h"
+#include "common/kernels/quantize.h"
+#include "common/model/reference_model.h"
+#include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -8,7 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/session_multiplexer.h"
-#include "common/grpc_status.h"
+#include "common/rpc/grpc_status.h"
 
 namespace duet::cloud {
 namespace {

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "common/test_util.h"
+#include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -46,7 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/tls.h"
+#include "common/rpc/tls.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_client.h"
 #include "grpcpp/grpcpp.h"
@@ -61,7 +61,7 @@ class GrpcCloudClient : public CloudClient {
     int streams = 4;
     // Rotate a stream after this long (jittered +-20 %); zero: never.
     absl::Duration max_stream_age = absl::Seconds(60);
-    // TLS / mutual TLS to the cloud (common/tls.h); all empty: plaintext.
+    // TLS / mutual TLS to the cloud (common/rpc/tls.h); all empty: plaintext.
     common::ClientTlsOptions tls;
     double uplink_mbps = 0;  // 0: unlimited bandwidth
     absl::Duration uplink_rtt = absl::ZeroDuration();

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "common/metrics.h"
+#include "common/obs/metrics.h"
 
 namespace duet::edge {
 

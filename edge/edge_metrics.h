@@ -39,7 +39,7 @@ class EdgeMetrics {
   prometheus::Gauge& cloud_streams_ready() { return *streams_ready_; }
 
   // duet_int8_arithmetic_info{arithmetic,isa,implementation} = 1: how the
-  // int8 user top MLP runs on this device (common/int8_arithmetic.h).
+  // int8 user top MLP runs on this device (common/kernels/int8_arithmetic.h).
   void SetInt8Arithmetic(const std::string& arithmetic, const std::string& isa,
                          const std::string& implementation);
 

@@ -2,8 +2,8 @@
 // state from --state_dir, connects to the cloud, and serves EdgeService,
 // grpc.health.v1 and server reflection, plus /metrics on its own port.
 // Create fails (with the precise status) on a bad model, corrupt or foreign
-// state, bad TLS files (common/tls.h), or a port in use. Shutdown is graceful
-// and idempotent.
+// state, bad TLS files (common/rpc/tls.h), or a port in use. Shutdown is
+// graceful and idempotent.
 #ifndef DUET_EDGE_EDGE_SERVER_H_
 #define DUET_EDGE_EDGE_SERVER_H_
 
@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/tls.h"
+#include "common/rpc/tls.h"
 
 namespace duet::edge {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "common/grpc_status.h"
+#include "common/rpc/grpc_status.h"
 
 namespace duet::edge {
 namespace {

@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "common/model.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/model.h"
 
 namespace duet::edge {
 

@@ -17,7 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "common/mlp.h"
+#include "common/kernels/mlp.h"
 
 namespace duet::edge {
 

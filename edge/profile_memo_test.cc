@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "common/thread_pool.h"
-#include "edge/internal/test_matchers.h"
+#include "common/base/status_matchers.h"
+#include "common/base/thread_pool.h"
 #include "edge/internal/test_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -16,8 +16,8 @@
 namespace duet::edge {
 namespace {
 
+using common::StatusIs;
 using internal::SharedTestModel;
-using internal::StatusIs;
 using testing::HasSubstr;
 
 std::vector<float> RandomProfile(int n, int seed) {

@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "common/model_config.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/model_config.h"
 
 namespace duet::edge {
 namespace {

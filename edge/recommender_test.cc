@@ -4,10 +4,10 @@
 #include <random>
 #include <vector>
 
-#include "common/reference_model.h"
-#include "common/top_k.h"
+#include "common/base/status_matchers.h"
+#include "common/kernels/top_k.h"
+#include "common/model/reference_model.h"
 #include "edge/internal/fake_cloud.h"
-#include "edge/internal/test_matchers.h"
 #include "edge/internal/test_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,9 +15,9 @@
 namespace duet::edge {
 namespace {
 
+using common::StatusIs;
 using internal::FakeCloud;
 using internal::SharedTestModel;
-using internal::StatusIs;
 using testing::ElementsAre;
 using testing::HasSubstr;
 

@@ -1,21 +1,18 @@
 #include "edge/scratchpad.h"
 
-#include <cstdlib>
+#include <algorithm>
 #include <cstring>
-#include <new>
 
 #include "absl/strings/str_format.h"
 
 namespace duet::edge {
 namespace {
-constexpr size_t kAlign = 64;
-constexpr size_t kFloatsPerLine = kAlign / sizeof(float);
+constexpr size_t kFloatsPerLine =
+    common::AlignedBuffer<float>::kAlignment / sizeof(float);
 size_t RoundUp(size_t n) {
   return (n + kFloatsPerLine - 1) / kFloatsPerLine * kFloatsPerLine;
 }
 }  // namespace
-
-void Scratchpad::FreeDeleter::operator()(float* p) const { std::free(p); }
 
 Scratchpad::Scratchpad(const Options& options)
     : dim_(options.dim), refresh_every_(options.refresh_every) {
@@ -24,11 +21,8 @@ Scratchpad::Scratchpad(const Options& options)
     total += RoundUp(static_cast<size_t>(n) * dim_);
   }
   // One block for the user: every table's ring starts on a cache line.
-  const size_t bytes = std::max<size_t>(total * sizeof(float), kAlign);
-  float* block = static_cast<float*>(std::aligned_alloc(kAlign, bytes));
-  if (block == nullptr) throw std::bad_alloc();
-  std::memset(block, 0, bytes);
-  storage_.reset(block);
+  storage_ = common::AlignedBuffer<float>(std::max<size_t>(total, 1));
+  float* block = storage_.data();
   tables_.reserve(options.history_lengths.size());
   size_t offset = 0;
   for (int n : options.history_lengths) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/base/aligned_buffer.h"
 #include "edge/location_tracker.h"
 
 namespace duet::edge {
@@ -69,12 +70,9 @@ class Scratchpad {
   };
   void Refresh(int t);
 
-  struct FreeDeleter {
-    void operator()(float* p) const;
-  };
   const int dim_;
   const int refresh_every_;
-  std::unique_ptr<float, FreeDeleter> storage_;
+  common::AlignedBuffer<float> storage_;
   std::vector<Table> tables_;
   std::vector<float> pooled_;
 };

@@ -4,14 +4,14 @@
 #include <random>
 #include <vector>
 
-#include "edge/internal/test_matchers.h"
+#include "common/base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace duet::edge {
 namespace {
 
-using internal::StatusIs;
+using common::StatusIs;
 using testing::HasSubstr;
 
 constexpr int kDim = 3;

@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/model_config.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/model_config.h"
 #include "edge/internal/binary_io.h"
 #include "edge/internal/crc32c.h"
 

@@ -24,7 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "common/model.h"
+#include "common/model/model.h"
 #include "edge/file_system.h"
 #include "edge/user_state.h"
 

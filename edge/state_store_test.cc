@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "common/test_util.h"
+#include "common/base/status_matchers.h"
+#include "common/model/test_util.h"
 #include "edge/internal/fake_cloud.h"
-#include "edge/internal/test_matchers.h"
 #include "edge/internal/test_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,9 +15,9 @@
 namespace duet::edge {
 namespace {
 
+using common::StatusIs;
 using internal::ItemRows;
 using internal::SharedTestModel;
-using internal::StatusIs;
 using testing::HasSubstr;
 
 std::string Slurp(const std::string& path) {

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
-#include "common/model_config.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/model_config.h"
 
 namespace duet::edge {
 

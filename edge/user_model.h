@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/model.h"
-#include "common/quantize.h"
+#include "common/kernels/quantize.h"
+#include "common/model/model.h"
 #include "duet/v1/scoring.pb.h"
 
 namespace duet::edge {

@@ -1,10 +1,10 @@
 // Per-query user-model latency on one core (dynamic bottom MLP + pooled
 // history read + user top MLP + quantize), and the background memo
 // recompute (static bottom MLP), for rm1..rm5 in fp32 and in each int8
-// arithmetic oneDNN computes exactly on this CPU (common/int8_arithmetic.h;
-// ONEDNN_MAX_CPU_ISA=AVX2 shows a CPU without VNNI). Models are generated
-// with tiny item/user tables: the edge part does not depend on table rows.
-// Run: build/edge/edge_user_model_benchmark
+// arithmetic oneDNN computes exactly on this CPU
+// (common/kernels/int8_arithmetic.h; ONEDNN_MAX_CPU_ISA=AVX2 shows a CPU
+// without VNNI). Models are generated with tiny item/user tables: the edge part
+// does not depend on table rows. Run: build/edge/edge_user_model_benchmark
 #include <map>
 #include <memory>
 #include <random>
@@ -12,9 +12,9 @@
 #include <utility>
 
 #include "benchmark/benchmark.h"
-#include "common/int8_arithmetic.h"
-#include "common/model.h"
-#include "common/test_util.h"
+#include "common/kernels/int8_arithmetic.h"
+#include "common/model/model.h"
+#include "common/model/test_util.h"
 #include "edge/user_model.h"
 #include "edge/user_state.h"
 

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "common/quantize.h"
-#include "common/reference_model.h"
+#include "common/base/status_matchers.h"
+#include "common/kernels/quantize.h"
+#include "common/model/reference_model.h"
 #include "edge/internal/fake_cloud.h"
-#include "edge/internal/test_matchers.h"
 #include "edge/internal/test_model.h"
 #include "edge/user_state.h"
 #include "gmock/gmock.h"
@@ -18,8 +18,8 @@
 namespace duet::edge {
 namespace {
 
+using common::StatusIs;
 using internal::SharedTestModel;
-using internal::StatusIs;
 using testing::AllOf;
 using testing::HasSubstr;
 

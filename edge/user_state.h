@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "common/model.h"
+#include "common/model/model.h"
 #include "edge/profile_memo.h"
 #include "edge/scratchpad.h"
 #include "edge/user_model.h"

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/model.h"
-#include "common/quantize.h"
-#include "common/reference_model.h"
-#include "common/test_util.h"
+#include "common/kernels/quantize.h"
+#include "common/model/model.h"
+#include "common/model/reference_model.h"
+#include "common/model/test_util.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"

@@ -24,8 +24,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/reference_model.h"
-#include "common/top_k.h"
+#include "common/kernels/top_k.h"
+#include "common/model/reference_model.h"
 #include "gmock/gmock.h"
 #include "tests/edge_process_fixture.h"
 

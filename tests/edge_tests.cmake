@@ -25,5 +25,5 @@ foreach(t edge_fault_test edge_bad_input_test)
 endforeach()
 duet_test(tls_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_integration_test.cc
-  LIBS duet_test_process duet_test_util duet_model duet_tls)
+  LIBS duet_test_process duet_test_util duet_model duet_rpc)
 add_dependencies(tls_integration_test duet-edge duet-cloud duet-loadgen)

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/test_util.h"
+#include "common/model/test_util.h"
 #include "duet/v1/scoring.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

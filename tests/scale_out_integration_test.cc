@@ -24,12 +24,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/model.h"
-#include "common/test_util.h"
+#include "common/base/status_matchers.h"
+#include "common/model/model.h"
+#include "common/model/test_util.h"
 #include "duet/v1/edge.grpc.pb.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_session.h"
-#include "edge/internal/test_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -38,8 +38,8 @@
 namespace duet {
 namespace {
 
+using duet::common::StatusIs;
 using duet::edge::GrpcCloudClient;
-using duet::edge::internal::StatusIs;
 using duet::test::BinaryPath;
 using duet::test::PickFreePort;
 using duet::test::Subprocess;

@@ -5,6 +5,7 @@ set(loadgen_dir ${CMAKE_CURRENT_SOURCE_DIR}/loadgen)
 # Distributions, statistics and the summary: no gRPC.
 add_library(duet_loadgen_stats STATIC
   ${loadgen_dir}/sampler.cc ${loadgen_dir}/stats.cc ${loadgen_dir}/summary.cc)
+target_include_directories(duet_loadgen_stats PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(duet_loadgen_stats PUBLIC duet_model absl::status
                       absl::statusor absl::strings absl::str_format
                       absl::synchronization absl::flat_hash_set)
@@ -23,6 +24,8 @@ target_link_libraries(duet_loadgen_lib PUBLIC duet_edge_grpc)
 # which prometheus-cpp-dev already depends on).
 find_package(CURL REQUIRED)
 add_library(duet_loadgen_edge_energy STATIC ${loadgen_dir}/edge_energy_probe.cc)
+target_include_directories(duet_loadgen_edge_energy PUBLIC
+                           ${PROJECT_SOURCE_DIR})
 target_link_libraries(duet_loadgen_edge_energy PUBLIC absl::status
                       absl::statusor absl::strings absl::time CURL::libcurl)
 
@@ -37,5 +40,5 @@ if(DUET_BUILD_TESTS)
   endforeach()
   duet_test(loadgen_edge_energy_probe_test
             SOURCES ${loadgen_dir}/edge_energy_probe_test.cc
-            LIBS duet_loadgen_edge_energy duet_metrics)
+            LIBS duet_loadgen_edge_energy duet_obs)
 endif()

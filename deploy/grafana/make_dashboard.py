@@ -6,8 +6,8 @@ lives in one readable place; edit this file, run it, and commit both
 (tests/deploy/test_dashboard_json.py fails when they disagree).
     deploy/grafana/make_dashboard.py [--check]
 Expressions use only metric names that duet-cloud and duet-edge export
-(cloud/cloud_metrics.cc, edge/edge_metrics.cc, common/metrics.cc,
-common/energy_meter.cc) and the job names of deploy/prometheus/*.yml.
+(cloud/cloud_metrics.cc, edge/edge_metrics.cc, common/obs/metrics.cc,
+common/obs/energy_meter.cc) and the job names of deploy/prometheus/*.yml.
 """
 import json
 import os

@@ -11,10 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "common/model.h"
-#include "common/quantize.h"
-#include "common/reference_model.h"
-#include "common/top_k.h"
+#include "common/kernels/quantize.h"
+#include "common/kernels/top_k.h"
+#include "common/model/model.h"
+#include "common/model/reference_model.h"
 #include "edge/cloud_client.h"
 
 namespace duet::edge::internal {

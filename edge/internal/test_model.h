@@ -9,8 +9,8 @@
 #include <string>
 #include <utility>
 
-#include "common/model.h"
-#include "common/test_util.h"
+#include "common/model/model.h"
+#include "common/model/test_util.h"
 #include "gtest/gtest.h"
 
 namespace duet::edge::internal {

@@ -30,9 +30,9 @@
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
 #include "cloud/session_multiplexer.h"
-#include "common/model.h"
-#include "common/model_generator.h"
-#include "common/presets.h"
+#include "common/model/model.h"
+#include "common/model/model_generator.h"
+#include "common/model/presets.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {

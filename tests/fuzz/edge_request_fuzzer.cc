@@ -23,9 +23,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/clock.h"
-#include "common/model.h"
-#include "common/model_generator.h"
-#include "common/presets.h"
+#include "common/model/model.h"
+#include "common/model/model_generator.h"
+#include "common/model/presets.h"
 #include "edge/internal/fake_cloud.h"
 #include "edge/recommender.h"
 #include "edge/state_store.h"

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/catalog.h"
-#include "common/model_config.h"
+#include "common/model/catalog.h"
+#include "common/model/model_config.h"
 #include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "common/safetensors.h"
+#include "common/format/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path =

@@ -4,7 +4,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/metrics.h"
+#include "common/base/status_matchers.h"
+#include "common/obs/metrics.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
@@ -12,16 +13,11 @@
 namespace duet::loadgen {
 namespace {
 
+using ::duet::common::StatusIs;
 using ::testing::DoubleEq;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Pair;
-
-MATCHER_P2(StatusIs, code, message_matcher, "") {
-  return arg.code() == code &&
-         ::testing::ExplainMatchResult(
-             message_matcher, std::string(arg.message()), result_listener);
-}
 
 // What a duet-edge serves, trimmed, plus a cloud's series in the same text.
 constexpr char kEdgeMetrics[] = R"(# HELP duet_energy_joules_total Energy used

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/energy_meter.h"
+#include "common/obs/energy_meter.h"
 #include "edge/cloud_session.h"
 #include "edge/recommender.h"
 #include "edge/user_model.h"

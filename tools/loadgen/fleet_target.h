@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "common/model.h"
+#include "common/model/model.h"
 #include "tools/loadgen/grpc_targets.h"
 
 namespace duet::loadgen {

@@ -6,8 +6,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "common/model_config.h"
-#include "common/status_macros.h"
+#include "common/base/status_macros.h"
+#include "common/model/model_config.h"
 #include "duet/v1/edge.grpc.pb.h"
 #include "duet/v1/scoring.grpc.pb.h"
 

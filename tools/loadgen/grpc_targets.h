@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/tls.h"
+#include "common/rpc/tls.h"
 #include "duet/v1/model.pb.h"
 #include "duet/v1/scoring.pb.h"
 #include "grpcpp/grpcpp.h"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "common/catalog.h"
+#include "common/model/catalog.h"
 
 namespace duet::loadgen {
 namespace {

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/catalog.h"
+#include "common/model/catalog.h"
 
 namespace duet::loadgen {
 namespace {
