@@ -1,7 +1,5 @@
 #include "cloud/cloud_server.h"
 
-#include <signal.h>
-
 #include <cstdio>
 #include <string>
 
@@ -9,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
+#include "common/rpc/daemon_signals.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -16,17 +15,7 @@ namespace duet::cloud {
 namespace {
 
 constexpr char kServiceName[] = "duet.v1.ScoringService";
-constexpr char kVersion[] = "0.1.0";
-
-// SIGTERM/SIGINT shut down; SIGHUP asks for a model reload.
-sigset_t HandledSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
+constexpr char kVersion[] = DUET_VERSION;
 
 void Log(const std::string& line) {
   std::fprintf(stderr, "duet-cloud: %s\n", line.c_str());
@@ -39,8 +28,7 @@ absl::StatusOr<std::unique_ptr<CloudServer>> CloudServer::Create(
     CloudServerOptions options) {
   // Every thread created from here on inherits the blocked mask, so the
   // signals wait for Run()'s sigwait instead of killing the process.
-  const sigset_t signals = HandledSignals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  common::BlockDaemonSignals();
   auto server =
       std::unique_ptr<CloudServer>(new CloudServer(std::move(options)));
   RETURN_IF_ERROR(server->Init());
@@ -147,17 +135,11 @@ absl::Status CloudServer::Init() {
 }
 
 void CloudServer::Run() {
-  const sigset_t signals = HandledSignals();
-  int sig = 0;
-  while (sigwait(&signals, &sig) != 0 || sig == SIGHUP) {
-    if (sig == SIGHUP) {
-      Log("received SIGHUP, checking the model directory for a new version");
-      watcher_->Trigger();
-      sig = 0;
-    }
-  }
-  Log(absl::StrCat("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                   ", draining (grace ",
+  const std::string sig = common::WaitForStopSignal([this] {
+    Log("received SIGHUP, checking the model directory for a new version");
+    watcher_->Trigger();
+  });
+  Log(absl::StrCat("received ", sig, ", draining (grace ",
                    absl::FormatDuration(options_.shutdown_grace), ")"));
   Shutdown();
 }

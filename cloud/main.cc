@@ -4,28 +4,18 @@
 
 #include "absl/flags/flag.h"
 #include "cloud/cloud_server.h"
+#include "common/base/status_macros.h"
 #include "common/cli/flags.h"
+#include "common/rpc/server_flags.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory (model.pbtxt + weights).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address HOST:PORT (port 0 picks a free port).");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM certificate (chain): serve over TLS (needs --tls_key). Empty: "
-          "plaintext, logged as a WARNING.");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
-ABSL_FLAG(std::string, tls_client_ca, "",
-          "PEM CA bundle: require and verify client certificates signed by "
-          "it (mutual TLS); clients without one are refused.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9091",
           "Prometheus /metrics address HOST:PORT; empty disables it.");
 ABSL_FLAG(int, workers, 0,
           "Worker threads for model compute (0: number of hardware cores).");
 ABSL_FLAG(int, max_inflight, 64,
           "Admitted queries at most; beyond it RESOURCE_EXHAUSTED at once.");
-ABSL_FLAG(int, max_candidates, 1024, "Candidates per query at most.");
-ABSL_FLAG(int, default_timeout_ms, 2000,
-          "Deadline of a query whose request sets none (BeginQuery.timeout_us "
-          "= 0 and no gRPC deadline).");
 ABSL_FLAG(std::string, lookup_strategy, "auto",
           "Lookup parallelism: auto (calibrated per N), batch (candidates "
           "split across workers) or table (tables split across workers).");
@@ -62,8 +52,6 @@ ABSL_FLAG(int, max_connection_age_grace_s, 120,
           "them first; keep this grace above 1.2 x that age plus a query "
           "deadline (a stream may open just before the GOAWAY), so GOAWAY "
           "never cuts a live stream.");
-ABSL_FLAG(int, shutdown_grace_s, 10,
-          "On SIGTERM/SIGINT: seconds in-flight queries get to finish.");
 ABSL_FLAG(int, reload_poll_ms, 1000,
           "Hot model reload: check --model's model.pbtxt this often (ms; 0: "
           "only on SIGHUP). A new version is loaded and verified in the "
@@ -77,15 +65,12 @@ namespace {
 
 absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   using namespace duet::cloud;  // NOLINT: flag glue only
+  ASSIGN_OR_RETURN(const duet::common::ServerFlags shared,
+                   duet::common::ReadServerFlags());
   CloudServerOptions o;
-  o.model_dir = absl::GetFlag(FLAGS_model);
-  if (o.model_dir.empty()) {
-    return absl::InvalidArgumentError("--model is required");
-  }
+  o.model_dir = shared.model_dir;
   o.listen = absl::GetFlag(FLAGS_listen);
-  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
-  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
-  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.tls = shared.tls;
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.verify_checksums = absl::GetFlag(FLAGS_verify_checksums);
   o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
@@ -96,7 +81,7 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
         "--max_connection_age_s and --max_connection_age_grace_s must be >= "
         "0");
   }
-  o.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  o.shutdown_grace = shared.shutdown_grace;
   o.reload_poll_ms = absl::GetFlag(FLAGS_reload_poll_ms);
   if (o.reload_poll_ms < 0) {
     return absl::InvalidArgumentError("--reload_poll_ms must be >= 0");
@@ -104,9 +89,8 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   ScoringCoreOptions& c = o.core;
   c.workers = absl::GetFlag(FLAGS_workers);
   c.max_inflight = absl::GetFlag(FLAGS_max_inflight);
-  c.max_candidates = absl::GetFlag(FLAGS_max_candidates);
-  c.default_timeout =
-      absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
+  c.max_candidates = shared.max_candidates;
+  c.default_timeout = shared.default_timeout;
   auto lookup = ParseLookupFlag(absl::GetFlag(FLAGS_lookup_strategy));
   if (!lookup.ok()) return lookup.status();
   c.force_lookup = *lookup;
@@ -140,7 +124,7 @@ int main(int argc, char** argv) {
       "SIGHUP checks --model for a new version.\n"
       "Exit status: 0 after a clean stop, 1 when the server cannot start, 2 "
       "on bad usage.",
-      __FILE__);
+      {__FILE__, duet::common::kServerFlagsFile});
   auto options = OptionsFromFlags();
   if (!options.ok()) {
     duet::common::ExitWithUsageError(options.status().message());

@@ -2,19 +2,16 @@
 // §3). Turns flags into EdgeServerOptions and runs the server until SIGTERM
 // or SIGINT.
 #include <malloc.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "common/cli/flags.h"
+#include "common/rpc/daemon_signals.h"
+#include "common/rpc/server_flags.h"
 #include "edge/edge_server.h"
 
-ABSL_FLAG(std::string, model, "",
-          "Model directory (model.pbtxt + edge.safetensors); required. The "
-          "edge loads only the edge part.");
 ABSL_FLAG(std::string, cloud, "",
           "duet-cloud gRPC target: host:port, dns:///name:port or "
           "ipv4:a:p,b:p (round_robin over the addresses); required.");
@@ -43,13 +40,6 @@ ABSL_FLAG(std::string, cloud_tls_key, "",
 ABSL_FLAG(std::string, cloud_tls_server_name, "",
           "Name the cloud's certificate must carry instead of --cloud's host "
           "(e.g. 'localhost' when --cloud is an IP address).");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM certificate (chain): serve EdgeService over TLS (needs "
-          "--tls_key). Empty: plaintext, logged as a WARNING.");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
-ABSL_FLAG(std::string, tls_client_ca, "",
-          "PEM CA bundle: require and verify client certificates signed by "
-          "it on EdgeService (mutual TLS).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50061",
           "HOST:PORT for EdgeService, health and reflection (port 0: any).");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9092",
@@ -71,10 +61,6 @@ ABSL_FLAG(std::string, int8_arithmetic, "auto",
 ABSL_FLAG(std::string, wire, "int8",
           "User vector on the wire: int8 (affine, with scale and zero point) "
           "or fp32 (exact; for exactness tests).");
-ABSL_FLAG(int, max_candidates, 1024,
-          "Largest candidate list Recommend accepts.");
-ABSL_FLAG(int, default_timeout_ms, 2000,
-          "Deadline of calls whose client set none, in milliseconds.");
 ABSL_FLAG(int, relay_cache_items, 256,
           "Items whose relayed user-table rows are kept for "
           "RecordInteraction (LRU); the cloud is asked to relay min(top_k, "
@@ -103,20 +89,18 @@ int main(int argc, char** argv) {
       "duet-cloud.\n"
       "Usage: duet-edge --model DIR --cloud TARGET --state_dir DIR [--listen "
       "HOST:PORT] [--metrics_listen HOST:PORT] ...\n"
-      "Logs the ports it bound on stderr; SIGTERM/SIGINT stop it.\n"
+      "Logs the ports it bound on stderr; SIGTERM/SIGINT drain and stop it.\n"
       "Exit status: 0 after a clean stop, 1 when the daemon cannot start, 2 "
       "on bad usage.",
-      __FILE__);
+      {__FILE__, duet::common::kServerFlagsFile});
 
   // Block the stop signals in every thread; main waits for them below.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  duet::common::BlockDaemonSignals();
 
+  auto shared = duet::common::ReadServerFlags();
+  if (!shared.ok()) duet::common::ExitWithUsageError(shared.status().message());
   duet::edge::EdgeServerOptions o;
-  o.model_dir = absl::GetFlag(FLAGS_model);
+  o.model_dir = shared->model_dir;
   o.cloud_target = absl::GetFlag(FLAGS_cloud);
   o.cloud_streams = absl::GetFlag(FLAGS_cloud_streams);
   o.cloud_stream_max_age =
@@ -126,18 +110,15 @@ int main(int argc, char** argv) {
   o.cloud_tls.key_file = absl::GetFlag(FLAGS_cloud_tls_key);
   o.cloud_tls.server_name = absl::GetFlag(FLAGS_cloud_tls_server_name);
   o.listen = absl::GetFlag(FLAGS_listen);
-  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
-  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
-  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.tls = shared->tls;
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
   o.reset_state = absl::GetFlag(FLAGS_reset_state);
   o.user_precision = absl::GetFlag(FLAGS_user_precision);
   o.int8_arithmetic = absl::GetFlag(FLAGS_int8_arithmetic);
   o.wire = absl::GetFlag(FLAGS_wire);
-  o.max_candidates = absl::GetFlag(FLAGS_max_candidates);
-  o.default_timeout =
-      absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
+  o.max_candidates = shared->max_candidates;
+  o.default_timeout = shared->default_timeout;
   o.relay_cache_items = absl::GetFlag(FLAGS_relay_cache_items);
   o.uplink_mbps = absl::GetFlag(FLAGS_uplink_mbps);
   o.uplink_rtt = absl::Milliseconds(absl::GetFlag(FLAGS_uplink_rtt_ms));
@@ -152,10 +133,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "duet-edge: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  int sig = 0;
-  sigwait(&stop, &sig);
-  std::fprintf(stderr, "duet-edge: signal %d, shutting down\n", sig);
-  (*server)->Shutdown(absl::Seconds(5));
+  const std::string sig = duet::common::WaitForStopSignal(nullptr);
+  std::fprintf(stderr, "duet-edge: received %s, draining (grace %s)\n",
+               sig.c_str(),
+               absl::FormatDuration(shared->shutdown_grace).c_str());
+  (*server)->Shutdown(shared->shutdown_grace);
   (*server)->Wait();
   return 0;
 }

@@ -271,7 +271,7 @@ TEST_F(EdgeFaultTest, SigtermDrainsAnInFlightRecommend) {
   auto exit = edge_->Wait(absl::Seconds(30));
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(*exit, 0) << edge_->ReadLog();
-  EXPECT_THAT(edge_->ReadLog(), HasSubstr("signal 15, shutting down"));
+  EXPECT_THAT(edge_->ReadLog(), HasSubstr("received SIGTERM, draining"));
 }
 
 // Copies the model directory and damages one weight file.

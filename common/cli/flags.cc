@@ -1,5 +1,6 @@
 #include "common/cli/flags.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -80,7 +81,7 @@ std::vector<char*> WithLongHelp(int argc, char** argv) {
 }  // namespace
 
 void ParseFlagsOrExit(int argc, char** argv, absl::string_view usage,
-                      absl::string_view flags_file) {
+                      std::initializer_list<absl::string_view> flags_files) {
   absl::string_view program = argv[0];
   if (const size_t slash = program.rfind('/');
       slash != absl::string_view::npos) {
@@ -89,10 +90,13 @@ void ParseFlagsOrExit(int argc, char** argv, absl::string_view usage,
   ProgramName() = std::string(program);
   absl::SetProgramUsageMessage(usage);
   absl::FlagsUsageConfig config;
-  config.contains_help_flags =
-      [main_file = NormalizeFilename(flags_file)](absl::string_view file) {
-        return file == main_file;
-      };
+  std::vector<std::string> files;
+  for (absl::string_view f : flags_files) {
+    files.emplace_back(NormalizeFilename(f));
+  }
+  config.contains_help_flags = [files](absl::string_view file) {
+    return std::find(files.begin(), files.end(), file) != files.end();
+  };
   config.contains_helpshort_flags = config.contains_help_flags;
   config.contains_helppackage_flags = config.contains_help_flags;
   config.version_string = [] {

@@ -13,7 +13,7 @@ binaries it runs:
   prometheus.io/port annotation the metrics port, probes run
   duet-health-probe against the container's own gRPC port;
 - terminationGracePeriodSeconds >= preStop sleep + the server's drain
-  (duet-cloud --shutdown_grace_s; duet-edge's fixed drain in edge/main.cc);
+  (--shutdown_grace_s of duet-cloud and duet-edge);
 - the edge's dns:/// target is a headless Service selecting the cloud pods on
   the cloud's gRPC port; the edge's state is on a volumeClaimTemplate; cloud
   and edge generate the same model;
@@ -311,17 +311,6 @@ def prestop_seconds(container):
     return int(m.group(1)) if m else 0
 
 
-def edge_fixed_drain():
-    """Seconds duet-edge gives running calls after SIGTERM when it has no
-    flag for it: the grace passed to Shutdown in edge/main.cc."""
-    with open(os.path.join(ROOT, "edge", "main.cc"), encoding="utf-8") as f:
-        src = f.read()
-    m = re.search(r"->Shutdown\(absl::Seconds\((\d+)\)\)", src)
-    check(m, "edge/main.cc: no Shutdown(absl::Seconds(N)) on SIGTERM; the "
-          "test cannot tell how long the edge drains")
-    return int(m.group(1))
-
-
 # ------------------------------------------------------------ the checks
 
 class Container:
@@ -414,10 +403,8 @@ def check_server(ct, bins):
 
     if "shutdown_grace_s" in ct.flags:
         drain = int(ct.flags["shutdown_grace_s"])
-    elif ct.binary == "duet-cloud":
-        drain = int(bins.default("duet-cloud", "shutdown_grace_s"))
     else:
-        drain = edge_fixed_drain()
+        drain = int(bins.default(ct.binary, "shutdown_grace_s"))
     sleep = prestop_seconds(ct.c)
     check(sleep > 0, f"{ct.what}: no preStop sleep")
     grace = spec.get("terminationGracePeriodSeconds", 30)
