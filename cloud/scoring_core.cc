@@ -11,6 +11,7 @@
 #include "common/kernels/quantize.h"
 #include "common/kernels/top_k.h"
 #include "common/model/model_config.h"
+#include "common/model/request_checks.h"
 #include "common/obs/cpu_account.h"
 #include "common/obs/energy_meter.h"
 
@@ -208,30 +209,9 @@ absl::Status ScoringCore::ValidateBegin(const duet::v1::BeginQuery& begin,
                                         const ModelRuntime& rt) const {
   const common::Model& model = rt.model();
   const int n = begin.candidate_ids_size();
-  if (n == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "candidate_ids is empty; a query needs 1 to %d candidates",
-        options_.max_candidates));
-  }
-  if (n > options_.max_candidates) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "candidate_ids has %d ids, this server accepts at most %d "
-        "(--max_candidates)",
-        n, options_.max_candidates));
-  }
-  const common::Catalog& catalog = model.catalog();
-  for (int i = 0; i < n; ++i) {
-    if (!catalog.Contains(begin.candidate_ids(i))) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("candidate_ids[%d] is %d, valid item ids are [0, %d)",
-                          i, begin.candidate_ids(i), catalog.num_items()));
-    }
-  }
-  if (begin.top_k() < 1 || begin.top_k() > n) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "top_k is %d, must be in [1, %d] (the number of candidates)",
-        begin.top_k(), n));
-  }
+  RETURN_IF_ERROR(common::ValidateItemIds(
+      model.catalog(), begin.candidate_ids(), options_.max_candidates));
+  RETURN_IF_ERROR(common::ValidateTopK(begin.top_k(), n));
   if (begin.relay_top() < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("relay_top is %d, must be >= 0", begin.relay_top()));
@@ -679,20 +659,11 @@ void ScoringCore::GetItemEmbeddings(
         "GetItemEmbeddings needs the user tables, which this server did not "
         "load"));
   }
-  const int n = request.item_ids_size();
-  if (n == 0) return fail(absl::InvalidArgumentError("item_ids is empty"));
-  if (n > options_.max_candidates) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrFormat("item_ids has %d ids, this server accepts at most %d "
-                        "(--max_candidates)",
-                        n, options_.max_candidates)));
-  }
-  for (int i = 0; i < n; ++i) {
-    if (!model.catalog().Contains(request.item_ids(i))) {
-      return fail(absl::InvalidArgumentError(
-          absl::StrFormat("item_ids[%d] is %d, valid item ids are [0, %d)", i,
-                          request.item_ids(i), model.catalog().num_items())));
-    }
+  if (absl::Status s =
+          common::ValidateItemIds(model.catalog(), request.item_ids(),
+                                  options_.max_candidates, "item_ids");
+      !s.ok()) {
+    return fail(s);
   }
   if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
   const absl::Time start = absl::Now();

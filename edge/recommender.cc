@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
+#include "common/model/request_checks.h"
 
 namespace duet::edge {
 namespace {
@@ -42,29 +43,10 @@ absl::Status Recommender::ValidateRecommend(
                         common::ModelLabel(model_.config()), expected));
   }
   RETURN_IF_ERROR(CheckFinite(request.context_features(), "context_features"));
-  const int n = request.candidate_ids_size();
-  if (n == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("candidate_ids is empty; send 1 to %d candidates",
-                        options_.max_candidates));
-  }
-  if (n > options_.max_candidates) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "candidate_ids has %d ids, the maximum is %d (--max_candidates)", n,
-        options_.max_candidates));
-  }
-  for (int i = 0; i < n; ++i) {
-    if (!model_.catalog().Contains(request.candidate_ids(i))) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "candidate_ids[%d] is %d, valid item ids are [0, %d)", i,
-          request.candidate_ids(i), model_.catalog().num_items()));
-    }
-  }
-  if (request.top_k() < 1 || request.top_k() > n) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "top_k is %d, must be in [1, %d] (the number of candidates)",
-        request.top_k(), n));
-  }
+  RETURN_IF_ERROR(common::ValidateItemIds(
+      model_.catalog(), request.candidate_ids(), options_.max_candidates));
+  RETURN_IF_ERROR(
+      common::ValidateTopK(request.top_k(), request.candidate_ids_size()));
   return absl::OkStatus();
 }
 
@@ -115,6 +97,8 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
 
   ASSIGN_OR_RETURN(duet::v1::Scores scores, query->Await(deadline));
   const absl::Time end = absl::Now();
+  // Before the items move into the response.
+  const int64_t downlink = static_cast<int64_t>(scores.ByteSizeLong());
   for (duet::v1::ItemEmbeddings& relayed : *scores.mutable_relay()) {
     if (static_cast<int>(relayed.rows_size()) == model_.dims().pooled) {
       relay_cache_.Put(
@@ -140,7 +124,7 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
     m->cloud_seconds().Observe(absl::ToDoubleSeconds(end - cloud_start));
     m->total_seconds().Observe(absl::ToDoubleSeconds(end - start));
     m->uplink_bytes().Increment(static_cast<double>(uplink));
-    m->downlink_bytes().Increment(static_cast<double>(scores.ByteSizeLong()));
+    m->downlink_bytes().Increment(static_cast<double>(downlink));
   }
   if (hooks_.energy != nullptr) {
     hooks_.energy->ObserveQuery(cpu_seconds, static_cast<uint64_t>(uplink));

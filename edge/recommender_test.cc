@@ -7,6 +7,7 @@
 #include "common/base/status_matchers.h"
 #include "common/kernels/top_k.h"
 #include "common/model/reference_model.h"
+#include "edge/edge_metrics.h"
 #include "edge/internal/fake_cloud.h"
 #include "edge/internal/test_model.h"
 #include "gmock/gmock.h"
@@ -121,6 +122,24 @@ TEST_F(RecommenderTest, Fp32EqualsSplitReferenceAndInteractionsChangeIt) {
   EXPECT_TRUE(changed) << "interactions did not change the scores";
 }
 
+TEST_F(RecommenderTest, DownlinkBytesCountTheReturnedItems) {
+  Init(Precision::kFp32, Precision::kFp32, /*relay_items=*/0);
+  EdgeMetrics metrics(std::make_shared<prometheus::Registry>());
+  Recommender::Options ro;
+  ro.max_candidates = 64;
+  ro.relay_cache_items = 0;
+  Recommender rec(user_model_.get(), cloud_.get(), state_.get(),
+                  Recommender::Hooks{nullptr, &metrics, nullptr}, ro);
+  auto got = rec.Recommend(Request(30), Deadline());
+  ASSERT_TRUE(got.ok()) << got.status();
+  // The cloud's Scores carried these 30 items (plus an id and timings); the
+  // counter must not be taken after they moved into the response.
+  duet::v1::RecommendResponse items_only;
+  *items_only.mutable_items() = got->items();
+  EXPECT_GE(metrics.downlink_bytes().Value(),
+            static_cast<double>(items_only.ByteSizeLong()));
+}
+
 TEST_F(RecommenderTest, Int8IsCloseToReference) {
   Init(Precision::kInt8, Precision::kInt8);
   for (int i = 0; i < 20; ++i) Interact(1000 + i);
@@ -208,8 +227,9 @@ TEST_F(RecommenderTest, BadInputIsInvalidArgumentNamingTheField) {
               invalid("candidate_ids is empty"));
   r = Request(1);
   for (int i = 0; i < 30; ++i) r.add_candidate_ids(i);
-  EXPECT_THAT(rec_->Recommend(r, Deadline()),
-              invalid("candidate_ids has 70 ids, the maximum is 64"));
+  EXPECT_THAT(
+      rec_->Recommend(r, Deadline()),
+      invalid("candidate_ids has 70 ids, this server accepts at most 64"));
   r = Request(1);
   r.set_candidate_ids(3, model_->catalog().num_items());
   EXPECT_THAT(rec_->Recommend(r, Deadline()), invalid("candidate_ids[3]"));

@@ -108,8 +108,8 @@ TEST_F(EdgeBadInputTest, EveryMalformedRequestGetsItsExactError) {
       {"recommend: empty candidate list",
        recommend([](auto* r) { r->clear_candidate_ids(); }),
        C::INVALID_ARGUMENT,
-       absl::StrCat("candidate_ids is empty; send 1 to ", kMaxCandidates,
-                    " candidates")},
+       absl::StrCat("candidate_ids is empty; a query needs 1 to ",
+                    kMaxCandidates, " candidates")},
       {"recommend: candidates > --max_candidates", recommend([](auto* r) {
          while (r->candidate_ids_size() <= kMaxCandidates) {
            r->add_candidate_ids(1);
@@ -117,7 +117,7 @@ TEST_F(EdgeBadInputTest, EveryMalformedRequestGetsItsExactError) {
        }),
        C::INVALID_ARGUMENT,
        absl::StrCat("candidate_ids has ", kMaxCandidates + 1,
-                    " ids, the maximum is ", kMaxCandidates,
+                    " ids, this server accepts at most ", kMaxCandidates,
                     " (--max_candidates)")},
       {"recommend: negative candidate id",
        recommend([](auto* r) { r->set_candidate_ids(2, -1); }),

@@ -67,21 +67,6 @@ absl::Status ValidateUserInputs(const Model& model, const UserInputs& user) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateCandidates(const Model& model,
-                                absl::Span<const int64_t> candidates) {
-  if (candidates.empty()) {
-    return absl::InvalidArgumentError("candidate_ids is empty");
-  }
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    if (!model.catalog().Contains(candidates[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("candidate_ids[%d] is %d, valid item ids are [0, %d)",
-                          i, candidates[i], model.catalog().num_items()));
-    }
-  }
-  return absl::OkStatus();
-}
-
 void PoolHistory(const Model& model, absl::Span<const int64_t> history,
                  float* pooled) {
   const auto& c = model.config();

@@ -25,9 +25,6 @@ struct UserInputs {
 
 // INVALID_ARGUMENT naming the field: feature counts, NaN/Inf, unknown ids.
 absl::Status ValidateUserInputs(const Model& model, const UserInputs& user);
-// INVALID_ARGUMENT for an empty list or an id outside the catalog.
-absl::Status ValidateCandidates(const Model& model,
-                                absl::Span<const int64_t> candidates);
 
 // p_t for every user table (T_u * d floats): the SUM of the rows of user
 // table t at the history keys of the last history_length[t] items of

@@ -7,9 +7,12 @@
 #include <tuple>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/base/status_matchers.h"
 #include "common/kernels/int8_test_util.h"
 #include "common/kernels/mlp_reference.h"
 #include "common/kernels/top_k.h"
+#include "common/model/request_checks.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -128,7 +131,7 @@ TEST_P(PresetEquivalenceTest, SplitEqualsMonolithic) {
       const UserInputs user = RandomUser(m, rng, history);
       const std::vector<int64_t> items = RandomItems(m, rng, n);
       ASSERT_TRUE(ValidateUserInputs(m, user).ok());
-      ASSERT_TRUE(ValidateCandidates(m, items).ok());
+      ASSERT_TRUE(ValidateItemIds(m.catalog(), items, n).ok());
       std::vector<float> ctr_mono(n), ctr_split(n), pooled(m.dims().pooled),
           u(m.dims().user_out);
       ASSERT_TRUE(mono.Score(user, items, ctr_mono.data()).ok());
@@ -300,12 +303,39 @@ TEST_F(ValidationTest, RejectsBadUserInputsNamingTheField) {
 }
 
 TEST_F(ValidationTest, RejectsBadCandidates) {
-  EXPECT_THAT(ValidateCandidates(*model_, {}).message(),
-              HasSubstr("candidate_ids is empty"));
+  const Catalog& catalog = model_->catalog();
+  EXPECT_THAT(ValidateItemIds(catalog, {}, 8),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("candidate_ids is empty; a query needs 1 to "
+                                 "8 candidates")));
   const int64_t ids[] = {3, -1};
-  const absl::Status s = ValidateCandidates(*model_, ids);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("candidate_ids[1] is -1"));
+  EXPECT_THAT(ValidateItemIds(catalog, ids, 8),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("candidate_ids[1] is -1, valid item ids are "
+                                 "[0, 500)")));
+  const int64_t too_many[] = {1, 2, 3};
+  EXPECT_THAT(ValidateItemIds(catalog, too_many, 2, "item_ids"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("item_ids has 3 ids, this server accepts at "
+                                 "most 2 (--max_candidates)")));
+  EXPECT_TRUE(ValidateItemIds(catalog, too_many, 3).ok());
+  const int64_t last[] = {0, 499};
+  EXPECT_TRUE(ValidateItemIds(catalog, last, 2).ok());
+  const int64_t past[] = {500};
+  EXPECT_THAT(ValidateItemIds(catalog, past, 2).message(),
+              HasSubstr("candidate_ids[0] is 500"));
+}
+
+TEST(TopKCheckTest, AcceptsOneToTheNumberOfCandidates) {
+  EXPECT_TRUE(ValidateTopK(1, 4).ok());
+  EXPECT_TRUE(ValidateTopK(4, 4).ok());
+  for (int64_t k : {int64_t{0}, int64_t{-3}, int64_t{5}}) {
+    EXPECT_THAT(ValidateTopK(k, 4),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr(absl::StrCat("top_k is ", k,
+                                                ", must be in [1, 4] (the "
+                                                "number of candidates)"))));
+  }
 }
 
 TEST(TopKTest, OrdersByCtrThenCandidateOrder) {
