@@ -413,7 +413,7 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
 
 void GrpcCloudClient::ReadLoop(Session* session) {
   duet::v1::SessionResponse response;
-  while (session->stream->Read(&response)) Dispatch(session, response);
+  while (session->stream->Read(&response)) Dispatch(session, &response);
   // No writer can touch the stream after this.
   session->StopWrites();
   const grpc::Status status = session->stream->Finish();
@@ -437,12 +437,12 @@ void GrpcCloudClient::ReadLoop(Session* session) {
 }
 
 void GrpcCloudClient::Dispatch(Session* session,
-                               const duet::v1::SessionResponse& response) {
+                               duet::v1::SessionResponse* response) {
   uint64_t id = 0;
-  if (response.has_scores()) {
-    id = response.scores().query_id();
-  } else if (response.has_error()) {
-    id = response.error().query_id();
+  if (response->has_scores()) {
+    id = response->scores().query_id();
+  } else if (response->has_error()) {
+    id = response->error().query_id();
   } else {
     return;
   }
@@ -459,12 +459,14 @@ void GrpcCloudClient::Dispatch(Session* session,
       session->lane->wake = true;
     }
   }
-  if (response.has_scores()) {
-    pending->result = response.scores();
+  if (response->has_scores()) {
+    // Moved, not copied: with relayed rows a Scores message is large (6 KB
+    // per returned item for rm2). The next Read overwrites `response`.
+    pending->result = std::move(*response->mutable_scores());
   } else {
     pending->result =
-        absl::Status(static_cast<absl::StatusCode>(response.error().code()),
-                     absl::StrCat("cloud: ", response.error().message()));
+        absl::Status(static_cast<absl::StatusCode>(response->error().code()),
+                     absl::StrCat("cloud: ", response->error().message()));
   }
   pending->done.Notify();
 }

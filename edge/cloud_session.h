@@ -111,7 +111,7 @@ class GrpcCloudClient : public CloudClient {
   // still open is retired as draining (rotation: make before break).
   void OpenSession(Lane* lane);
   void ReadLoop(Session* session);
-  void Dispatch(Session* session, const duet::v1::SessionResponse& response);
+  void Dispatch(Session* session, duet::v1::SessionResponse* response);
   void Forget(Session* session, uint64_t id);
   // Emulated uplink delay of `bytes`: sleeps.
   void EmulateUplink(size_t bytes);
