@@ -8,7 +8,7 @@ duet_test(edge_integration_test
 add_dependencies(edge_integration_test duet-edge duet-cloud)
 
 # GrpcCloudClient against fake clouds in-process, and duet-edge in front of
-# two duet-cloud processes (edge/cloud_session.h: lanes and stream rotation).
+# two duet-cloud processes (edge/grpc_cloud_client.h: lanes and stream rotation).
 duet_test(scale_out_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/scale_out_integration_test.cc
   LIBS duet_test_process duet_test_util duet_model duet_edge_grpc)

@@ -1,4 +1,4 @@
-// Scale-out of the edge's cloud connection (edge/cloud_session.h).
+// Scale-out of the edge's cloud connection (edge/grpc_cloud_client.h).
 // In-process: GrpcCloudClient against fake ScoringService servers on
 // loopback — its streams spread queries over the backends of a multi-address
 // target, age rotation fails no query (even with one stream), ends streams
@@ -29,7 +29,7 @@
 #include "common/model/test_util.h"
 #include "duet/v1/edge.grpc.pb.h"
 #include "duet/v1/scoring.grpc.pb.h"
-#include "edge/cloud_session.h"
+#include "edge/grpc_cloud_client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/obs/energy_meter.h"
-#include "edge/cloud_session.h"
+#include "edge/grpc_cloud_client.h"
 #include "edge/recommender.h"
 #include "edge/user_model.h"
 #include "edge/user_state.h"

@@ -1,4 +1,4 @@
-#include "edge/cloud_session.h"
+#include "edge/grpc_cloud_client.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -32,8 +32,8 @@
 // link shared by every lane (it models the device's radio), so concurrent
 // queries share its bandwidth. The caller's thread sleeps for the delay.
 // Thread-safe. Queries must not outlive the client.
-#ifndef DUET_EDGE_CLOUD_SESSION_H_
-#define DUET_EDGE_CLOUD_SESSION_H_
+#ifndef DUET_EDGE_GRPC_CLOUD_CLIENT_H_
+#define DUET_EDGE_GRPC_CLOUD_CLIENT_H_
 
 #include <cstdint>
 #include <functional>
@@ -141,4 +141,4 @@ class GrpcCloudClient : public CloudClient {
 
 }  // namespace duet::edge
 
-#endif  // DUET_EDGE_CLOUD_SESSION_H_
+#endif  // DUET_EDGE_GRPC_CLOUD_CLIENT_H_
