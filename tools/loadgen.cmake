@@ -8,7 +8,8 @@ add_library(duet_loadgen_stats STATIC
 target_include_directories(duet_loadgen_stats PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(duet_loadgen_stats PUBLIC duet_model absl::status
                       absl::statusor absl::strings absl::str_format
-                      absl::synchronization absl::flat_hash_set)
+                      absl::synchronization absl::flat_hash_set
+                      PRIVATE nlohmann_json::nlohmann_json)
 
 # The driver and the gRPC targets.
 add_library(duet_loadgen_lib STATIC
@@ -38,6 +39,8 @@ if(DUET_BUILD_TESTS)
     duet_test(loadgen_${t}_test SOURCES ${loadgen_dir}/${t}_test.cc
               LIBS duet_loadgen_stats)
   endforeach()
+  target_link_libraries(loadgen_summary_test PRIVATE
+                        nlohmann_json::nlohmann_json)
   duet_test(loadgen_edge_energy_probe_test
             SOURCES ${loadgen_dir}/edge_energy_probe_test.cc
             LIBS duet_loadgen_edge_energy duet_obs)

@@ -335,16 +335,19 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadHeaderCase{"trailing_comma", R"({"a":[1,2,],})", "",
                       "invalid JSON header at byte 10 (file offset 18): "
-                      "expected an object, array, string or non-negative "
-                      "integer, found character ']'"},
+                      "syntax error while parsing value - unexpected ']'"},
         BadHeaderCase{"missing_colon", R"({"a" 1})", "",
                       "invalid JSON header at byte 5 (file offset 13): "
-                      "expected ':' after object "
-                      "key, found character '1'"},
+                      "syntax error while parsing object separator - "
+                      "unexpected number literal; expected ':'"},
         BadHeaderCase{"literal", R"({"a":true})", "",
                       "invalid JSON header at byte 5 (file offset 13): "
                       "expected an object, array, "
                       "string or non-negative integer, found character 't'"},
+        BadHeaderCase{"null", R"({"a":[1, null]})", "",
+                      "invalid JSON header at byte 9 (file offset 17): "
+                      "expected an object, array, "
+                      "string or non-negative integer, found character 'n'"},
         BadHeaderCase{
             "negative", R"({"a":[-1]})", "",
             "invalid JSON header at byte 6 (file offset 14): negative numbers"},
@@ -361,39 +364,53 @@ INSTANTIATE_TEST_SUITE_P(
                       "bits"},
         BadHeaderCase{"unterminated", R"({"abc)", "",
                       "invalid JSON header at byte 1 (file offset 9): "
-                      "unterminated string"},
+                      "syntax error while parsing object key - invalid "
+                      "string: missing closing quote; found end of header"},
         BadHeaderCase{
             "bad_escape", R"({"a\x":1})", "",
-            "invalid JSON header at byte 3 (file offset 11): invalid escape: "
-            "backslash followed by character 'x'"},
+            "invalid JSON header at byte 3 (file offset 11): syntax error "
+            "while parsing object key - invalid string: forbidden character "
+            "after backslash; found character 'x'"},
         BadHeaderCase{"lone_low_surrogate", R"({"\udc00":1})", "",
                       "invalid JSON header at byte 2 (file offset 10): "
-                      "unpaired low surrogate"},
+                      "syntax error while parsing object key - invalid "
+                      "string: surrogate U+DC00..U+DFFF must follow "
+                      "U+D800..U+DBFF"},
         BadHeaderCase{"lone_high_surrogate", R"({"\ud800x":1})", "",
-                      "invalid JSON header at byte 2 (file offset 10): high "
-                      "surrogate not "
-                      "followed by a \\u low surrogate"},
+                      "invalid JSON header at byte 2 (file offset 10): "
+                      "syntax error while parsing object key - invalid "
+                      "string: surrogate U+D800..U+DBFF must be followed by "
+                      "U+DC00..U+DFFF"},
         BadHeaderCase{
             "control_char", "{\"a\tb\":1}", "",
-            "invalid JSON header at byte 3 (file offset 11): unescaped control "
-            "character byte 0x09 in string"},
+            "invalid JSON header at byte 3 (file offset 11): syntax error "
+            "while parsing object key - invalid string: control character "
+            "U+0009 (HT) must be escaped to \\u0009 or \\t; found byte 0x09"},
         BadHeaderCase{"bad_utf8", "{\"a\xc3(\":1}", "",
-                      "invalid JSON header at byte 3 (file offset 11): invalid "
-                      "UTF-8 in string"},
+                      "invalid JSON header at byte 3 (file offset 11): "
+                      "syntax error while parsing object key - invalid "
+                      "string: ill-formed UTF-8 byte; found character '('"},
         BadHeaderCase{"deep", R"({"a":[[[[[[[[1]]]]]]]]})", "",
                       "invalid JSON header at byte 12 (file offset 20): "
                       "nesting deeper than 8 "
                       "levels"},
         BadHeaderCase{"garbage_after", R"({} x)", "",
                       "invalid JSON header at byte 3 (file offset 11): "
-                      "unexpected character 'x' "
-                      "after the top-level value"},
+                      "syntax error while parsing value - invalid literal; "
+                      "found character 'x'; expected end of input"},
+        // nlohmann's lexer takes NUL for the end of input and skips a BOM.
+        BadHeaderCase{"nul_after", std::string("{}  \0x", 6), "",
+                      "invalid JSON header at byte 4 (file offset 12): "
+                      "unexpected byte 0x00 after the top-level value"},
+        BadHeaderCase{"byte_order_mark", "\xEF\xBB\xBF{}", "",
+                      "invalid JSON header at byte 0 (file offset 8): "
+                      "expected an object, array, string or non-negative "
+                      "integer, found byte 0xef"},
         BadHeaderCase{"not_object", R"([1])", "",
                       "header must be a JSON object, found an array"},
         BadHeaderCase{"empty_header", "", "",
-                      "invalid JSON header at byte 0 (file offset 8): expected "
-                      "an object, array, "
-                      "string or non-negative integer, found end of header"}),
+                      "invalid JSON header at byte 0 (file offset 8): syntax "
+                      "error while parsing value - unexpected end of input"}),
     [](const auto& info) { return info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(

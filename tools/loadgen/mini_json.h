@@ -1,18 +1,19 @@
-// A minimal JSON reader for tests of the loadgen's --json output (no JSON
-// library is available): parses the full grammar into a tree of
-// JsonValue, reporting the first syntax error. Not for production input.
+// The loadgen's --json output as a tree, for the multi-process tests under
+// tests/ that read it: parsing is nlohmann-json's; this header only keeps
+// their JsonValue / Find("a.b.c") interface. New code should use
+// nlohmann::json directly (as tools/loadgen/summary_test.cc does).
 #ifndef DUET_TOOLS_LOADGEN_MINI_JSON_H_
 #define DUET_TOOLS_LOADGEN_MINI_JSON_H_
 
-#include <cstdlib>
 #include <map>
-#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
 
 namespace duet::loadgen {
 
@@ -41,146 +42,49 @@ struct JsonValue {
 
 class MiniJsonParser {
  public:
+  // INVALID_ARGUMENT with nlohmann's message (byte offset included) for
+  // text that is not one JSON value.
   static absl::StatusOr<JsonValue> Parse(const std::string& text) {
-    MiniJsonParser p(text);
-    JsonValue v;
-    if (!p.Value(&v)) return p.Error();
-    p.Space();
-    if (p.pos_ != text.size()) {
-      p.error_ = "trailing characters";
-      return p.Error();
+    nlohmann::json json;
+    try {
+      json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      return absl::InvalidArgumentError(absl::StrCat("JSON: ", e.what()));
     }
-    return v;
+    return Convert(json);
   }
 
  private:
-  explicit MiniJsonParser(const std::string& t) : t_(t) {}
-
-  absl::Status Error() const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON error at offset ", pos_, ": ", error_));
-  }
-  void Space() {
-    while (pos_ < t_.size() && (t_[pos_] == ' ' || t_[pos_] == '\n' ||
-                                t_[pos_] == '\t' || t_[pos_] == '\r')) {
-      ++pos_;
+  static JsonValue Convert(const nlohmann::json& json) {
+    JsonValue v;
+    switch (json.type()) {
+      case nlohmann::json::value_t::boolean:
+        v.kind = JsonValue::kBool;
+        v.boolean = json.get<bool>();
+        break;
+      case nlohmann::json::value_t::number_integer:
+      case nlohmann::json::value_t::number_unsigned:
+      case nlohmann::json::value_t::number_float:
+        v.kind = JsonValue::kNumber;
+        v.number = json.get<double>();
+        break;
+      case nlohmann::json::value_t::string:
+        v.kind = JsonValue::kString;
+        v.string = json.get<std::string>();
+        break;
+      case nlohmann::json::value_t::array:
+        v.kind = JsonValue::kArray;
+        for (const auto& e : json) v.array.push_back(Convert(e));
+        break;
+      case nlohmann::json::value_t::object:
+        v.kind = JsonValue::kObject;
+        for (const auto& [key, e] : json.items()) v.object[key] = Convert(e);
+        break;
+      default:
+        break;  // null (and binary, which JSON text cannot produce)
     }
+    return v;
   }
-  bool Eat(char c) {
-    Space();
-    if (pos_ < t_.size() && t_[pos_] == c) {
-      ++pos_;
-      return true;
-    }
-    return false;
-  }
-  bool Fail(const std::string& e) {
-    error_ = e;
-    return false;
-  }
-  bool Literal(const char* word) {
-    const std::string w(word);
-    if (t_.compare(pos_, w.size(), w) != 0) return Fail("bad literal");
-    pos_ += w.size();
-    return true;
-  }
-  bool String(std::string* out) {
-    if (!Eat('"')) return Fail("expected string");
-    while (pos_ < t_.size() && t_[pos_] != '"') {
-      char c = t_[pos_++];
-      if (static_cast<unsigned char>(c) < 0x20) {
-        return Fail("control character in string");
-      }
-      if (c == '\\') {
-        if (pos_ >= t_.size()) return Fail("bad escape");
-        const char e = t_[pos_++];
-        switch (e) {
-          case 'n':
-            c = '\n';
-            break;
-          case 't':
-            c = '\t';
-            break;
-          case 'r':
-            c = '\r';
-            break;
-          case 'b':
-            c = '\b';
-            break;
-          case 'f':
-            c = '\f';
-            break;
-          case 'u':
-            if (pos_ + 4 > t_.size()) return Fail("bad \\u escape");
-            c = static_cast<char>(
-                std::strtol(t_.substr(pos_, 4).c_str(), nullptr, 16));
-            pos_ += 4;
-            break;
-          case '"':
-          case '\\':
-          case '/':
-            c = e;
-            break;
-          default:
-            return Fail("bad escape");
-        }
-      }
-      out->push_back(c);
-    }
-    if (pos_ >= t_.size()) return Fail("unterminated string");
-    ++pos_;
-    return true;
-  }
-  bool Value(JsonValue* v) {
-    Space();
-    if (pos_ >= t_.size()) return Fail("unexpected end");
-    const char c = t_[pos_];
-    if (c == '{') {
-      ++pos_;
-      v->kind = JsonValue::kObject;
-      if (Eat('}')) return true;
-      do {
-        std::string key;
-        Space();
-        if (!String(&key)) return false;
-        if (!Eat(':')) return Fail("expected ':'");
-        if (v->object.count(key)) return Fail("duplicate key " + key);
-        if (!Value(&v->object[key])) return false;
-      } while (Eat(','));
-      return Eat('}') || Fail("expected '}'");
-    }
-    if (c == '[') {
-      ++pos_;
-      v->kind = JsonValue::kArray;
-      if (Eat(']')) return true;
-      do {
-        v->array.emplace_back();
-        if (!Value(&v->array.back())) return false;
-      } while (Eat(','));
-      return Eat(']') || Fail("expected ']'");
-    }
-    if (c == '"') {
-      v->kind = JsonValue::kString;
-      return String(&v->string);
-    }
-    if (c == 't' || c == 'f') {
-      v->kind = JsonValue::kBool;
-      v->boolean = c == 't';
-      return Literal(c == 't' ? "true" : "false");
-    }
-    if (c == 'n') return Literal("null");
-    const char* begin = t_.c_str() + pos_;
-    char* end = nullptr;
-    v->kind = JsonValue::kNumber;
-    v->number = std::strtod(begin, &end);
-    if (end == begin) return Fail("expected a value");
-    pos_ += end - begin;
-    return true;
-  }
-
-  const std::string& t_;
-  size_t pos_ = 0;
-  std::string error_;
 };
 
 }  // namespace duet::loadgen

@@ -1,69 +1,28 @@
 #include "tools/loadgen/summary.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 
 namespace duet::loadgen {
 namespace {
 
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-std::string Num(double v) {
-  if (!std::isfinite(v)) return "0";
-  return absl::StrFormat("%.6g", v);
+// Six significant digits, as the summary has always printed: the figures are
+// measurements, and their noise digits would only clutter the file.
+double Num(double v) {
+  if (!std::isfinite(v)) return 0;
+  return std::strtod(absl::StrFormat("%.6g", v).c_str(), nullptr);
 }
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
-
-// Builds one JSON object: Add("key", raw_json_value).
-class Object {
- public:
-  Object& Add(const std::string& key, const std::string& raw) {
-    fields_.push_back(absl::StrCat(Quote(key), ": ", raw));
-    return *this;
-  }
-  Object& Str(const std::string& key, const std::string& v) {
-    return Add(key, Quote(v));
-  }
-  Object& Int(const std::string& key, int64_t v) {
-    return Add(key, absl::StrCat(v));
-  }
-  Object& Dbl(const std::string& key, double v) { return Add(key, Num(v)); }
-  std::string Render() const {
-    return absl::StrCat("{", absl::StrJoin(fields_, ", "), "}");
-  }
-
- private:
-  std::vector<std::string> fields_;
-};
 
 double SumOverSources(const std::map<std::string, double>& joules) {
   double sum = 0;
@@ -78,84 +37,82 @@ double ThroughputQps(const RunSummary& s) {
 }
 
 std::string SummaryJson(const RunSummary& s) {
+  using Json = nlohmann::ordered_json;  // keys in the order of the schema
   const RunConfig& c = s.config;
   const RunTotals& t = s.totals;
   const int64_t total = t.codes.total();
   const double per_query = total > 0 ? 1.0 / total : 0.0;
 
-  Object model;
-  model.Str("name", c.model_name)
-      .Int("version", c.model_version)
-      .Str("signature", c.model_signature);
-  Object config;
-  config.Str("mode", c.mode)
-      .Int("concurrency", c.concurrency)
-      .Dbl("qps", c.qps)
-      .Int("max_outstanding", c.max_outstanding)
-      .Str("candidates", c.candidates)
-      .Dbl("zipf", c.zipf)
-      .Int("top_k", c.top_k)
-      .Int("relay_top", c.relay_top)
-      .Dbl("interaction_rate", c.interaction_rate)
-      .Dbl("warmup_s", c.warmup_s)
-      .Dbl("duration_s", c.duration_s)
-      .Int("queries", c.queries)
-      .Int("deadline_ms", c.deadline_ms)
-      .Int("devices", c.devices)
-      .Int("streams", c.streams)
-      .Int("channels", c.channels)
-      .Add("seed", absl::StrCat(c.seed));
-  Object by_code;
-  for (const auto& [name, n] : t.codes.ByName()) by_code.Int(name, n);
-  Object queries;
-  queries.Int("total", total)
-      .Int("ok", t.codes.ok())
-      .Int("errors", t.codes.errors())
-      .Int("dropped", t.dropped)
-      .Add("by_code", by_code.Render());
-  Object latency;
-  latency.Dbl("mean", t.latency.mean() / 1e6)
-      .Dbl("min", Ms(t.latency.min()))
-      .Dbl("p50", Ms(t.latency.Percentile(0.50)))
-      .Dbl("p90", Ms(t.latency.Percentile(0.90)))
-      .Dbl("p99", Ms(t.latency.Percentile(0.99)))
-      .Dbl("p999", Ms(t.latency.Percentile(0.999)))
-      .Dbl("max", Ms(t.latency.max()));
-  Object bytes;
-  bytes.Dbl("up", t.bytes_up * per_query).Dbl("down", t.bytes_down * per_query);
-  Object energy;
+  Json by_code = Json::object();
+  for (const auto& [name, n] : t.codes.ByName()) by_code[name] = n;
+  Json energy;
   if (s.edge_joules_per_query.has_value()) {
-    Object by_source;
+    Json by_source = Json::object();
     for (const auto& [source, joules] : *s.edge_joules_per_query) {
-      by_source.Dbl(source, joules);
+      by_source[source] = Num(joules);
     }
-    energy.Dbl("edge", SumOverSources(*s.edge_joules_per_query))
-        .Add("edge_by_source", by_source.Render());
+    energy["edge"] = Num(SumOverSources(*s.edge_joules_per_query));
+    energy["edge_by_source"] = std::move(by_source);
   } else {
-    energy.Add("edge", "null").Add("edge_by_source", "null");
+    energy["edge"] = nullptr;
+    energy["edge_by_source"] = nullptr;
   }
-  energy.Dbl("network", t.network_joules * per_query)
-      .Str("model", absl::StrCat("edge: ", c.edge_energy,
-                                 "; network: ", c.network_energy));
-  Object interactions;
-  interactions.Int("ok", t.interactions_ok)
-      .Int("failed", t.interactions_failed);
+  energy["network"] = Num(t.network_joules * per_query);
+  energy["model"] =
+      absl::StrCat("edge: ", c.edge_energy, "; network: ", c.network_energy);
 
-  Object root;
-  root.Str("schema", "duet.loadgen.summary/v1")
-      .Str("target", c.target)
-      .Str("addr", c.addr)
-      .Add("model", model.Render())
-      .Add("config", config.Render())
-      .Dbl("duration_s", s.duration_s)
-      .Dbl("throughput_qps", ThroughputQps(s))
-      .Add("queries", queries.Render())
-      .Add("latency_ms", latency.Render())
-      .Add("bytes_per_query", bytes.Render())
-      .Dbl("candidates_mean", t.candidates * per_query)
-      .Add("interactions", interactions.Render())
-      .Add("energy_j_per_query", energy.Render());
-  return root.Render() + "\n";
+  const Json root = {
+      {"schema", "duet.loadgen.summary/v1"},
+      {"target", c.target},
+      {"addr", c.addr},
+      {"model",
+       {{"name", c.model_name},
+        {"version", c.model_version},
+        {"signature", c.model_signature}}},
+      {"config",
+       {{"mode", c.mode},
+        {"concurrency", c.concurrency},
+        {"qps", Num(c.qps)},
+        {"max_outstanding", c.max_outstanding},
+        {"candidates", c.candidates},
+        {"zipf", Num(c.zipf)},
+        {"top_k", c.top_k},
+        {"relay_top", c.relay_top},
+        {"interaction_rate", Num(c.interaction_rate)},
+        {"warmup_s", Num(c.warmup_s)},
+        {"duration_s", Num(c.duration_s)},
+        {"queries", c.queries},
+        {"deadline_ms", c.deadline_ms},
+        {"devices", c.devices},
+        {"streams", c.streams},
+        {"channels", c.channels},
+        {"seed", c.seed}}},
+      {"duration_s", Num(s.duration_s)},
+      {"throughput_qps", Num(ThroughputQps(s))},
+      {"queries",
+       {{"total", total},
+        {"ok", t.codes.ok()},
+        {"errors", t.codes.errors()},
+        {"dropped", t.dropped},
+        {"by_code", std::move(by_code)}}},
+      {"latency_ms",
+       {{"mean", Num(t.latency.mean() / 1e6)},
+        {"min", Num(Ms(t.latency.min()))},
+        {"p50", Num(Ms(t.latency.Percentile(0.50)))},
+        {"p90", Num(Ms(t.latency.Percentile(0.90)))},
+        {"p99", Num(Ms(t.latency.Percentile(0.99)))},
+        {"p999", Num(Ms(t.latency.Percentile(0.999)))},
+        {"max", Num(Ms(t.latency.max()))}}},
+      {"bytes_per_query",
+       {{"up", Num(t.bytes_up * per_query)},
+        {"down", Num(t.bytes_down * per_query)}}},
+      {"candidates_mean", Num(t.candidates * per_query)},
+      {"interactions",
+       {{"ok", t.interactions_ok}, {"failed", t.interactions_failed}}},
+      {"energy_j_per_query", std::move(energy)}};
+  // Names and addresses come from flags: replace bytes that are not UTF-8
+  // (U+FFFD) rather than fail the run's report.
+  return root.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 std::string SummaryText(const RunSummary& s) {
