@@ -48,11 +48,10 @@ class ScoringCore::Query {
   // CPU time of this query's compute on all workers (energy attribution).
   std::atomic<int64_t> cpu_ns{0};
 
-  // Owned by the core's deadline_mu_.
-  std::multimap<absl::Time, std::weak_ptr<Query>>::iterator deadline_it;
-  bool has_deadline_it = false;
-
   absl::Mutex mu;
+  // Its entry in the core's deadline queue (removed when the query ends).
+  common::DeadlineQueue<std::weak_ptr<Query>>::Handle deadline_handle
+      ABSL_GUARDED_BY(mu);
   bool item_done ABSL_GUARDED_BY(mu) = false;
   bool user_arrived ABSL_GUARDED_BY(mu) = false;
   absl::Time item_done_time ABSL_GUARDED_BY(mu);
@@ -87,6 +86,7 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
 
 absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   ScoringCoreOptions& o = options_;
+  clock_ = o.clock != nullptr ? o.clock : common::Clock::Real();
   if (o.workers <= 0) {
     o.workers = std::max(1u, std::thread::hardware_concurrency());
   }
@@ -116,7 +116,10 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
     absl::MutexLock lock(&runtime_mu_);
     runtime_ = std::move(rt);
   }
-  deadline_thread_ = std::thread([this] { DeadlineLoop(); });
+  deadlines_ = std::make_unique<common::DeadlineQueue<std::weak_ptr<Query>>>(
+      clock_, [this](std::vector<std::weak_ptr<Query>> expired) {
+        Expire(std::move(expired));
+      });
   return absl::OkStatus();
 }
 
@@ -167,16 +170,12 @@ std::shared_ptr<ModelRuntime> ScoringCore::runtime() const {
 
 ScoringCore::~ScoringCore() {
   draining_ = true;
-  std::vector<std::shared_ptr<Query>> open;
-  {
-    absl::MutexLock lock(&deadline_mu_);
-    stop_ = true;
-    for (auto& [t, weak] : deadlines_) {
-      if (auto q = weak.lock()) open.push_back(std::move(q));
+  if (deadlines_ != nullptr) {
+    // Every query still open has its entry in the queue.
+    for (std::weak_ptr<Query>& weak : deadlines_->Stop()) {
+      if (auto q = weak.lock()) Finish(*q, Unavailable());
     }
   }
-  if (deadline_thread_.joinable()) deadline_thread_.join();
-  for (auto& q : open) Finish(*q, Unavailable());
   pool_.reset();  // runs what is queued: finished queries skip their work
 }
 
@@ -292,7 +291,7 @@ absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
 absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
     Done done) {
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   std::shared_ptr<ModelRuntime> rt = runtime();
   if (absl::Status s = ValidateBegin(begin, *rt); !s.ok()) {
     metrics_->CountQuery(rpc, s.code());
@@ -312,7 +311,10 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
                                      : options_.default_timeout;
   q->deadline = std::min(deadline, now + timeout);
   q->done = std::move(done);
-  AddDeadline(q);
+  {
+    absl::MutexLock lock(&q->mu);
+    q->deadline_handle = deadlines_->Add(q->deadline, q);
+  }
   pool_->Schedule([this, q] { RunItemSide(q); });
   return q;
 }
@@ -320,7 +322,7 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
 void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   if (q->finished.load()) return;
   common::ScopedCpuAccount cpu(&q->cpu_ns);
-  const absl::Time pick = absl::Now();
+  const absl::Time pick = clock_->Now();
   const int n = static_cast<int>(q->candidates.size());
   const LookupStrategy strategy = q->rt->selector().ChooseLookup(n);
   metrics_->CountLookup(strategy);
@@ -330,7 +332,7 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   const absl::Status status =
       q->rt->item_model().Compute(q->candidates.data(), n, strategy, use_cache,
                                   q->buffers->v.data(), &hits);
-  const absl::Time done = absl::Now();
+  const absl::Time done = clock_->Now();
   if (policy != nullptr) {
     metrics_->CountCacheQuery(use_cache);
     if (use_cache && status.ok()) {
@@ -363,7 +365,7 @@ void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
     Finish(*q, s);
     return;
   }
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   bool duplicate = false, combine = false;
   {
     absl::MutexLock lock(&q->mu);
@@ -408,7 +410,7 @@ void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {
 
 absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
   Query* q = &query;
-  const absl::Time t0 = absl::Now();
+  const absl::Time t0 = clock_->Now();
   const int n = static_cast<int>(q->candidates.size());
   const UserStrategy strategy = q->rt->selector().ChooseUser(n);
   metrics_->CountUser(strategy);
@@ -435,7 +437,7 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
   }
   FillRelay(q->rt->model(), relay_ids.data(),
             static_cast<int>(relay_ids.size()), scores.mutable_relay());
-  const absl::Time t1 = absl::Now();
+  const absl::Time t1 = clock_->Now();
   {
     absl::MutexLock lock(&q->mu);
     q->timings.set_combine_us(Micros(t1 - t0));
@@ -454,11 +456,8 @@ void ScoringCore::Cancel(const std::shared_ptr<Query>& q) {
 void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
   if (q.finished.exchange(true)) return;
   {
-    absl::MutexLock lock(&deadline_mu_);
-    if (q.has_deadline_it) {
-      deadlines_.erase(q.deadline_it);
-      q.has_deadline_it = false;
-    }
+    absl::MutexLock lock(&q.mu);
+    deadlines_->Remove(q.deadline_handle);
   }
   metrics_->CountQuery(
       q.rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
@@ -485,56 +484,23 @@ void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
   if (done) done(std::move(result));
 }
 
-void ScoringCore::AddDeadline(const std::shared_ptr<Query>& q) {
-  absl::MutexLock lock(&deadline_mu_);
-  q->deadline_it = deadlines_.emplace(q->deadline, q);
-  q->has_deadline_it = true;
-  if (q->deadline_it == deadlines_.begin()) deadline_changed_ = true;
-}
-
-void ScoringCore::DeadlineLoop() {
-  deadline_mu_.Lock();
-  while (!stop_) {
-    const absl::Time next =
-        deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
-    deadline_changed_ = false;
-    deadline_mu_.AwaitWithDeadline(
-        absl::Condition(
-            +[](ScoringCore* c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return c->stop_ || c->deadline_changed_;
-            },
-            this),
-        next);
-    if (stop_) break;
-    const absl::Time now = absl::Now();
-    std::vector<std::shared_ptr<Query>> expired;
-    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-      if (auto q = deadlines_.begin()->second.lock()) {
-        q->has_deadline_it = false;
-        expired.push_back(std::move(q));
-      }
-      deadlines_.erase(deadlines_.begin());
+void ScoringCore::Expire(std::vector<std::weak_ptr<Query>> expired) {
+  for (std::weak_ptr<Query>& weak : expired) {
+    std::shared_ptr<Query> q = weak.lock();
+    if (q == nullptr) continue;
+    bool item_done, user_arrived;
+    {
+      absl::MutexLock lock(&q->mu);
+      item_done = q->item_done;
+      user_arrived = q->user_arrived;
     }
-    if (expired.empty()) continue;
-    deadline_mu_.Unlock();
-    for (auto& q : expired) {
-      bool item_done, user_arrived;
-      {
-        absl::MutexLock lock(&q->mu);
-        item_done = q->item_done;
-        user_arrived = q->user_arrived;
-      }
-      Finish(*q, absl::DeadlineExceededError(absl::StrFormat(
-                     "query_id %d exceeded its deadline of %d ms (item side "
-                     "%s, user vector %s); its pending work was cancelled",
-                     q->id, absl::ToInt64Milliseconds(q->deadline - q->start),
-                     item_done ? "done" : "not done",
-                     user_arrived ? "received" : "not received")));
-    }
-    expired.clear();
-    deadline_mu_.Lock();
+    Finish(*q, absl::DeadlineExceededError(absl::StrFormat(
+                   "query_id %d exceeded its deadline of %d ms (item side "
+                   "%s, user vector %s); its pending work was cancelled",
+                   q->id, absl::ToInt64Milliseconds(q->deadline - q->start),
+                   item_done ? "done" : "not done",
+                   user_arrived ? "received" : "not received")));
   }
-  deadline_mu_.Unlock();
 }
 
 void ScoringCore::FillRelay(
@@ -588,13 +554,13 @@ void ScoringCore::MonolithicScore(
     return fail(s);
   }
   if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
-  const absl::Time start = absl::Now();
+  const absl::Time start = clock_->Now();
   pool_->Schedule(
       [this, start, deadline, rt = std::move(rt), user = std::move(user),
        candidates = std::vector<int64_t>(request.candidate_ids().begin(),
                                          request.candidate_ids().end()),
        top_k = request.top_k(), done = std::move(done)]() {
-        const absl::Time pick = absl::Now();
+        const absl::Time pick = clock_->Now();
         absl::StatusOr<duet::v1::ScoreResponse> result;
         if (pick > deadline) {
           result = absl::DeadlineExceededError(
@@ -626,7 +592,7 @@ void ScoringCore::MonolithicScore(
               item->set_item_id(x.item_id);
               item->set_ctr(x.ctr);
             }
-            const absl::Time end = absl::Now();
+            const absl::Time end = clock_->Now();
             duet::v1::StageTimings* t = response.mutable_timings();
             t->set_queue_us(Micros(pick - start));
             t->set_item_model_us(Micros(end - pick));
@@ -666,13 +632,13 @@ void ScoringCore::GetItemEmbeddings(
     return fail(s);
   }
   if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
-  const absl::Time start = absl::Now();
+  const absl::Time start = clock_->Now();
   pool_->Schedule([this, start, deadline, rt = std::move(rt),
                    ids = std::vector<int64_t>(request.item_ids().begin(),
                                               request.item_ids().end()),
                    done = std::move(done)]() {
     absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
-    if (absl::Now() > deadline) {
+    if (clock_->Now() > deadline) {
       result = absl::DeadlineExceededError(
           "GetItemEmbeddings deadline passed before a worker picked it up");
     } else {
@@ -680,7 +646,7 @@ void ScoringCore::GetItemEmbeddings(
       FillRelay(rt->model(), ids.data(), static_cast<int>(ids.size()),
                 response.mutable_items());
       metrics_->ObserveStage(rpc, Stage::kTotal,
-                             absl::ToDoubleSeconds(absl::Now() - start));
+                             absl::ToDoubleSeconds(clock_->Now() - start));
       result = std::move(response);
     }
     metrics_->CountQuery(
@@ -692,7 +658,7 @@ void ScoringCore::GetItemEmbeddings(
 
 int ScoringCore::Drain(absl::Time deadline) {
   draining_ = true;
-  while (inflight_.load() > 0 && absl::Now() < deadline) {
+  while (inflight_.load() > 0 && clock_->Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   return inflight_.load();

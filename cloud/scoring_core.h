@@ -21,11 +21,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -34,6 +32,8 @@
 #include "absl/time/time.h"
 #include "cloud/cloud_metrics.h"
 #include "cloud/model_runtime.h"
+#include "common/base/clock.h"
+#include "common/base/deadline_queue.h"
 #include "common/base/thread_pool.h"
 #include "common/model/model.h"
 #include "duet/v1/scoring.pb.h"
@@ -62,6 +62,9 @@ struct ScoringCoreOptions {
   absl::Duration reload_calibration_budget = absl::Milliseconds(500);
   // Null: a private registry (tests).
   std::shared_ptr<prometheus::Registry> registry;
+  // Deadlines and stage timings; null: the real clock. Tests pass a
+  // FakeClock to expire queries without sleeping.
+  common::Clock* clock = nullptr;
   // Per-query energy attribution (duet_query_energy_joules{side="cloud"}):
   // the CPU time of each query's compute, on every worker it ran on. Not
   // owned; may be null.
@@ -147,8 +150,9 @@ class ScoringCore {
   // The combined top MLP, top-k and relay of a query whose two sides are done.
   absl::StatusOr<duet::v1::Scores> Combine(Query& q);
   void Finish(Query& q, absl::StatusOr<duet::v1::Scores> result);
-  void AddDeadline(const std::shared_ptr<Query>& q);
-  void DeadlineLoop();
+  // Ends the expired queries with DEADLINE_EXCEEDED (the deadline queue's
+  // callback).
+  void Expire(std::vector<std::weak_ptr<Query>> expired);
   static void FillRelay(
       const common::Model& model, const int64_t* items, int n,
       google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out);
@@ -164,12 +168,8 @@ class ScoringCore {
   std::atomic<int> inflight_{0};
   std::atomic<bool> draining_{false};
 
-  absl::Mutex deadline_mu_;
-  std::multimap<absl::Time, std::weak_ptr<Query>> deadlines_
-      ABSL_GUARDED_BY(deadline_mu_);
-  bool deadline_changed_ ABSL_GUARDED_BY(deadline_mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(deadline_mu_) = false;
-  std::thread deadline_thread_;
+  common::Clock* clock_ = nullptr;
+  std::unique_ptr<common::DeadlineQueue<std::weak_ptr<Query>>> deadlines_;
 
   friend class Query;
 };

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/base/clock.h"
 #include "common/kernels/quantize.h"
 #include "common/model/reference_model.h"
 #include "common/model/test_util.h"
@@ -398,7 +399,10 @@ TEST(ScoringCoreTest, SlotIsFreeBeforeTheReplyIsDelivered) {
 }
 
 TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {
-  auto core = MakeCore("tiny", FastOptions());
+  common::FakeClock clock;
+  ScoringCoreOptions o = FastOptions();
+  o.clock = &clock;
+  auto core = MakeCore("tiny", o);
   const common::Model& m = core->model();
   auto begin = Begin(Candidates(m, 4, 1), 1);
   begin.set_timeout_us(50000);
@@ -410,12 +414,65 @@ TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {
                          done.Notify();
                        });
   ASSERT_TRUE(q.ok());
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // 1 ms short of the deadline: an already-due query ends, this one not.
+  clock.Advance(absl::Milliseconds(49));
+  auto due = Begin(Candidates(m, 4, 2), 1);
+  due.set_query_id(2);
+  due.set_timeout_us(1);
+  absl::Notification due_done;
+  // Kept, as a session keeps its queries: a query nobody holds is abandoned.
+  auto due_q = core->Begin(due, clock.Now(), Rpc::kScoringSession,
+                           [&](absl::StatusOr<duet::v1::Scores> r) {
+                             EXPECT_EQ(r.status().code(),
+                                       absl::StatusCode::kDeadlineExceeded);
+                             due_done.Notify();
+                           });
+  ASSERT_TRUE(due_q.ok());
+  ASSERT_TRUE(due_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_FALSE(done.HasBeenNotified());
+  clock.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(status.message(), HasSubstr("exceeded its deadline of 50 ms"));
   EXPECT_THAT(status.message(), HasSubstr("user vector not received"));
   EXPECT_EQ(core->inflight(), 0);
   // A late user vector is ignored (the query already ended once).
   core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, 1)));
+}
+
+TEST(ScoringCoreTest, AnsweredQueriesLeaveNoDeadlineBehind) {
+  common::FakeClock clock;
+  ScoringCoreOptions o = FastOptions();
+  o.clock = &clock;
+  auto core = MakeCore("tiny", o);
+  const common::Model& m = core->model();
+  std::atomic<int> calls{0};
+  for (int i = 0; i < 5; ++i) {
+    auto begin = Begin(Candidates(m, 8, i), 2);
+    begin.set_query_id(i);
+    absl::Notification done;
+    auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,
+                         [&](absl::StatusOr<duet::v1::Scores> r) {
+                           EXPECT_TRUE(r.ok()) << r.status();
+                           ++calls;
+                           done.Notify();
+                         });
+    ASSERT_TRUE(q.ok());
+    core->ProvideUserVector(*q, Fp32Vector(m, RandomU(m, i)));
+    ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  // Past every deadline: nothing is left to expire, nothing ends twice.
+  clock.Advance(absl::Hours(1));
+  auto probe = Begin(Candidates(m, 4, 9), 1);
+  probe.set_query_id(99);
+  absl::Notification probe_done;
+  auto probe_q = core->Begin(
+      probe, clock.Now(), Rpc::kScoringSession,
+      [&](absl::StatusOr<duet::v1::Scores>) { probe_done.Notify(); });
+  ASSERT_TRUE(probe_q.ok());
+  ASSERT_TRUE(probe_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(calls.load(), 5);
+  EXPECT_EQ(core->inflight(), 0);
 }
 
 TEST(ScoringCoreTest, BadBeginQueriesGetPreciseErrors) {
