@@ -25,5 +25,6 @@ foreach(t edge_fault_test edge_bad_input_test)
 endforeach()
 duet_test(tls_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_integration_test.cc
-  LIBS duet_test_process duet_test_util duet_model duet_rpc)
+  LIBS duet_test_process duet_test_util duet_model duet_rpc
+    nlohmann_json::nlohmann_json)
 add_dependencies(tls_integration_test duet-edge duet-cloud duet-loadgen)

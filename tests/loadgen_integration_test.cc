@@ -18,13 +18,15 @@
 #include "duet/v1/scoring.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/json_path.h"
 #include "tests/test_process.h"
-#include "tools/loadgen/mini_json.h"
 
 namespace duet::loadgen {
 namespace {
 
 using test::BinaryPath;
+using test::FindPath;
+using test::NumberAt;
 using test::PickFreePort;
 using test::Subprocess;
 using test::WaitForHealthy;
@@ -93,7 +95,7 @@ class LoadgenIntegrationTest : public ::testing::Test {
   // Runs duet-loadgen to completion; returns its exit code and parsed JSON.
   struct Run {
     int exit_code = -1;
-    JsonValue json;
+    nlohmann::json json;  // null when the file did not parse
     std::string log;
   };
   static Run RunLoadgen(const std::string& target, const std::string& addr,
@@ -124,14 +126,13 @@ class LoadgenIntegrationTest : public ::testing::Test {
     std::ifstream in(json);
     std::stringstream ss;
     ss << in.rdbuf();
-    auto parsed = MiniJsonParser::Parse(ss.str());
-    if (parsed.ok()) r.json = *parsed;
+    r.json =
+        nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
     return r;
   }
 
   static double Num(const Run& r, const std::string& path) {
-    const JsonValue* v = r.json.Find(path);
-    return v == nullptr ? -1 : v->number;
+    return NumberAt(r.json, path);
   }
 
   static common::TempDir* dir_;
@@ -186,11 +187,12 @@ TEST_F(LoadgenIntegrationTest, EveryTargetInBothLoopModes) {
       const Run r = RunLoadgen(target, addr, load);
       ASSERT_EQ(r.exit_code, 0) << r.log;
       for (const char* key : kSchemaKeys) {
-        EXPECT_NE(r.json.Find(key), nullptr) << key << "\n" << r.log;
+        EXPECT_NE(FindPath(r.json, key), nullptr) << key << "\n" << r.log;
       }
-      EXPECT_EQ(r.json.Find("target")->string, target);
-      EXPECT_EQ(r.json.Find("config.mode")->string, open ? "open" : "closed");
-      EXPECT_EQ(r.json.Find("model.name")->string, "tiny");
+      EXPECT_EQ(FindPath(r.json, "target")->get<std::string>(), target);
+      EXPECT_EQ(FindPath(r.json, "config.mode")->get<std::string>(),
+                open ? "open" : "closed");
+      EXPECT_EQ(FindPath(r.json, "model.name")->get<std::string>(), "tiny");
       EXPECT_EQ(Num(r, "queries.total"), 50) << r.log;
       EXPECT_EQ(Num(r, "queries.ok"), 50) << r.log;
       EXPECT_EQ(Num(r, "queries.by_code.OK"), 50);
@@ -214,8 +216,10 @@ TEST_F(LoadgenIntegrationTest, EdgeEnergyComesFromTheEdgesOwnMetrics) {
       "--concurrency", "2", "--queries", "40", "--candidates", "16"};
   const Run unmeasured = RunLoadgen("edge", edge_addr_, load);
   ASSERT_EQ(unmeasured.exit_code, 0) << unmeasured.log;
-  EXPECT_EQ(unmeasured.json.Find("energy_j_per_query.edge")->kind,
-            JsonValue::kNull);
+  const nlohmann::json* edge_energy =
+      FindPath(unmeasured.json, "energy_j_per_query.edge");
+  ASSERT_NE(edge_energy, nullptr) << unmeasured.log;
+  EXPECT_TRUE(edge_energy->is_null()) << *edge_energy;
   EXPECT_THAT(unmeasured.log,
               ::testing::HasSubstr("energy/query edge    not measured (no "
                                    "--edge_metrics"));
@@ -247,7 +251,7 @@ TEST_F(LoadgenIntegrationTest, RejectedQueriesAreCountedByCode) {
     EXPECT_EQ(Num(r, "queries.ok"), 0);
     EXPECT_EQ(Num(r, "queries.errors"), 20);
     EXPECT_EQ(Num(r, "queries.by_code.INVALID_ARGUMENT"), 20) << r.log;
-    EXPECT_EQ(r.json.Find("queries.by_code.OK"), nullptr);
+    EXPECT_EQ(FindPath(r.json, "queries.by_code.OK"), nullptr);
     EXPECT_THAT(r.log, ::testing::HasSubstr("INVALID_ARGUMENT"));
   }
 }
@@ -261,7 +265,8 @@ TEST_F(LoadgenIntegrationTest, DurationBoundedRunAndCandidateDistribution) {
   EXPECT_GT(Num(r, "queries.total"), 0);
   EXPECT_EQ(Num(r, "queries.total"),
             Num(r, "queries.ok") + Num(r, "queries.errors"));
-  EXPECT_EQ(r.json.Find("config.candidates")->string, "normal:165:80");
+  EXPECT_EQ(FindPath(r.json, "config.candidates")->get<std::string>(),
+            "normal:165:80");
   EXPECT_GE(Num(r, "candidates_mean"), 1);
   EXPECT_LE(Num(r, "candidates_mean"), 1024);
 }

@@ -4,7 +4,7 @@
 if(TARGET duet-cloud AND TARGET duet-edge AND TARGET duet-loadgen)
   duet_test(loadgen_integration_test
     SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/loadgen_integration_test.cc
-    LIBS duet_test_process duet_test_util duet_proto)
+    LIBS duet_test_process duet_test_util duet_proto nlohmann_json::nlohmann_json)
   add_dependencies(loadgen_integration_test duet-cloud duet-edge duet-loadgen)
 endif()
 

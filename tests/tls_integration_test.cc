@@ -22,7 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/edge_process_fixture.h"
-#include "tools/loadgen/mini_json.h"
+#include "tests/json_path.h"
 
 namespace duet {
 namespace {
@@ -338,7 +338,7 @@ TEST_F(TlsIntegrationTest, EdgeListenerServesTlsAndRefusesPlaintext) {
 TEST_F(TlsIntegrationTest, LoadgenSpeaksMutualTls) {
   ASSERT_NO_FATAL_FAILURE(StartTlsCloud(/*require_client_cert=*/true));
   auto run = [&](const std::string& name, std::vector<std::string> tls,
-                 loadgen::JsonValue* summary) {
+                 nlohmann::json* summary) {
     const std::string json = dir_->File(name + ".json");
     std::vector<std::string> argv = {test::BinaryPath("tools/duet-loadgen"),
                                      "--target",
@@ -363,15 +363,16 @@ TEST_F(TlsIntegrationTest, LoadgenSpeaksMutualTls) {
     std::ifstream in(json);
     std::stringstream text;
     text << in.rdbuf();
-    auto parsed = loadgen::MiniJsonParser::Parse(text.str());
-    ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << (*p)->ReadLog();
-    *summary = *parsed;
+    *summary =
+        nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(summary->is_discarded())
+        << "the --json summary does not parse\n"
+        << (*p)->ReadLog();
   };
-  auto num = [](const loadgen::JsonValue& v, const std::string& path) {
-    const loadgen::JsonValue* found = v.Find(path);
-    return found == nullptr ? -1 : found->number;
+  auto num = [](const nlohmann::json& v, const std::string& path) {
+    return test::NumberAt(v, path);
   };
-  loadgen::JsonValue with_cert, without_cert;
+  nlohmann::json with_cert, without_cert;
   ASSERT_NO_FATAL_FAILURE(
       run("loadgen-mtls",
           {"--tls_ca", Pem("ca.pem"), "--tls_cert", Pem("client.pem"),
