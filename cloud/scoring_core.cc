@@ -1,12 +1,12 @@
 #include "cloud/scoring_core.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cloud/user_vector_checks.h"
 #include "common/base/status_macros.h"
 #include "common/kernels/quantize.h"
 #include "common/kernels/top_k.h"
@@ -229,63 +229,7 @@ absl::Status ScoringCore::ValidateBegin(const duet::v1::BeginQuery& begin,
 
 absl::Status ScoringCore::ValidateUserVector(
     const duet::v1::UserVector& uv) const {
-  return ValidateUserVector(uv, *runtime());
-}
-
-absl::Status ScoringCore::ValidateUserVector(const duet::v1::UserVector& uv,
-                                             const ModelRuntime& rt) const {
-  const common::Model& model = rt.model();
-  const duet::v1::ModelConfig& c = model.config();
-  if (uv.model_version() != c.version() ||
-      uv.model_fingerprint() != model.fingerprint()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "user vector is for model %s v%d (signature %016x), this server runs "
-        "%s",
-        c.name(), uv.model_version(), uv.model_fingerprint(),
-        common::ModelLabel(c)));
-  }
-  const bool has_int8 = !uv.int8_data().empty();
-  const bool has_fp32 = uv.fp32_data_size() > 0;
-  const int expected = model.dims().user_out;
-  if (has_int8 == has_fp32) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "user_vector carries %s of int8_data and fp32_data, set exactly one "
-        "(%d values for model %s)",
-        has_int8 ? "both" : "neither", expected, common::ModelLabel(c)));
-  }
-  if (has_fp32) {
-    if (uv.fp32_data_size() != expected) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "user_vector.fp32_data has %d values, model %s expects %d",
-          uv.fp32_data_size(), common::ModelLabel(c), expected));
-    }
-    for (int i = 0; i < expected; ++i) {
-      if (!std::isfinite(uv.fp32_data(i))) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "user_vector.fp32_data[%d] is %f, values must be finite", i,
-            uv.fp32_data(i)));
-      }
-    }
-    return absl::OkStatus();
-  }
-  if (static_cast<int>(uv.int8_data().size()) != expected) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "user_vector.int8_data has %d values, model %s expects %d",
-        uv.int8_data().size(), common::ModelLabel(c), expected));
-  }
-  if (!std::isfinite(uv.scale()) || uv.scale() <= 0 ||
-      uv.scale() > common::kMaxAffineScale) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "user_vector.scale is %g, must be positive and at most %g (so every "
-        "dequantized value is finite)",
-        uv.scale(), common::kMaxAffineScale));
-  }
-  if (uv.zero_point() < -128 || uv.zero_point() > 127) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("user_vector.zero_point is %d, must be in [-128, 127]",
-                        uv.zero_point()));
-  }
-  return absl::OkStatus();
+  return cloud::ValidateUserVector(uv, runtime()->model());
 }
 
 absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
@@ -361,7 +305,7 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
 void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
                                     const duet::v1::UserVector& uv) {
   if (q->finished.load()) return;
-  if (absl::Status s = ValidateUserVector(uv, *q->rt); !s.ok()) {
+  if (absl::Status s = cloud::ValidateUserVector(uv, q->rt->model()); !s.ok()) {
     Finish(*q, s);
     return;
   }
@@ -524,136 +468,6 @@ void ScoringCore::FillRelay(
                   dim * sizeof(float));
     }
   }
-}
-
-void ScoringCore::MonolithicScore(
-    const duet::v1::MonolithicScoreRequest& request, absl::Time deadline,
-    MonolithicDone done) {
-  constexpr Rpc rpc = Rpc::kMonolithicScore;
-  auto fail = [&](absl::Status s) {
-    metrics_->CountQuery(rpc, s.code());
-    done(std::move(s));
-  };
-  std::shared_ptr<ModelRuntime> rt = runtime();
-  if (rt->monolithic() == nullptr) {
-    return fail(absl::FailedPreconditionError(
-        "MonolithicScore needs the edge and user-table parts of the model"));
-  }
-  common::UserInputs user;
-  user.static_features.assign(request.static_features().begin(),
-                              request.static_features().end());
-  user.dynamic_features.assign(request.dynamic_features().begin(),
-                               request.dynamic_features().end());
-  user.history.assign(request.history_item_ids().begin(),
-                      request.history_item_ids().end());
-  duet::v1::BeginQuery shape;  // reuse the candidate/top_k checks
-  *shape.mutable_candidate_ids() = request.candidate_ids();
-  shape.set_top_k(request.top_k());
-  if (absl::Status s = ValidateBegin(shape, *rt); !s.ok()) return fail(s);
-  if (absl::Status s = common::ValidateUserInputs(rt->model(), user); !s.ok()) {
-    return fail(s);
-  }
-  if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
-  const absl::Time start = clock_->Now();
-  pool_->Schedule(
-      [this, start, deadline, rt = std::move(rt), user = std::move(user),
-       candidates = std::vector<int64_t>(request.candidate_ids().begin(),
-                                         request.candidate_ids().end()),
-       top_k = request.top_k(), done = std::move(done)]() {
-        const absl::Time pick = clock_->Now();
-        absl::StatusOr<duet::v1::ScoreResponse> result;
-        if (pick > deadline) {
-          result = absl::DeadlineExceededError(
-              "MonolithicScore deadline passed before a worker picked it up");
-        } else {
-          thread_local std::vector<float> ctr;
-          if (ctr.size() < candidates.size()) ctr.resize(candidates.size());
-          std::atomic<int64_t> cpu_ns{0};
-          absl::Status s;
-          {
-            common::ScopedCpuAccount cpu(&cpu_ns);
-            s = rt->monolithic()->Score(user, candidates, ctr.data());
-          }
-          if (s.ok()) {
-            s = common::CheckFiniteScores(candidates.data(), ctr.data(),
-                                          static_cast<int>(candidates.size()));
-          }
-          if (s.ok() && options_.energy != nullptr) {
-            options_.energy->ObserveQuery(cpu_ns.load() * 1e-9, 0);
-          }
-          if (!s.ok()) {
-            result = s;
-          } else {
-            const int n = static_cast<int>(candidates.size());
-            duet::v1::ScoreResponse response;
-            for (const common::Scored& x :
-                 common::TopK(candidates.data(), ctr.data(), n, top_k)) {
-              duet::v1::ScoredItem* item = response.add_items();
-              item->set_item_id(x.item_id);
-              item->set_ctr(x.ctr);
-            }
-            const absl::Time end = clock_->Now();
-            duet::v1::StageTimings* t = response.mutable_timings();
-            t->set_queue_us(Micros(pick - start));
-            t->set_item_model_us(Micros(end - pick));
-            t->set_total_us(Micros(end - start));
-            metrics_->ObserveStage(rpc, Stage::kQueue, t->queue_us() * 1e-6);
-            metrics_->ObserveStage(rpc, Stage::kTotal, t->total_us() * 1e-6);
-            metrics_->AddCandidates(n);
-            result = std::move(response);
-          }
-        }
-        metrics_->CountQuery(
-            rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
-        Release();  // before the reply, as in Finish
-        done(std::move(result));
-      });
-}
-
-void ScoringCore::GetItemEmbeddings(
-    const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline,
-    EmbeddingsDone done) {
-  constexpr Rpc rpc = Rpc::kGetItemEmbeddings;
-  auto fail = [&](absl::Status s) {
-    metrics_->CountQuery(rpc, s.code());
-    done(std::move(s));
-  };
-  std::shared_ptr<ModelRuntime> rt = runtime();
-  const common::Model& model = rt->model();
-  if (!model.has_user_tables()) {
-    return fail(absl::FailedPreconditionError(
-        "GetItemEmbeddings needs the user tables, which this server did not "
-        "load"));
-  }
-  if (absl::Status s =
-          common::ValidateItemIds(model.catalog(), request.item_ids(),
-                                  options_.max_candidates, "item_ids");
-      !s.ok()) {
-    return fail(s);
-  }
-  if (absl::Status s = Admit(rpc); !s.ok()) return done(s);
-  const absl::Time start = clock_->Now();
-  pool_->Schedule([this, start, deadline, rt = std::move(rt),
-                   ids = std::vector<int64_t>(request.item_ids().begin(),
-                                              request.item_ids().end()),
-                   done = std::move(done)]() {
-    absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
-    if (clock_->Now() > deadline) {
-      result = absl::DeadlineExceededError(
-          "GetItemEmbeddings deadline passed before a worker picked it up");
-    } else {
-      duet::v1::GetItemEmbeddingsResponse response;
-      FillRelay(rt->model(), ids.data(), static_cast<int>(ids.size()),
-                response.mutable_items());
-      metrics_->ObserveStage(rpc, Stage::kTotal,
-                             absl::ToDoubleSeconds(clock_->Now() - start));
-      result = std::move(response);
-    }
-    metrics_->CountQuery(
-        rpc, result.ok() ? absl::StatusCode::kOk : result.status().code());
-    Release();  // before the reply, as in Finish
-    done(std::move(result));
-  });
 }
 
 int ScoringCore::Drain(absl::Time deadline) {

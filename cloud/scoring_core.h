@@ -10,7 +10,8 @@
 //  * every admitted query ends exactly once through its Done callback: with
 //    Scores, the first error, CANCELLED (Cancel) or DEADLINE_EXCEEDED (its
 //    deadline passed; pending work for it is skipped).
-// MonolithicScore and GetItemEmbeddings run on the same pool.
+// MonolithicScore and GetItemEmbeddings (scoring_side_rpcs.cc) run on the
+// same pool. User vectors are checked by user_vector_checks.h.
 // Reload() builds a runtime for a new model (while queries keep running) and
 // swaps it in atomically; queries admitted before finish on the old one.
 // Thread-safe. Done callbacks run on pool threads, the deadline thread or
@@ -141,8 +142,6 @@ class ScoringCore {
   void SetCacheBreakEven(const ModelRuntime& rt);
   absl::Status ValidateBegin(const duet::v1::BeginQuery& begin,
                              const ModelRuntime& rt) const;
-  absl::Status ValidateUserVector(const duet::v1::UserVector& uv,
-                                  const ModelRuntime& rt) const;
   absl::Status Admit(Rpc rpc);
   void Release();
   void RunItemSide(const std::shared_ptr<Query>& q);
@@ -153,6 +152,19 @@ class ScoringCore {
   // Ends the expired queries with DEADLINE_EXCEEDED (the deadline queue's
   // callback).
   void Expire(std::vector<std::weak_ptr<Query>> expired);
+  // The side RPCs' ending (scoring_side_rpcs.cc): Reject counts a request
+  // refused before admission; RunSideRpc admits, runs `work` on the pool
+  // (DEADLINE_EXCEEDED when the deadline passed before a worker picked it
+  // up), counts the result, frees the slot and replies.
+  template <typename Response>
+  void Reject(Rpc rpc, absl::Status status,
+              const std::function<void(absl::StatusOr<Response>)>& done);
+  template <typename Response>
+  void RunSideRpc(
+      Rpc rpc, absl::Time deadline,
+      std::function<absl::StatusOr<Response>(absl::Time start, absl::Time pick)>
+          work,
+      std::function<void(absl::StatusOr<Response>)> done);
   static void FillRelay(
       const common::Model& model, const int64_t* items, int n,
       google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out);
