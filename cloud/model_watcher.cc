@@ -76,7 +76,8 @@ void ModelWatcher::Loop() {
         return stop_ || triggered_;
       };
       if (polling) {
-        mu_.AwaitWithTimeout(absl::Condition(&wake), options_.poll_interval);
+        clock_->AwaitWithDeadline(&mu_, absl::Condition(&wake),
+                                  clock_->Now() + options_.poll_interval);
       } else {
         mu_.Await(absl::Condition(&wake));
       }

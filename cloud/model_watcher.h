@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
+#include "common/base/clock.h"
 #include "common/model/model.h"
 
 namespace duet::cloud {
@@ -35,6 +36,8 @@ class ModelWatcher {
     std::string dir;
     // Zero: no polling; only Trigger() and CheckNow() reload.
     absl::Duration poll_interval = absl::Seconds(1);
+    // The poll interval runs on it; null: the real clock.
+    common::Clock* clock = nullptr;
     common::LoadOptions load;  // parts must include cloud
     // One line per event (loaded, failed, unchanged on Trigger). May be empty.
     std::function<void(const std::string&)> log;
@@ -78,7 +81,10 @@ class ModelWatcher {
     }
   };
   ModelWatcher(ScoringCore* core, Options options)
-      : core_(core), options_(std::move(options)) {}
+      : core_(core),
+        options_(std::move(options)),
+        clock_(options_.clock != nullptr ? options_.clock
+                                         : common::Clock::Real()) {}
   FileState Stat() const;
   void Loop();
   void Log(const std::string& line) const;
@@ -86,6 +92,7 @@ class ModelWatcher {
 
   ScoringCore* const core_;
   const Options options_;
+  common::Clock* const clock_;
   std::string config_path_;
 
   absl::Mutex check_mu_;  // one check at a time

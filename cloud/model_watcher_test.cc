@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "common/base/clock.h"
 #include "common/model/model_config.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
@@ -109,10 +110,12 @@ class ModelWatcherTest : public ::testing::Test {
     core_ = std::move(core).value();
   }
 
-  std::unique_ptr<ModelWatcher> MakeWatcher(absl::Duration poll) {
+  std::unique_ptr<ModelWatcher> MakeWatcher(absl::Duration poll,
+                                            common::Clock* clock = nullptr) {
     ModelWatcher::Options wo;
     wo.dir = served_->path();
     wo.poll_interval = poll;
+    wo.clock = clock;
     wo.load.parts.user_tables = true;
     wo.log = [this](const std::string& line) {
       absl::MutexLock lock(&mu_);
@@ -242,10 +245,17 @@ TEST_F(ModelWatcherTest, TruncatedWeightsAndBadConfigKeepOldModel) {
   EXPECT_EQ(Reloads("failed"), 3);
 }
 
-TEST_F(ModelWatcherTest, PollingThreadPicksUpNewVersion) {
-  auto w = MakeWatcher(absl::Milliseconds(20));
+TEST_F(ModelWatcherTest, PollingThreadPicksUpNewVersionAtThePollInterval) {
+  common::FakeClock clock;
+  auto w = MakeWatcher(absl::Seconds(1), &clock);
+  clock.WaitForWaiters(1);  // its first wait for the poll interval
   auto v2_dir = Generate(2);
   Install(v2_dir->path(), served_->path());
+  // The watcher cannot leave its wait before the clock passes the interval.
+  clock.Advance(absl::Milliseconds(999));
+  EXPECT_EQ(w->reloads_ok(), 0);
+  EXPECT_EQ(clock.waiters(), 1);
+  clock.Advance(absl::Milliseconds(1));
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (w->reloads_ok() == 0 && absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(10));
