@@ -15,6 +15,7 @@
 #include "common/obs/metrics.h"
 #include "edge/edge_metrics.h"
 #include "edge/edge_service_impl.h"
+#include "edge/emulated_uplink.h"
 #include "edge/grpc_cloud_client.h"
 #include "edge/recommender.h"
 #include "edge/state_store.h"
@@ -38,6 +39,8 @@ struct EdgeServer::Impl {
   std::unique_ptr<UserState> state;
   std::unique_ptr<StateStore> store;
   std::unique_ptr<GrpcCloudClient> cloud;
+  // Around `cloud` when --uplink_mbps / --uplink_rtt_ms emulate a slow link.
+  std::unique_ptr<EmulatedUplink> uplink;
   std::unique_ptr<common::EnergyMeter> energy;
   std::unique_ptr<Recommender> recommender;
   std::unique_ptr<EdgeServiceImpl> service;
@@ -79,6 +82,10 @@ absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& o) {
   }
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
+  }
+  if (o.uplink_mbps < 0 || o.uplink_rtt < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--uplink_mbps and --uplink_rtt_ms must be >= 0");
   }
   // Named values: the flag, then the parser's message.
   for (const auto& [flag, status] :
@@ -181,9 +188,13 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   co.on_ready_streams = [metrics](int ready) {
     metrics->cloud_streams_ready().Set(ready);
   };
-  co.uplink_mbps = o.uplink_mbps;
-  co.uplink_rtt = o.uplink_rtt;
   ASSIGN_OR_RETURN(impl->cloud, GrpcCloudClient::Create(co));
+  CloudClient* cloud = impl->cloud.get();
+  if (o.uplink_mbps > 0 || o.uplink_rtt > absl::ZeroDuration()) {
+    impl->uplink = std::make_unique<EmulatedUplink>(
+        cloud, EmulatedUplink::Link{o.uplink_mbps, o.uplink_rtt});
+    cloud = impl->uplink.get();
+  }
 
   common::EnergyMeter::Options eo;
   eo.side = "edge";
@@ -203,7 +214,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   ro.max_candidates = o.max_candidates;
   ro.relay_cache_items = o.relay_cache_items;
   impl->recommender = std::make_unique<Recommender>(
-      impl->user_model.get(), impl->cloud.get(), impl->state.get(), hooks, ro);
+      impl->user_model.get(), cloud, impl->state.get(), hooks, ro);
   impl->service = std::make_unique<EdgeServiceImpl>(impl->recommender.get(),
                                                     o.default_timeout);
 
@@ -250,6 +261,7 @@ void EdgeServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  impl_->uplink.reset();
   impl_->cloud.reset();
 }
 

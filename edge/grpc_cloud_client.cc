@@ -152,7 +152,6 @@ class GrpcCloudClient::Query : public CloudQuery {
   absl::Status SendUserVector(const duet::v1::UserVector& vector) override {
     duet::v1::SessionRequest request;
     *request.mutable_user_vector() = vector;
-    client_->EmulateUplink(request.ByteSizeLong());
     if (!session_->Write(request)) {
       return absl::UnavailableError(absl::StrCat(
           "the session with the cloud at ", client_->options_.target,
@@ -222,11 +221,6 @@ absl::StatusOr<std::unique_ptr<GrpcCloudClient>> GrpcCloudClient::Create(
                      absl::FormatDuration(options.max_stream_age),
                      ", must be >= 0 (0: never rotate)"));
   }
-  if (options.uplink_mbps < 0 || options.uplink_rtt < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "uplink_mbps (%g) and uplink_rtt (%s) must not be negative",
-        options.uplink_mbps, absl::FormatDuration(options.uplink_rtt)));
-  }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
                    common::MakeChannelCredentials(options.tls, nullptr));
   std::unique_ptr<GrpcCloudClient> client(
@@ -249,7 +243,7 @@ GrpcCloudClient::~GrpcCloudClient() {
 
 absl::Duration GrpcCloudClient::Jittered(absl::Duration d, double low,
                                          double high) {
-  absl::MutexLock lock(&link_mu_);
+  absl::MutexLock lock(&rng_mu_);
   return d * absl::Uniform(rng_, low, high);
 }
 
@@ -479,25 +473,6 @@ void GrpcCloudClient::Forget(Session* session, uint64_t id) {
   }
 }
 
-void GrpcCloudClient::EmulateUplink(size_t bytes) {
-  if (options_.uplink_mbps <= 0 &&
-      options_.uplink_rtt <= absl::ZeroDuration()) {
-    return;
-  }
-  absl::Time deliver;
-  {
-    absl::MutexLock lock(&link_mu_);
-    const absl::Time now = absl::Now();
-    const absl::Duration transmit =
-        options_.uplink_mbps > 0
-            ? absl::Seconds(bytes * 8.0 / (options_.uplink_mbps * 1e6))
-            : absl::ZeroDuration();
-    link_free_at_ = std::max(now, link_free_at_) + transmit;
-    deliver = link_free_at_ + options_.uplink_rtt / 2;
-  }
-  absl::SleepFor(deliver - absl::Now());
-}
-
 absl::StatusOr<std::unique_ptr<CloudQuery>> GrpcCloudClient::BeginQuery(
     duet::v1::BeginQuery begin, absl::Time deadline) {
   auto pending = std::make_shared<Pending>();
@@ -527,12 +502,6 @@ absl::StatusOr<std::unique_ptr<CloudQuery>> GrpcCloudClient::BeginQuery(
   begin.set_query_id(id);
   duet::v1::SessionRequest request;
   *request.mutable_begin() = std::move(begin);
-  EmulateUplink(request.ByteSizeLong());
-  if (absl::Now() >= deadline) {
-    Forget(session.get(), id);
-    return absl::DeadlineExceededError(
-        "the deadline passed on the emulated uplink");
-  }
   if (!session->Write(request)) {
     Forget(session.get(), id);
     return absl::UnavailableError(
@@ -548,7 +517,6 @@ GrpcCloudClient::GetItemEmbeddings(const std::vector<int64_t>& item_ids,
                                    absl::Time deadline) {
   duet::v1::GetItemEmbeddingsRequest request;
   request.mutable_item_ids()->Assign(item_ids.begin(), item_ids.end());
-  EmulateUplink(request.ByteSizeLong());
   grpc::ClientContext context;
   context.set_deadline(ToChrono(deadline));
   duet::v1::GetItemEmbeddingsResponse response;

@@ -26,12 +26,8 @@
 // Keep the cloud's --max_connection_age_grace_s above 1.2 x this age plus a
 // query deadline: a stream may open just before its connection's GOAWAY.
 //
-// Uplink emulation (uplink_mbps / uplink_rtt > 0): each upstream message is
-// delayed by rtt/2 + bytes * 8 / (mbps * 1e6), where bytes is its serialized
-// size (HTTP/2 and TCP framing are not counted), serialized on one virtual
-// link shared by every lane (it models the device's radio), so concurrent
-// queries share its bandwidth. The caller's thread sleeps for the delay.
-// Thread-safe. Queries must not outlive the client.
+// An emulated slow uplink for benchmarks is a decorator around this client
+// (edge/emulated_uplink.h). Thread-safe. Queries must not outlive the client.
 #ifndef DUET_EDGE_GRPC_CLOUD_CLIENT_H_
 #define DUET_EDGE_GRPC_CLOUD_CLIENT_H_
 
@@ -63,8 +59,6 @@ class GrpcCloudClient : public CloudClient {
     absl::Duration max_stream_age = absl::Seconds(60);
     // TLS / mutual TLS to the cloud (common/rpc/tls.h); all empty: plaintext.
     common::ClientTlsOptions tls;
-    double uplink_mbps = 0;  // 0: unlimited bandwidth
-    absl::Duration uplink_rtt = absl::ZeroDuration();
     absl::Duration initial_backoff = absl::Milliseconds(100);
     absl::Duration max_backoff = absl::Seconds(5);
     // For metrics. Called with the client's lock held; must not call back
@@ -74,8 +68,8 @@ class GrpcCloudClient : public CloudClient {
   };
 
   // Starts connecting in the background; never waits for the cloud.
-  // INVALID_ARGUMENT for an empty target, streams < 1 or negative durations
-  // or link parameters; the TLS errors of common::MakeChannelCredentials.
+  // INVALID_ARGUMENT for an empty target, streams < 1 or negative durations;
+  // the TLS errors of common::MakeChannelCredentials.
   static absl::StatusOr<std::unique_ptr<GrpcCloudClient>> Create(
       Options options);
   ~GrpcCloudClient() override;
@@ -113,8 +107,6 @@ class GrpcCloudClient : public CloudClient {
   void ReadLoop(Session* session);
   void Dispatch(Session* session, duet::v1::SessionResponse* response);
   void Forget(Session* session, uint64_t id);
-  // Emulated uplink delay of `bytes`: sleeps.
-  void EmulateUplink(size_t bytes);
   absl::Duration Jittered(absl::Duration d, double low, double high);
   int ReadyStreamsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -134,9 +126,8 @@ class GrpcCloudClient : public CloudClient {
   int64_t sessions_ ABSL_GUARDED_BY(mu_) = 0;
   int reported_ready_ ABSL_GUARDED_BY(mu_) = -1;
 
-  absl::Mutex link_mu_;
-  absl::Time link_free_at_ ABSL_GUARDED_BY(link_mu_) = absl::InfinitePast();
-  absl::BitGen rng_ ABSL_GUARDED_BY(link_mu_);
+  absl::Mutex rng_mu_;  // the lanes' jitter
+  absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
 };
 
 }  // namespace duet::edge

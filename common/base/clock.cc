@@ -17,6 +17,13 @@ class RealClock final : public Clock {
 
 }  // namespace
 
+void Clock::SleepUntil(absl::Time t) {
+  static const bool kNever = false;
+  absl::Mutex mu;
+  absl::MutexLock lock(&mu);
+  AwaitWithDeadline(&mu, absl::Condition(&kNever), t);
+}
+
 Clock* Clock::Real() {
   static RealClock* const clock = new RealClock();
   return clock;

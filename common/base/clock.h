@@ -23,6 +23,9 @@ class Clock {
                                  absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
 
+  // Blocks the calling thread until Now() >= t.
+  void SleepUntil(absl::Time t);
+
   // The process's clock (absl::Now). Never destroyed; thread-safe.
   static Clock* Real();
 };
