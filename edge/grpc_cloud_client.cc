@@ -70,7 +70,8 @@ struct GrpcCloudClient::Session {
     kEnded,       // Read returned false and Finish returned
   };
 
-  Session(Lane* lane, int64_t number) : lane(lane), number(number) {}
+  Session(Lane* lane, int64_t number, absl::Time opened)
+      : lane(lane), number(number), opened(opened) {}
 
   bool Write(const duet::v1::SessionRequest& request) {
     absl::MutexLock lock(&write_mu);
@@ -89,7 +90,7 @@ struct GrpcCloudClient::Session {
 
   Lane* const lane;
   const int64_t number;  // 1-based, over all lanes
-  const absl::Time opened = absl::Now();
+  const absl::Time opened;
   grpc::ClientContext context;
   std::unique_ptr<Stream> stream;  // set before the reader starts
   std::thread reader;
@@ -180,7 +181,9 @@ class GrpcCloudClient::Query : public CloudQuery {
 
 GrpcCloudClient::GrpcCloudClient(
     Options options, std::shared_ptr<grpc::ChannelCredentials> credentials)
-    : options_(std::move(options)) {
+    : options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock
+                                       : common::Clock::Real()) {
   grpc::ChannelArguments args;
   args.SetLoadBalancingPolicyName("round_robin");
   // The channel's own reconnect backoff, aligned with the lanes' (gRPC's
@@ -251,7 +254,7 @@ void GrpcCloudClient::RunLane(Lane* lane) {
   while (true) {
     const absl::Time wake_at = StepLane(lane);
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithDeadline(absl::Condition(&lane->wake), wake_at);
+    clock_->AwaitWithDeadline(&mu_, absl::Condition(&lane->wake), wake_at);
     lane->wake = false;
     if (shutdown_) break;
   }
@@ -270,7 +273,7 @@ void GrpcCloudClient::RunLane(Lane* lane) {
 
 absl::Time GrpcCloudClient::StepLane(Lane* lane) {
   using Phase = Session::Phase;
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   std::shared_ptr<Session> ended;  // the current stream, broken
   std::vector<std::shared_ptr<Session>> half_close, cancel, reap;
   bool rotate = false;
@@ -375,7 +378,7 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
     number = ++sessions_;
     if (options_.on_stream_opened) options_.on_stream_opened();
   }
-  auto session = std::make_shared<Session>(lane, number);
+  auto session = std::make_shared<Session>(lane, number, clock_->Now());
   if (options_.max_stream_age > absl::ZeroDuration()) {
     session->rotate_at =
         session->opened + Jittered(options_.max_stream_age, 0.8, 1.2);
@@ -397,7 +400,7 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
     if (old->phase == Session::Phase::kOpen) {
       old->phase = Session::Phase::kDraining;
       old->drain_until =
-          std::max(absl::Now(), old->latest_deadline) + kDrainSlack;
+          std::max(clock_->Now(), old->latest_deadline) + kDrainSlack;
     }
     lane->retiring.push_back(std::move(old));
     lane->wake = true;

@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/clock.h"
 #include "common/rpc/tls.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_client.h"
@@ -61,6 +62,9 @@ class GrpcCloudClient : public CloudClient {
     common::ClientTlsOptions tls;
     absl::Duration initial_backoff = absl::Milliseconds(100);
     absl::Duration max_backoff = absl::Seconds(5);
+    // Rotation, drain and backoff times run on it; null: the real clock.
+    // (Query deadlines are the caller's, in real time.)
+    common::Clock* clock = nullptr;
     // For metrics. Called with the client's lock held; must not call back
     // into the client.
     std::function<void()> on_stream_opened;
@@ -113,6 +117,7 @@ class GrpcCloudClient : public CloudClient {
   bool AnyLaneReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
+  common::Clock* const clock_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<duet::v1::ScoringService::Stub> stub_;
 

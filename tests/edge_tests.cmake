@@ -7,11 +7,11 @@ duet_test(edge_integration_test
   LIBS duet_test_process duet_test_util duet_model ISA_CAPS AVX2)
 add_dependencies(edge_integration_test duet-edge duet-cloud)
 
-# GrpcCloudClient against fake clouds in-process, and duet-edge in front of
-# two duet-cloud processes (edge/grpc_cloud_client.h: lanes and stream rotation).
+# duet-edge in front of two duet-cloud processes (the cloud client's own
+# tests: edge/grpc_cloud_client_test.cc).
 duet_test(scale_out_integration_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/scale_out_integration_test.cc
-  LIBS duet_test_process duet_test_util duet_model duet_edge_grpc)
+  LIBS duet_test_process duet_test_util duet_model)
 add_dependencies(scale_out_integration_test duet-edge duet-cloud)
 
 # Reliability and security of duet-edge (issue 7; shared fixture
