@@ -204,25 +204,36 @@ void ScoringCore::Release() {
   metrics_->AddInflight(-1);
 }
 
-absl::Status ScoringCore::ValidateBegin(const duet::v1::BeginQuery& begin,
+ScoringCore::QuerySpec ScoringCore::QuerySpec::Of(
+    const duet::v1::BeginQuery& begin) {
+  QuerySpec spec;
+  spec.query_id = begin.query_id();
+  spec.candidates = begin.candidate_ids();
+  spec.top_k = begin.top_k();
+  spec.relay_top = begin.relay_top();
+  spec.timeout_us = begin.timeout_us();
+  return spec;
+}
+
+absl::Status ScoringCore::ValidateBegin(const QuerySpec& spec,
                                         const ModelRuntime& rt) const {
   const common::Model& model = rt.model();
-  const int n = begin.candidate_ids_size();
-  RETURN_IF_ERROR(common::ValidateItemIds(
-      model.catalog(), begin.candidate_ids(), options_.max_candidates));
-  RETURN_IF_ERROR(common::ValidateTopK(begin.top_k(), n));
-  if (begin.relay_top() < 0) {
+  RETURN_IF_ERROR(common::ValidateItemIds(model.catalog(), spec.candidates,
+                                          options_.max_candidates));
+  RETURN_IF_ERROR(common::ValidateTopK(
+      spec.top_k, static_cast<int>(spec.candidates.size())));
+  if (spec.relay_top < 0) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("relay_top is %d, must be >= 0", begin.relay_top()));
+        absl::StrFormat("relay_top is %d, must be >= 0", spec.relay_top));
   }
-  if (begin.relay_top() > 0 && !model.has_user_tables()) {
+  if (spec.relay_top > 0 && !model.has_user_tables()) {
     return absl::FailedPreconditionError(
         "relay_top > 0 needs the user tables, which this server did not load");
   }
-  if (begin.timeout_us() < 0) {
+  if (spec.timeout_us < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "timeout_us is %d, must be >= 0 (0: the server default)",
-        begin.timeout_us()));
+        spec.timeout_us));
   }
   return absl::OkStatus();
 }
@@ -233,25 +244,23 @@ absl::Status ScoringCore::ValidateUserVector(
 }
 
 absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
-    const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
-    Done done) {
+    const QuerySpec& spec, absl::Time deadline, Rpc rpc, Done done) {
   const absl::Time now = clock_->Now();
   std::shared_ptr<ModelRuntime> rt = runtime();
-  if (absl::Status s = ValidateBegin(begin, *rt); !s.ok()) {
+  if (absl::Status s = ValidateBegin(spec, *rt); !s.ok()) {
     metrics_->CountQuery(rpc, s.code());
     return s;
   }
   RETURN_IF_ERROR(Admit(rpc));
   auto q = std::make_shared<Query>(this, std::move(rt));
-  q->id = begin.query_id();
+  q->id = spec.query_id;
   q->rpc = rpc;
-  q->candidates.assign(begin.candidate_ids().begin(),
-                       begin.candidate_ids().end());
-  q->top_k = begin.top_k();
-  q->relay_top = std::min(begin.relay_top(), begin.top_k());
+  q->candidates.assign(spec.candidates.begin(), spec.candidates.end());
+  q->top_k = spec.top_k;
+  q->relay_top = std::min(spec.relay_top, spec.top_k);
   q->start = now;
-  const absl::Duration timeout = begin.timeout_us() > 0
-                                     ? absl::Microseconds(begin.timeout_us())
+  const absl::Duration timeout = spec.timeout_us > 0
+                                     ? absl::Microseconds(spec.timeout_us)
                                      : options_.default_timeout;
   q->deadline = std::min(deadline, now + timeout);
   q->done = std::move(done);

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "cloud/cloud_metrics.h"
 #include "cloud/model_runtime.h"
 #include "common/base/clock.h"
@@ -89,12 +90,28 @@ class ScoringCore {
   // Stops admission, fails open queries with UNAVAILABLE, joins the pool.
   ~ScoringCore();
 
+  // A query's shape as BeginQuery carries it; unary Score builds one from
+  // its own request, without copying the candidates.
+  struct QuerySpec {
+    uint64_t query_id = 0;
+    absl::Span<const int64_t> candidates;  // read during Begin only
+    int top_k = 0;
+    int relay_top = 0;
+    int64_t timeout_us = 0;  // 0: the default timeout
+    static QuerySpec Of(const duet::v1::BeginQuery& begin);
+  };
+
   // Validates and admits; starts the item side. On error nothing started
   // and `done` is dropped. `deadline` is absl::InfiniteFuture() for "use
-  // begin.timeout_us or the default".
+  // spec.timeout_us or the default".
+  absl::StatusOr<std::shared_ptr<Query>> Begin(const QuerySpec& spec,
+                                               absl::Time deadline, Rpc rpc,
+                                               Done done);
   absl::StatusOr<std::shared_ptr<Query>> Begin(
       const duet::v1::BeginQuery& begin, absl::Time deadline, Rpc rpc,
-      Done done);
+      Done done) {
+    return Begin(QuerySpec::Of(begin), deadline, rpc, std::move(done));
+  }
   // Completes `query` (or fails it: wrong model version is
   // FAILED_PRECONDITION, bad length / NaN / Inf / bad quantization is
   // INVALID_ARGUMENT, a second vector for the query INVALID_ARGUMENT).
@@ -140,7 +157,7 @@ class ScoringCore {
   absl::Status Init(std::unique_ptr<const common::Model> model);
   ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
   void SetCacheBreakEven(const ModelRuntime& rt);
-  absl::Status ValidateBegin(const duet::v1::BeginQuery& begin,
+  absl::Status ValidateBegin(const QuerySpec& spec,
                              const ModelRuntime& rt) const;
   absl::Status Admit(Rpc rpc);
   void Release();

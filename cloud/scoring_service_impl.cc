@@ -122,12 +122,12 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
     reactor->Finish(common::ToGrpcStatus(s));
     return reactor;
   }
-  duet::v1::BeginQuery begin;
-  *begin.mutable_candidate_ids() = request->candidate_ids();
-  begin.set_top_k(request->top_k());
-  begin.set_relay_top(request->relay_top());
+  ScoringCore::QuerySpec spec;
+  spec.candidates = request->candidate_ids();
+  spec.top_k = request->top_k();
+  spec.relay_top = request->relay_top();
   auto query = core_->Begin(
-      begin, Deadline(context), Rpc::kScore,
+      spec, Deadline(context), Rpc::kScore,
       [reactor, response](absl::StatusOr<duet::v1::Scores> result) {
         if (!result.ok()) {
           reactor->Finish(common::ToGrpcStatus(result.status()));
