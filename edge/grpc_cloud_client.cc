@@ -11,24 +11,11 @@
 #include "absl/synchronization/notification.h"
 #include "common/base/status_macros.h"
 #include "common/rpc/grpc_status.h"
+#include "edge/internal/lane_schedule.h"
 #include "grpc/grpc.h"
 
 namespace duet::edge {
 namespace {
-
-// A stream that lived this long (or got an answer) was healthy: its end
-// resets the lane's backoff.
-constexpr absl::Duration kStableStream = absl::Seconds(1);
-// How often a lane without a stream looks at the channel at most (the
-// channel itself reconnects with the configured backoff).
-constexpr absl::Duration kChannelPoll = absl::Milliseconds(250);
-// A draining stream is half-closed this long after the latest deadline of
-// its queries even if some never finished (a query object leaked).
-constexpr absl::Duration kDrainSlack = absl::Seconds(1);
-// A half-closed stream the cloud has not finished by then is cancelled.
-constexpr absl::Duration kCloseTimeout = absl::Seconds(5);
-// A rotation due while the channel is not READY is retried this much later.
-constexpr absl::Duration kRotateRetry = absl::Seconds(1);
 
 const char* ChannelStateName(grpc_connectivity_state s) {
   switch (s) {
@@ -63,15 +50,10 @@ struct GrpcCloudClient::Pending {
 struct GrpcCloudClient::Session {
   using Stream = grpc::ClientReaderWriter<duet::v1::SessionRequest,
                                           duet::v1::SessionResponse>;
-  enum class Phase {
-    kOpen,        // takes new queries (when it is its lane's current one)
-    kDraining,    // rotated out: waits for its queries
-    kHalfClosed,  // WritesDone sent: waits for the cloud to finish it
-    kEnded,       // Read returned false and Finish returned
-  };
+  using Phase = internal::StreamSchedule::Phase;
 
-  Session(Lane* lane, int64_t number, absl::Time opened)
-      : lane(lane), number(number), opened(opened) {}
+  Session(Lane* lane, int64_t number, absl::Time opened, absl::Duration age)
+      : lane(lane), number(number), schedule(opened, age) {}
 
   bool Write(const duet::v1::SessionRequest& request) {
     absl::MutexLock lock(&write_mu);
@@ -90,15 +72,11 @@ struct GrpcCloudClient::Session {
 
   Lane* const lane;
   const int64_t number;  // 1-based, over all lanes
-  const absl::Time opened;
   grpc::ClientContext context;
   std::unique_ptr<Stream> stream;  // set before the reader starts
   std::thread reader;
 
-  Phase phase = Phase::kOpen;                         // mu_
-  absl::Time rotate_at = absl::InfiniteFuture();      // mu_, kOpen
-  absl::Time drain_until = absl::InfiniteFuture();    // mu_, kDraining
-  absl::Time close_until = absl::InfiniteFuture();    // mu_, kHalfClosed
+  internal::StreamSchedule schedule;                  // mu_
   absl::Time latest_deadline = absl::InfinitePast();  // mu_
   bool answered = false;                              // mu_
   grpc::Status end;                                   // mu_, kEnded
@@ -112,20 +90,17 @@ struct GrpcCloudClient::Session {
 // A slot holding one stream that takes queries, plus the streams it rotated
 // out until they have finished.
 struct GrpcCloudClient::Lane {
-  Lane(int index, absl::Duration backoff) : index(index), backoff(backoff) {}
+  Lane(int index, absl::Duration initial_backoff, absl::Duration max_backoff)
+      : index(index), reconnect(initial_backoff, max_backoff) {}
 
-  bool Ready() const {
-    return current != nullptr && current->phase == Session::Phase::kOpen;
-  }
+  bool Ready() const { return current != nullptr && current->schedule.open(); }
 
   const int index;
   std::thread supervisor;
   bool wake = false;                               // mu_
   std::shared_ptr<Session> current;                // mu_; null: none yet
   std::vector<std::shared_ptr<Session>> retiring;  // mu_
-  // The supervisor's own.
-  absl::Duration backoff;
-  absl::Time next_connect = absl::InfinitePast();
+  internal::ReconnectSchedule reconnect;           // the supervisor's own
 };
 
 // One open query on a session stream.
@@ -205,7 +180,8 @@ GrpcCloudClient::GrpcCloudClient(
   channel_ = grpc::CreateCustomChannel(options_.target, credentials, args);
   stub_ = duet::v1::ScoringService::NewStub(channel_);
   for (int i = 0; i < options_.streams; ++i) {
-    lanes_.push_back(std::make_unique<Lane>(i, options_.initial_backoff));
+    lanes_.push_back(std::make_unique<Lane>(i, options_.initial_backoff,
+                                            options_.max_backoff));
   }
 }
 
@@ -244,10 +220,9 @@ GrpcCloudClient::~GrpcCloudClient() {
   for (auto& lane : lanes_) lane->supervisor.join();
 }
 
-absl::Duration GrpcCloudClient::Jittered(absl::Duration d, double low,
-                                         double high) {
+double GrpcCloudClient::Jitter(double low, double high) {
   absl::MutexLock lock(&rng_mu_);
-  return d * absl::Uniform(rng_, low, high);
+  return absl::Uniform(rng_, low, high);
 }
 
 void GrpcCloudClient::RunLane(Lane* lane) {
@@ -273,6 +248,7 @@ void GrpcCloudClient::RunLane(Lane* lane) {
 
 absl::Time GrpcCloudClient::StepLane(Lane* lane) {
   using Phase = Session::Phase;
+  using Action = internal::StreamSchedule::Action;
   const absl::Time now = clock_->Now();
   std::shared_ptr<Session> ended;  // the current stream, broken
   std::vector<std::shared_ptr<Session>> half_close, cancel, reap;
@@ -280,28 +256,29 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return now;
-    if (lane->current != nullptr && lane->current->phase == Phase::kEnded) {
+    if (lane->current != nullptr &&
+        lane->current->schedule.phase() == Phase::kEnded) {
       ended = std::move(lane->current);
     } else if (lane->current != nullptr &&
-               lane->current->phase == Phase::kOpen &&
-               now >= lane->current->rotate_at) {
+               lane->current->schedule.RotationDue(now)) {
       rotate = true;
     }
     for (auto it = lane->retiring.begin(); it != lane->retiring.end();) {
       Session* s = it->get();
-      if (s->phase == Phase::kEnded) {
+      if (s->schedule.phase() == Phase::kEnded) {
         reap.push_back(std::move(*it));
         it = lane->retiring.erase(it);
         continue;
       }
-      if (s->phase == Phase::kDraining &&
-          (s->pending.empty() || now >= s->drain_until)) {
-        s->phase = Phase::kHalfClosed;
-        s->close_until = now + kCloseTimeout;
-        half_close.push_back(*it);
-      } else if (s->phase == Phase::kHalfClosed && now >= s->close_until) {
-        s->close_until = absl::InfiniteFuture();
-        cancel.push_back(*it);
+      switch (s->schedule.Step(now, /*idle=*/s->pending.empty())) {
+        case Action::kHalfClose:
+          half_close.push_back(*it);
+          break;
+        case Action::kCancel:
+          cancel.push_back(*it);
+          break;
+        case Action::kNone:
+          break;
       }
       ++it;
     }
@@ -333,39 +310,31 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
         ended->end.error_message().c_str());
     // A stream that lived a while resets the backoff; a stream that fails at
     // once (e.g. the server rejects it) backs off like a failed connect.
-    if (ended->answered || now - ended->opened > kStableStream) {
-      lane->backoff = options_.initial_backoff;
-    }
-    lane->next_connect = now + Jittered(lane->backoff, 0.5, 1.0);
-    lane->backoff = std::min(lane->backoff * 2, options_.max_backoff);
+    lane->reconnect.StreamEnded(
+        now, ended->schedule.Healthy(now, ended->answered), Jitter(0.5, 1.0));
   }
   bool connect;
   {
     absl::MutexLock lock(&mu_);
-    connect = lane->current == nullptr && now >= lane->next_connect;
+    connect = lane->current == nullptr && lane->reconnect.Due(now);
   }
   if (connect || rotate) {
     if (channel_->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
       OpenSession(lane);
     } else if (connect) {
-      lane->next_connect =
-          now + std::min(Jittered(lane->backoff, 0.5, 1.0), kChannelPoll);
+      lane->reconnect.ChannelNotReady(now, Jitter(0.5, 1.0));
     } else {
       absl::MutexLock lock(&mu_);
-      lane->current->rotate_at = now + kRotateRetry;
+      lane->current->schedule.RetryRotation(now);
     }
   }
 
   absl::MutexLock lock(&mu_);
-  absl::Time next = absl::InfiniteFuture();
-  if (lane->current == nullptr) {
-    next = lane->next_connect;
-  } else if (lane->current->phase == Phase::kOpen) {
-    next = lane->current->rotate_at;
-  }
+  absl::Time next = lane->current == nullptr
+                        ? lane->reconnect.next()
+                        : lane->current->schedule.NextEvent();
   for (const auto& s : lane->retiring) {
-    if (s->phase == Phase::kDraining) next = std::min(next, s->drain_until);
-    if (s->phase == Phase::kHalfClosed) next = std::min(next, s->close_until);
+    next = std::min(next, s->schedule.NextEvent());
   }
   return next;
 }
@@ -378,11 +347,8 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
     number = ++sessions_;
     if (options_.on_stream_opened) options_.on_stream_opened();
   }
-  auto session = std::make_shared<Session>(lane, number, clock_->Now());
-  if (options_.max_stream_age > absl::ZeroDuration()) {
-    session->rotate_at =
-        session->opened + Jittered(options_.max_stream_age, 0.8, 1.2);
-  }
+  auto session = std::make_shared<Session>(
+      lane, number, clock_->Now(), options_.max_stream_age * Jitter(0.8, 1.2));
   // Not under mu_: starting the call may block briefly.
   session->stream = stub_->ScoringSession(&session->context);
   {
@@ -397,11 +363,7 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
   if (old != nullptr) {
     // Rotation: make (above), then break: the old stream takes no new
     // queries and is half-closed once its queries are done.
-    if (old->phase == Session::Phase::kOpen) {
-      old->phase = Session::Phase::kDraining;
-      old->drain_until =
-          std::max(clock_->Now(), old->latest_deadline) + kDrainSlack;
-    }
+    old->schedule.StartDraining(clock_->Now(), old->latest_deadline);
     lane->retiring.push_back(std::move(old));
     lane->wake = true;
   }
@@ -418,7 +380,7 @@ void GrpcCloudClient::ReadLoop(Session* session) {
   {
     absl::MutexLock lock(&mu_);
     failed.swap(session->pending);
-    session->phase = Session::Phase::kEnded;
+    session->schedule.Ended();
     session->end = status;
     session->lane->wake = true;
     ReportReadyLocked();
@@ -451,7 +413,7 @@ void GrpcCloudClient::Dispatch(Session* session,
     if (it == session->pending.end()) return;  // abandoned (deadline passed)
     pending = std::move(it->second);
     session->pending.erase(it);
-    if (session->phase == Session::Phase::kDraining &&
+    if (session->schedule.phase() == Session::Phase::kDraining &&
         session->pending.empty()) {
       session->lane->wake = true;
     }
@@ -471,7 +433,8 @@ void GrpcCloudClient::Dispatch(Session* session,
 void GrpcCloudClient::Forget(Session* session, uint64_t id) {
   absl::MutexLock lock(&mu_);
   if (session->pending.erase(id) > 0 &&
-      session->phase == Session::Phase::kDraining && session->pending.empty()) {
+      session->schedule.phase() == Session::Phase::kDraining &&
+      session->pending.empty()) {
     session->lane->wake = true;
   }
 }

@@ -111,7 +111,8 @@ class GrpcCloudClient : public CloudClient {
   void ReadLoop(Session* session);
   void Dispatch(Session* session, duet::v1::SessionResponse* response);
   void Forget(Session* session, uint64_t id);
-  absl::Duration Jittered(absl::Duration d, double low, double high);
+  // A uniform random factor in [low, high) (the lanes' jitter).
+  double Jitter(double low, double high);
   int ReadyStreamsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyLaneReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
