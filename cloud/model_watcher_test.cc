@@ -265,12 +265,13 @@ TEST_F(ModelWatcherTest, PollingThreadPicksUpNewVersionAtThePollInterval) {
   EXPECT_EQ(w->reloads_failed(), 0);
 }
 
-TEST_F(ModelWatcherTest, TriggerReloadsWithoutPolling) {
-  auto w = MakeWatcher(absl::ZeroDuration());
+TEST_F(ModelWatcherTest, TriggerReloadsBeforeThePollInterval) {
+  common::FakeClock clock;  // never advanced: no poll comes due
+  auto w = MakeWatcher(absl::Seconds(1), &clock);
+  clock.WaitForWaiters(1);
   auto v2_dir = Generate(2);
   Install(v2_dir->path(), served_->path());
-  absl::SleepFor(absl::Milliseconds(100));
-  EXPECT_EQ(w->reloads_ok(), 0);  // no polling: nothing happens by itself
+  EXPECT_EQ(w->reloads_ok(), 0);  // it waits on the clock, which stands still
   w->Trigger();
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (w->reloads_ok() == 0 && absl::Now() < give_up) {
