@@ -16,17 +16,6 @@
 namespace duet::cloud {
 namespace {
 
-using internal::Begin;
-using internal::Candidates;
-using internal::ExpectMatchesSplitModel;
-using internal::FastOptions;
-using internal::Fp32Vector;
-using internal::LoadModel;
-using internal::MakeCore;
-using internal::ModelDir;
-using internal::RandomU;
-using internal::RunMonolithic;
-using internal::RunQuery;
 using ::testing::HasSubstr;
 
 std::unique_ptr<const common::Model> LoadTinyV2() {

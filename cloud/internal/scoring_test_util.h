@@ -18,7 +18,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace duet::cloud::internal {
+// In duet::cloud (test-only header), so the tests use them unqualified.
+namespace duet::cloud {
 
 // One generated model directory per preset, shared by the whole binary and
 // removed when it exits.
@@ -146,6 +147,6 @@ inline void ExpectMatchesSplitModel(const common::Model& m,
   }
 }
 
-}  // namespace duet::cloud::internal
+}  // namespace duet::cloud
 
 #endif  // DUET_CLOUD_INTERNAL_SCORING_TEST_UTIL_H_
