@@ -3,6 +3,7 @@
 #include <memory>
 #include <vector>
 
+#include "cloud/internal/test_models.h"
 #include "common/kernels/mlp_reference.h"
 #include "common/model/reference_model.h"
 #include "common/model/test_util.h"
@@ -15,17 +16,8 @@ namespace {
 class ItemModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new common::TempDir();
-    ASSERT_TRUE(common::GenerateTestModel("rm2", 0.0005, dir_->path()).ok());
-    common::LoadOptions lo;
-    lo.parts.edge = false;
-    auto model = common::Model::Load(dir_->path(), lo);
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = model->release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
+    model_ = SmallRm2CloudModel();
+    ASSERT_NE(model_, nullptr);
   }
 
   // v_j the plain way: reference gather + item top MLP reference.
@@ -59,12 +51,10 @@ class ItemModelTest : public ::testing::Test {
     return ids;
   }
 
-  static common::TempDir* dir_;
-  static common::Model* model_;
+  static const common::Model* model_;
   common::ThreadPool pool_{2, "test"};
 };
-common::TempDir* ItemModelTest::dir_ = nullptr;
-common::Model* ItemModelTest::model_ = nullptr;
+const common::Model* ItemModelTest::model_ = nullptr;
 
 TEST_F(ItemModelTest, EveryPlacementAndStrategyMatchesReference) {
   const int width = model_->dims().item_out;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cloud/internal/test_models.h"
 #include "common/base/status_matchers.h"
 #include "common/model/catalog.h"
 #include "common/model/test_util.h"
@@ -65,18 +66,8 @@ void ScalarReference(const common::Model& m, const std::vector<int64_t>& ids,
 class LookupEngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new common::TempDir();
-    // rm2 at this scale: 8 item tables of 250 rows, bags of 120, d = 64.
-    ASSERT_TRUE(common::GenerateTestModel("rm2", 0.0005, dir_->path()).ok());
-    common::LoadOptions lo;
-    lo.parts.edge = false;
-    auto model = common::Model::Load(dir_->path(), lo);
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = model->release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
+    model_ = SmallRm2CloudModel();
+    ASSERT_NE(model_, nullptr);
   }
 
   PlacementPlan Plan(PlacementOptions o) {
@@ -157,12 +148,10 @@ class LookupEngineTest : public ::testing::Test {
     }
   }
 
-  static common::TempDir* dir_;
-  static common::Model* model_;
+  static const common::Model* model_;
   common::ThreadPool pool_{kWorkers, "lookup_test"};
 };
-common::TempDir* LookupEngineTest::dir_ = nullptr;
-common::Model* LookupEngineTest::model_ = nullptr;
+const common::Model* LookupEngineTest::model_ = nullptr;
 
 TEST_F(LookupEngineTest, ReplicatedTablesMatchScalarReference) {
   const PlacementPlan plan = Plan(PlacementMode::kReplicate, -1);

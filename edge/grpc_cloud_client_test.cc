@@ -33,6 +33,7 @@ namespace {
 using duet::common::StatusIs;
 using duet::edge::GrpcCloudClient;
 using duet::test::PickFreePort;
+using duet::test::WaitFor;
 using testing::HasSubstr;
 
 // A ScoringService whose sessions answer every UserVector with empty Scores
@@ -147,15 +148,6 @@ absl::Status RunQuery(GrpcCloudClient& client, absl::Duration timeout) {
   vector.set_query_id((*query)->id());
   if (absl::Status s = (*query)->SendUserVector(vector); !s.ok()) return s;
   return (*query)->Await(deadline).status();
-}
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time until = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > until) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
 }
 
 // `threads` callers run queries back to back for `duration`; returns the

@@ -35,17 +35,9 @@ namespace {
 using duet::test::BinaryPath;
 using duet::test::PickFreePort;
 using duet::test::Subprocess;
+using duet::test::WaitFor;
 using duet::test::WaitForHealthy;
 using testing::HasSubstr;
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time until = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > until) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
 
 // --- Processes: duet-edge in front of two duet-cloud -----------------------
 
