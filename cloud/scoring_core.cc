@@ -30,7 +30,12 @@ class ScoringCore::Query {
  public:
   Query(ScoringCore* core, std::shared_ptr<ModelRuntime> rt)
       : core(core), rt(std::move(rt)), buffers(this->rt->TakeBuffers()) {}
-  ~Query() { rt->ReturnBuffers(std::move(buffers)); }
+  ~Query() {
+    // Dropped by its holder before it ended (nobody will get a reply): free
+    // its admission slot, or the core would stay one short for good.
+    if (!finished.exchange(true)) core->Abandon(rpc);
+    rt->ReturnBuffers(std::move(buffers));
+  }
 
   ScoringCore* const core;
   // The runtime the query was admitted under; a reload does not touch it.
@@ -197,6 +202,11 @@ absl::Status ScoringCore::Admit(Rpc rpc) {
   }
   metrics_->AddInflight(1);
   return absl::OkStatus();
+}
+
+void ScoringCore::Abandon(Rpc rpc) {
+  metrics_->CountQuery(rpc, absl::StatusCode::kCancelled);
+  Release();
 }
 
 void ScoringCore::Release() {

@@ -161,6 +161,9 @@ class ScoringCore {
                              const ModelRuntime& rt) const;
   absl::Status Admit(Rpc rpc);
   void Release();
+  // A query its holder dropped before it ended: counted CANCELLED, slot
+  // freed, no reply.
+  void Abandon(Rpc rpc);
   void RunItemSide(const std::shared_ptr<Query>& q);
   void RunCombine(const std::shared_ptr<Query>& q);
   // The combined top MLP, top-k and relay of a query whose two sides are done.

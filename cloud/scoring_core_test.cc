@@ -13,6 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "cloud/internal/scoring_test_util.h"
 #include "common/base/clock.h"
+#include "common/base/wait_for.h"
 #include "common/kernels/quantize.h"
 #include "common/model/reference_model.h"
 #include "common/model/test_util.h"
@@ -274,6 +275,29 @@ TEST(ScoringCoreTest, SlotIsFreeBeforeTheReplyIsDelivered) {
   done.WaitForNotification();
   EXPECT_TRUE(next.ok()) << next;
   EXPECT_EQ(core->inflight(), 0);
+}
+
+TEST(ScoringCoreTest, AQueryDroppedUnfinishedFreesItsSlot) {
+  ScoringCoreOptions o = FastOptions();
+  o.max_inflight = 1;
+  auto core = MakeCore("tiny", o);
+  const common::Model& m = core->model();
+  bool called = false;
+  {
+    auto q =
+        core->Begin(Begin(Candidates(m, 8, 1), 2), absl::InfiniteFuture(),
+                    Rpc::kScoringSession,
+                    [&](absl::StatusOr<duet::v1::Scores>) { called = true; });
+    ASSERT_TRUE(q.ok());
+    EXPECT_EQ(core->inflight(), 1);
+  }  // dropped before its user vector: it can never end by itself
+  // The item side still holds it until that work is done.
+  ASSERT_TRUE(common::WaitFor([&] { return core->inflight() == 0; },
+                              absl::Seconds(30)));
+  EXPECT_FALSE(called);  // nobody is waiting for a reply
+  auto next = RunQuery(*core, Begin(Candidates(m, 8, 2), 2),
+                       Fp32Vector(m, RandomU(m, 2)));
+  EXPECT_TRUE(next.ok()) << next.status();
 }
 
 TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {

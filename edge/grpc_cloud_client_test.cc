@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "common/base/clock.h"
 #include "common/base/status_matchers.h"
+#include "common/base/wait_for.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -31,9 +32,9 @@ namespace duet {
 namespace {
 
 using duet::common::StatusIs;
+using duet::common::WaitFor;
 using duet::edge::GrpcCloudClient;
 using duet::test::PickFreePort;
-using duet::test::WaitFor;
 using testing::HasSubstr;
 
 // A ScoringService whose sessions answer every UserVector with empty Scores

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/base/wait_for.h"
 #include "common/model/model.h"
 #include "common/model/test_util.h"
 #include "duet/v1/edge.grpc.pb.h"
@@ -32,10 +33,10 @@
 namespace duet {
 namespace {
 
+using duet::common::WaitFor;
 using duet::test::BinaryPath;
 using duet::test::PickFreePort;
 using duet::test::Subprocess;
-using duet::test::WaitFor;
 using duet::test::WaitForHealthy;
 using testing::HasSubstr;
 

@@ -134,15 +134,6 @@ int PickFreePort() {
   return port;
 }
 
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time until = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > until) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
-
 absl::Status WaitForHealthy(const std::string& target, absl::Duration timeout,
                             Subprocess* process) {
   const absl::Time deadline = absl::Now() + timeout;

@@ -6,7 +6,6 @@
 
 #include <sys/types.h>
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,10 +54,6 @@ class Subprocess {
 // A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read
 // it, close). Aborts the test binary if no socket can be bound.
 int PickFreePort();
-
-// Polls `done` every 10 ms (real time) until it holds or `timeout` passed;
-// returns whether it held. For work that runs on other threads or processes.
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 
 // Polls grpc.health.v1.Health/Check (service "") on `target` until it
 // reports SERVING. DEADLINE_EXCEEDED with the last error after `timeout`;
