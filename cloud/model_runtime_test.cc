@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "cloud/internal/test_models.h"
 #include "common/base/status_matchers.h"
 #include "common/kernels/mlp_reference.h"
 #include "common/model/reference_model.h"
@@ -26,17 +27,10 @@ constexpr int kMaxCandidates = 64;
 
 class ModelRuntimeTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new common::TempDir();
-    // rm2 at this scale: 8 item tables of 250 rows, bags of 120.
-    ASSERT_TRUE(common::GenerateTestModel("rm2", 0.0005, dir_->path()).ok());
-  }
-  static void TearDownTestSuite() { delete dir_; }
-
   static std::unique_ptr<const common::Model> Load(common::ModelParts parts) {
     common::LoadOptions lo;
     lo.parts = parts;
-    auto model = common::Model::Load(dir_->path(), lo);
+    auto model = common::Model::Load(ModelDir("rm2"), lo);
     EXPECT_TRUE(model.ok()) << model.status();
     return model.ok() ? std::move(model).value() : nullptr;
   }
@@ -66,10 +60,8 @@ class ModelRuntimeTest : public ::testing::Test {
     return runtime.ok() ? *runtime : nullptr;
   }
 
-  static common::TempDir* dir_;
   common::ThreadPool pool_{kWorkers, "runtime_test"};
 };
-common::TempDir* ModelRuntimeTest::dir_ = nullptr;
 
 TEST_F(ModelRuntimeTest, CreateNeedsTheCloudPart) {
   EXPECT_THAT(

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "cloud/internal/test_models.h"
 #include "cloud/scoring_core.h"
 #include "common/model/reference_model.h"
 #include "common/model/test_util.h"
@@ -20,20 +21,6 @@
 
 // In duet::cloud (test-only header), so the tests use them unqualified.
 namespace duet::cloud {
-
-// One generated model directory per preset, shared by the whole binary and
-// removed when it exits.
-inline const std::string& ModelDir(const std::string& preset) {
-  static std::map<std::string, common::TempDir> dirs;
-  auto it = dirs.find(preset);
-  if (it == dirs.end()) {
-    it = dirs.try_emplace(preset).first;
-    const double scale = preset == "tiny" ? 1.0 : 0.0005;
-    auto config = common::GenerateTestModel(preset, scale, it->second.path());
-    EXPECT_TRUE(config.ok()) << config.status();
-  }
-  return it->second.path();
-}
 
 inline std::unique_ptr<const common::Model> LoadModel(
     const std::string& preset) {

@@ -1,10 +1,12 @@
-// The small model the cloud's unit tests share: rm2 at row scale 0.0005
-// (8 item tables of 250 rows, bags of 120, d = 64) with its cloud and
-// user-table parts, generated once per test binary and removed at exit.
+// The models the cloud's unit tests share, generated once per test binary
+// and removed at exit: each preset at a small row scale (rm2 at 0.0005 has
+// 8 item tables of 250 rows, bags of 120, d = 64; tiny at full size).
 #ifndef DUET_CLOUD_INTERNAL_TEST_MODELS_H_
 #define DUET_CLOUD_INTERNAL_TEST_MODELS_H_
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "common/model/model.h"
 #include "common/model/test_util.h"
@@ -12,23 +14,32 @@
 
 namespace duet::cloud {
 
-// Null (with a test failure) when the model cannot be generated or loaded.
+// The directory of `preset`'s generated model.
+inline const std::string& ModelDir(const std::string& preset) {
+  static std::map<std::string, common::TempDir> dirs;
+  auto it = dirs.find(preset);
+  if (it == dirs.end()) {
+    it = dirs.try_emplace(preset).first;
+    const double scale = preset == "tiny" ? 1.0 : 0.0005;
+    auto config = common::GenerateTestModel(preset, scale, it->second.path());
+    EXPECT_TRUE(config.ok()) << config.status();
+  }
+  return it->second.path();
+}
+
+// rm2's cloud and user-table parts, loaded once. Null (with a test failure)
+// when the model cannot be generated or loaded.
 inline const common::Model* SmallRm2CloudModel() {
-  struct Holder {
-    Holder() {
-      auto config = common::GenerateTestModel("rm2", 0.0005, dir.path());
-      EXPECT_TRUE(config.ok()) << config.status();
-      common::LoadOptions lo;
-      lo.parts.edge = false;
-      auto loaded = common::Model::Load(dir.path(), lo);
-      EXPECT_TRUE(loaded.ok()) << loaded.status();
-      if (loaded.ok()) model = *std::move(loaded);
-    }
-    common::TempDir dir;
-    std::unique_ptr<common::Model> model;
-  };
-  static Holder holder;
-  return holder.model.get();
+  static const std::unique_ptr<const common::Model> model = [] {
+    common::LoadOptions lo;
+    lo.parts.edge = false;
+    auto loaded = common::Model::Load(ModelDir("rm2"), lo);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return loaded.ok()
+               ? std::unique_ptr<const common::Model>(*std::move(loaded))
+               : nullptr;
+  }();
+  return model.get();
 }
 
 }  // namespace duet::cloud
