@@ -83,9 +83,11 @@ absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& o) {
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
   }
-  if (o.uplink_mbps < 0 || o.uplink_rtt < absl::ZeroDuration()) {
+  if (absl::Status link =
+          EmulatedUplink::Validate({o.uplink_mbps, o.uplink_rtt});
+      !link.ok()) {
     return absl::InvalidArgumentError(
-        "--uplink_mbps and --uplink_rtt_ms must be >= 0");
+        absl::StrCat("--uplink_mbps / --uplink_rtt_ms: ", link.message()));
   }
   // Named values: the flag, then the parser's message.
   for (const auto& [flag, status] :
