@@ -97,8 +97,11 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
 
   ASSIGN_OR_RETURN(duet::v1::Scores scores, query->Await(deadline));
   const absl::Time end = absl::Now();
-  // Before the items move into the response.
-  const int64_t downlink = static_cast<int64_t>(scores.ByteSizeLong());
+  // Sized before the items move into the response, and only when counted
+  // (a Scores with relayed rows is several KB to walk).
+  const int64_t downlink = hooks_.metrics != nullptr
+                               ? static_cast<int64_t>(scores.ByteSizeLong())
+                               : 0;
   for (duet::v1::ItemEmbeddings& relayed : *scores.mutable_relay()) {
     if (static_cast<int>(relayed.rows_size()) == model_.dims().pooled) {
       relay_cache_.Put(
