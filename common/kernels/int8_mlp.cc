@@ -25,12 +25,13 @@
 namespace duet::common {
 namespace {
 
+using internal::CheckRows;
 using internal::DnnlError;
 using internal::GetThreadState;
 using internal::LastPostOp;
 using internal::LayerSpec;
-using internal::MacsPerRow;
 using internal::MatmulStack;
+using internal::MlpShape;
 using internal::PinOneDnnToCallingThread;
 using internal::ThreadState;
 using internal::ValidateShapes;
@@ -160,10 +161,7 @@ struct Int8Mlp::Impl {
   Int8Arithmetic arithmetic = Int8Arithmetic::kFull;
   Int8LayerRanges input_ranges;
   float input_scale = 1.0f;
-  int in_dim = 0;
-  int out_dim = 0;
-  int num_layers = 0;
-  int64_t macs_per_row = 0;
+  MlpShape shape;
 };
 
 Int8Mlp::Int8Mlp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -207,22 +205,16 @@ absl::StatusOr<std::unique_ptr<Int8Mlp>> Int8Mlp::Create(
   impl->arithmetic = arithmetic;
   impl->input_ranges = LayerRanges(arithmetic, /*first_layer=*/true);
   impl->input_scale = layers.front().input_scale;
-  impl->in_dim = layers.front().in;
-  impl->out_dim = layers.back().out;
-  impl->num_layers = static_cast<int>(layers.size());
-  impl->macs_per_row = MacsPerRow(layers);
+  impl->shape = MlpShape::Of(layers);
   return std::unique_ptr<Int8Mlp>(new Int8Mlp(std::move(impl)));
 }
 
 absl::Status Int8Mlp::Run(const float* in, int64_t m, float* out) const {
-  if (m < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("int8 MLP needs m >= 1 rows, got ", m));
-  }
+  RETURN_IF_ERROR(CheckRows(m, "int8"));
   PinOneDnnToCallingThread();
   try {
     ThreadState& ts = GetThreadState();
-    const int64_t n = m * impl_->in_dim;
+    const int64_t n = m * impl_->shape.in_dim;
     auto* q = static_cast<uint8_t*>(ts.input.Reserve(n));
     QuantizeInput(in, n, impl_->input_scale, impl_->input_ranges, q);
     impl_->stack->Run(ts, q, m, out);
@@ -232,10 +224,12 @@ absl::Status Int8Mlp::Run(const float* in, int64_t m, float* out) const {
   return absl::OkStatus();
 }
 
-int Int8Mlp::in_dim() const { return impl_->in_dim; }
-int Int8Mlp::out_dim() const { return impl_->out_dim; }
-int Int8Mlp::num_layers() const { return impl_->num_layers; }
-int64_t Int8Mlp::Ops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
+int Int8Mlp::in_dim() const { return impl_->shape.in_dim; }
+int Int8Mlp::out_dim() const { return impl_->shape.out_dim; }
+int Int8Mlp::num_layers() const { return impl_->shape.num_layers; }
+int64_t Int8Mlp::Ops(int64_t m) const {
+  return 2 * m * impl_->shape.macs_per_row;
+}
 
 Int8Arithmetic Int8Mlp::arithmetic() const { return impl_->arithmetic; }
 std::vector<std::string> Int8Mlp::Implementations() const {

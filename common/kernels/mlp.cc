@@ -19,12 +19,13 @@
 namespace duet::common {
 namespace {
 
+using internal::CheckRows;
 using internal::DnnlError;
 using internal::GetThreadState;
 using internal::LastPostOp;
 using internal::LayerSpec;
-using internal::MacsPerRow;
 using internal::MatmulStack;
+using internal::MlpShape;
 using internal::PinOneDnnToCallingThread;
 using internal::ValidateShapes;
 
@@ -32,10 +33,7 @@ using internal::ValidateShapes;
 
 struct Fp32Mlp::Impl {
   std::unique_ptr<MatmulStack> stack;
-  int in_dim = 0;
-  int out_dim = 0;
-  int num_layers = 0;
-  int64_t macs_per_row = 0;
+  MlpShape shape;
 };
 
 Fp32Mlp::Fp32Mlp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -61,18 +59,12 @@ absl::StatusOr<std::unique_ptr<Fp32Mlp>> Fp32Mlp::Create(
   }
   auto impl = std::make_unique<Impl>();
   ASSIGN_OR_RETURN(impl->stack, MatmulStack::Create(std::move(specs)));
-  impl->in_dim = layers.front().in;
-  impl->out_dim = layers.back().out;
-  impl->num_layers = static_cast<int>(layers.size());
-  impl->macs_per_row = MacsPerRow(layers);
+  impl->shape = MlpShape::Of(layers);
   return std::unique_ptr<Fp32Mlp>(new Fp32Mlp(std::move(impl)));
 }
 
 absl::Status Fp32Mlp::Run(const float* in, int64_t m, float* out) const {
-  if (m < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fp32 MLP needs m >= 1 rows, got ", m));
-  }
+  RETURN_IF_ERROR(CheckRows(m, "fp32"));
   PinOneDnnToCallingThread();
   try {
     impl_->stack->Run(GetThreadState(), in, m, out);
@@ -82,9 +74,11 @@ absl::Status Fp32Mlp::Run(const float* in, int64_t m, float* out) const {
   return absl::OkStatus();
 }
 
-int Fp32Mlp::in_dim() const { return impl_->in_dim; }
-int Fp32Mlp::out_dim() const { return impl_->out_dim; }
-int Fp32Mlp::num_layers() const { return impl_->num_layers; }
-int64_t Fp32Mlp::Flops(int64_t m) const { return 2 * m * impl_->macs_per_row; }
+int Fp32Mlp::in_dim() const { return impl_->shape.in_dim; }
+int Fp32Mlp::out_dim() const { return impl_->shape.out_dim; }
+int Fp32Mlp::num_layers() const { return impl_->shape.num_layers; }
+int64_t Fp32Mlp::Flops(int64_t m) const {
+  return 2 * m * impl_->shape.macs_per_row;
+}
 
 }  // namespace duet::common

@@ -320,6 +320,9 @@ class Int8MlpVsRefTest
     : public ::testing::TestWithParam<std::tuple<Activation, Int8Arithmetic>> {
  protected:
   void SetUp() override {
+    // This CPU (or the run's ISA cap) cannot compute the arithmetic exactly:
+    // the edge never runs it here, so its bounds do not apply (the probe's
+    // verdict is itself tested by ProbeVerdictHoldsForEveryArithmetic).
     if (const std::string why = InexactInt8Reason(arithmetic()); !why.empty()) {
       GTEST_SKIP() << why;
     }

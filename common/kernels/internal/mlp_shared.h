@@ -1,5 +1,6 @@
 // What Fp32Mlp and Int8Mlp share above the matmul stack: shape checks, the
-// last layer's post-op and the multiply-add count. Internal to duet_kernels.
+// last layer's post-op, the reported shape and the row-count check. Internal to
+// duet_kernels.
 #ifndef DUET_COMMON_KERNELS_INTERNAL_MLP_SHARED_H_
 #define DUET_COMMON_KERNELS_INTERNAL_MLP_SHARED_H_
 
@@ -56,11 +57,30 @@ absl::Status ValidateShapes(const std::vector<Layer>& layers,
   return absl::OkStatus();
 }
 
-template <typename Layer>
-int64_t MacsPerRow(const std::vector<Layer>& layers) {
-  int64_t macs = 0;
-  for (const auto& l : layers) macs += int64_t{l.in} * l.out;
-  return macs;
+// The shape both MLP kinds report (in_dim, out_dim, num_layers, and the
+// multiply-adds per row behind Flops / Ops).
+struct MlpShape {
+  template <typename Layer>
+  static MlpShape Of(const std::vector<Layer>& layers) {
+    MlpShape shape;
+    shape.in_dim = layers.front().in;
+    shape.out_dim = layers.back().out;
+    shape.num_layers = static_cast<int>(layers.size());
+    for (const auto& l : layers) shape.macs_per_row += int64_t{l.in} * l.out;
+    return shape;
+  }
+
+  int in_dim = 0;
+  int out_dim = 0;
+  int num_layers = 0;
+  int64_t macs_per_row = 0;
+};
+
+// Run's row-count check, for both MLP kinds.
+inline absl::Status CheckRows(int64_t m, absl::string_view kind) {
+  if (m >= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(kind, " MLP needs m >= 1 rows, got ", m));
 }
 
 }  // namespace duet::common::internal
