@@ -60,7 +60,8 @@ absl::Status CloudServer::Init() {
                        : " (" + energy_->rapl_unavailable_reason() + ")"));
 
   common::LoadOptions lo;
-  lo.parts.edge = true;  // MonolithicScore runs the user side too
+  lo.parts.edge = true;  // MonolithicScore runs the user side too, in fp32
+  lo.parts.user_top_int8 = false;
   lo.parts.cloud = true;
   lo.parts.user_tables = true;  // relay, GetItemEmbeddings, MonolithicScore
   lo.verify_checksums = o.verify_checksums;

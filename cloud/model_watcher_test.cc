@@ -19,8 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr const char* kWeightFiles[] = {"edge.safetensors", "cloud.safetensors",
-                                        "user_tables.safetensors"};
+constexpr const char* kWeightFiles[] = {
+    "edge.safetensors", "edge_int8.safetensors", "cloud.safetensors",
+    "user_tables.safetensors"};
 
 // Generates tiny version `version` (seed = version) into a fresh directory.
 std::unique_ptr<common::TempDir> Generate(uint32_t version) {

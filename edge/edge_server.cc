@@ -136,6 +136,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   load.parts.edge = true;
   load.parts.cloud = false;
   load.parts.user_tables = false;
+  load.parts.user_top_int8 = um_options.precision == Precision::kInt8;
   load.verify_checksums = o.verify_checksums;
   const common::Int8KernelReport& kernels = common::Int8Kernels();
   if (o.int8_arithmetic != "auto") {
@@ -156,7 +157,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   impl->background = std::make_unique<common::ThreadPool>(1, "edge-memo");
   impl->metrics = std::make_unique<EdgeMetrics>(impl->registry);
   const char* arithmetic =
-      common::Int8ArithmeticName(impl->model->int8_arithmetic());
+      impl->model->has_user_top_int8()
+          ? common::Int8ArithmeticName(impl->model->int8_arithmetic())
+          : "none";
   impl->metrics->SetInt8Arithmetic(arithmetic, kernels.isa,
                                    kernels.implementation);
   ASSIGN_OR_RETURN(impl->user_model,

@@ -224,7 +224,10 @@ duet::v1::EdgeState Recommender::GetState() const {
   s.set_memo_version(info.memo_version);
   s.set_cloud_connection(cloud_->ConnectionState());
   s.set_user_precision(PrecisionName(user_model_->options().precision));
-  s.set_int8_arithmetic(common::Int8ArithmeticName(model_.int8_arithmetic()));
+  s.set_int8_arithmetic(
+      model_.has_user_top_int8()
+          ? common::Int8ArithmeticName(model_.int8_arithmetic())
+          : "none");
   return s;
 }
 

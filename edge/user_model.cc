@@ -27,6 +27,11 @@ absl::StatusOr<std::unique_ptr<UserModel>> UserModel::Create(
     return absl::FailedPreconditionError(
         "the user model needs the edge part of the model (edge.safetensors)");
   }
+  if (options.precision == Precision::kInt8 && !model->has_user_top_int8()) {
+    return absl::FailedPreconditionError(
+        "an int8 user model needs the int8 user top MLP, which was not loaded "
+        "(LoadOptions.parts.user_top_int8)");
+  }
   return std::unique_ptr<UserModel>(new UserModel(model, options));
 }
 

@@ -103,8 +103,9 @@ v1::UserVector VectorOf(const Version& v, uint64_t query_id = 0) {
 // cloud.safetensors in the copy.
 void Install(const std::string& from, const std::string& to,
              bool corrupt = false) {
-  for (const char* f : {"edge.safetensors", "cloud.safetensors",
-                        "user_tables.safetensors", "model.pbtxt"}) {
+  for (const char* f :
+       {"edge.safetensors", "edge_int8.safetensors", "cloud.safetensors",
+        "user_tables.safetensors", "model.pbtxt"}) {
     const std::string tmp = absl::StrCat(to, "/.", f, ".tmp");
     fs::copy_file(absl::StrCat(from, "/", f), tmp,
                   fs::copy_options::overwrite_existing);

@@ -1,4 +1,5 @@
-// duet-model: generate, inspect, verify and compare Duet model directories.
+// duet-model: generate, quantize, inspect, verify, compare and score Duet
+// model directories.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,9 +19,13 @@
 #include "common/model/model.h"
 #include "common/model/model_config.h"
 #include "common/model/model_generator.h"
+#include "common/model/model_quantizer.h"
 #include "common/model/presets.h"
 #include "common/model/reference_model.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
 #include "tools/cli_args.h"
+#include "tools/model_commands.h"
 
 namespace duet::tools {
 namespace {
@@ -32,16 +37,32 @@ constexpr char kUsage[] =
     R"(duet-model: create and check Duet model directories.
 
 Usage:
-  duet-model gen --preset P [--rows-scale F] [--seed S] [--version V] --out DIR
-      Writes DIR/model.pbtxt, edge.safetensors, cloud.safetensors and
-      user_tables.safetensors with deterministic weights. Presets: %s.
+  duet-model gen --preset P [--split S] [--rows-scale F] [--seed S]
+                 [--version V] --out DIR
+      Writes DIR/model.pbtxt, edge.safetensors, edge_int8.safetensors,
+      cloud.safetensors and user_tables.safetensors with deterministic
+      weights. Presets: %s.
+      --split personalized (default): the combined top MLP keeps a hidden
+      layer, so rankings depend on the user; --split paper: the Duet paper's
+      split (rm1-rm4: one linear layer combined, one order for every user).
       --rows-scale F (0 < F <= 1, default 1) shrinks every table's rows.
       --calibration-samples K  synthetic users for int8 calibration (512).
+  duet-model preset P [--split S] [--rows-scale F] [--json]
+      Prints the preset's architecture (a ModelConfig without weights) as
+      text format, or as protobuf JSON (what tools/duet-train reads).
+  duet-model quantize DIR --calibration FILE
+      Post-training static int8 of the fp32 user top MLP of DIR (e.g. a model
+      trained with tools/duet-train) on recorded inputs: FILE is a
+      safetensors file with F32 user_top_inputs [n, user_top_in]. Writes
+      DIR/edge_int8.safetensors (format: proto/duet/v1/model.proto,
+      Int8QuantizationInfo) and re-signs DIR/model.pbtxt.
   duet-model inspect DIR [--json]
-      Parameter counts and bytes per part, dimensions, scratchpad bytes.
+      Parameter counts and bytes per part, dimensions, split, upstream bytes,
+      cloud work per candidate; warns when rankings cannot depend on the user.
   duet-model verify DIR
-      Checks checksums, sizes, dtypes and shapes against model.pbtxt.
-      Exits 1 with a precise message on the first mismatch.
+      Checks checksums, sizes, dtypes and shapes against model.pbtxt and
+      recomputes the signature. Exits 1 with a precise message on the first
+      mismatch.
   duet-model compare DIR [--queries Q] [--candidates N] [--seed S]
                    [--int8-arithmetic A]
       Scores random users in-process with the monolithic reference and the
@@ -50,6 +71,12 @@ Usage:
       more than 1e-5 in any CTR. --int8-arithmetic: auto (what this CPU runs
       exactly: full with VNNI, else reduced-weights), full, reduced-weights
       or reduced-activations.
+  duet-model score DIR --queries FILE --out FILE [--int8-arithmetic A]
+      CTRs of recorded queries with the monolithic reference, the fp32 split
+      and (if DIR has one) the int8 user top MLP. FILE (safetensors): I64
+      history [Q, H] (item ids, oldest first), I64 candidates [Q, N], F32
+      static [Q, s] and context [Q, c] when the model has those features.
+      Writes F32 monolithic_fp32, split_fp32 and split_int8 [Q, N] to --out.
   duet-model --help | -h | help | COMMAND --help
       This text, on stdout.
 
@@ -62,18 +89,6 @@ void PrintUsage(std::FILE* out) {
   std::fprintf(out, kUsage, absl::StrJoin(common::PresetNames(), ", ").c_str());
 }
 
-int Fail(const absl::Status& status) {
-  std::cerr << "duet-model: " << status << std::endl;
-  return 1;
-}
-
-// The same two lines as the absl-flag binaries (common/cli/flags.h).
-int Usage(const std::string& message) {
-  std::cerr << "ERROR: " << message << "\nTry 'duet-model --help' for usage."
-            << std::endl;
-  return 2;
-}
-
 int Gen(const CliArgs& args) {
   if (!args.Has("preset") || !args.Has("out")) {
     return Usage("gen needs --preset and --out");
@@ -82,11 +97,12 @@ int Gen(const CliArgs& args) {
   auto seed = args.GetUint("seed", 1);
   auto version = args.GetUint("version", 1);
   auto samples = args.GetInt("calibration-samples", 512);
-  for (const absl::Status& s :
-       {scale.status(), seed.status(), version.status(), samples.status()}) {
+  auto split = common::ParsePresetSplit(args.Get("split", "personalized"));
+  for (const absl::Status& s : {scale.status(), seed.status(), version.status(),
+                                samples.status(), split.status()}) {
     if (!s.ok()) return Usage(std::string(s.message()));
   }
-  auto config = common::PresetConfig(args.Get("preset"), *scale);
+  auto config = common::PresetConfig(args.Get("preset"), *scale, *split);
   if (!config.ok()) return Usage(std::string(config.status().message()));
   common::GenerateOptions options;
   options.out_dir = args.Get("out");
@@ -122,6 +138,37 @@ PartStats Stats(const ModelConfig& c, const std::string& file,
   return s;
 }
 
+int64_t Macs(int in, const google::protobuf::RepeatedField<int32_t>& widths) {
+  int64_t macs = 0;
+  for (const auto& [fan_in, fan_out] :
+       common::MlpShapes(in, std::vector<int>(widths.begin(), widths.end()))) {
+    macs += static_cast<int64_t>(fan_in) * fan_out;
+  }
+  return macs;
+}
+
+// Multiply-accumulates of the MLPs: the edge's per query, the cloud's per
+// candidate with W_u u loaded once (memory load) and recomputed per row.
+struct Work {
+  int64_t edge_per_query = 0;
+  int64_t cloud_per_candidate = 0;
+  int64_t cloud_per_candidate_recompute = 0;
+};
+
+Work MlpWork(const ModelConfig& c, const ModelDims& d) {
+  Work w;
+  w.edge_per_query = Macs(d.static_in, c.static_bottom_layers()) +
+                     Macs(d.dynamic_in, c.dynamic_bottom_layers()) +
+                     Macs(d.user_top_in, c.user_top_layers());
+  const int64_t combined = Macs(d.combined_in, c.combined_top_layers());
+  const int64_t user_part =
+      static_cast<int64_t>(d.user_out) * c.combined_top_layers(0);
+  const int64_t item_top = Macs(d.item_top_in, c.item_top_layers());
+  w.cloud_per_candidate = item_top + combined - user_part;
+  w.cloud_per_candidate_recompute = item_top + combined;
+  return w;
+}
+
 int Inspect(const CliArgs& args) {
   const std::string dir = args.positional()[0];
   auto config = common::ReadConfig(dir + "/" + common::kConfigFile);
@@ -130,14 +177,14 @@ int Inspect(const CliArgs& args) {
   const ModelDims d = common::ComputeDims(c);
   struct Part {
     const char* name;
-    const char* file;
+    std::string file;
     const char* prefix;
   };
   const Part parts[] = {
       {"static_bottom_mlp", common::kEdgeFile, "static_bottom."},
       {"dynamic_bottom_mlp", common::kEdgeFile, "dynamic_bottom."},
       {"user_top_mlp_fp32", common::kEdgeFile, "user_top."},
-      {"user_top_mlp_int8", common::kEdgeFile, "user_top_int8."},
+      {"user_top_mlp_int8", common::Int8TensorFile(c), "user_top_int8."},
       {"item_tables", common::kCloudFile, "item_tables."},
       {"item_top_mlp", common::kCloudFile, "item_top."},
       {"combined_top_mlp", common::kCloudFile, "combined_top."},
@@ -146,19 +193,27 @@ int Inspect(const CliArgs& args) {
   const int64_t scratchpad = common::ScratchpadBytes(c);
   // Upstream payload of one query: int8 values of u plus a fixed header.
   const int64_t user_vector_bytes = d.user_out;
+  const Work work = MlpWork(c, d);
   if (args.Has("json")) {
     std::string json = absl::StrFormat(
         "{\"name\":\"%s\",\"version\":%d,\"signature\":\"%s\","
         "\"embedding_dim\":%d,\"user_tables\":%d,\"item_tables\":%d,"
         "\"scratchpad_bytes\":%d,\"user_vector_values\":%d,"
+        "\"split_depth\":%d,\"combined_top_layers\":%d,"
+        "\"ranking_depends_on_user\":%s,\"edge_mlp_macs_per_query\":%d,"
+        "\"cloud_mlp_macs_per_candidate\":%d,"
+        "\"cloud_mlp_macs_per_candidate_recompute\":%d,"
         "\"dims\":{\"static_in\":%d,\"static_out\":%d,\"dynamic_in\":%d,"
         "\"dynamic_out\":%d,\"user_top_in\":%d,\"user_out\":%d,"
         "\"item_top_in\":%d,\"item_out\":%d,\"combined_in\":%d},\"parts\":{",
         c.name(), c.version(), c.signature(), c.embedding_dim(),
         c.user_tables_size(), c.item_tables_size(), scratchpad,
-        user_vector_bytes, d.static_in, d.static_out, d.dynamic_in,
-        d.dynamic_out, d.user_top_in, d.user_out, d.item_top_in, d.item_out,
-        d.combined_in);
+        user_vector_bytes, common::SplitDepth(c), c.combined_top_layers_size(),
+        common::RankingCanDependOnUser(c) ? "true" : "false",
+        work.edge_per_query, work.cloud_per_candidate,
+        work.cloud_per_candidate_recompute, d.static_in, d.static_out,
+        d.dynamic_in, d.dynamic_out, d.user_top_in, d.user_out, d.item_top_in,
+        d.item_out, d.combined_in);
     bool first = true;
     for (const Part& p : parts) {
       const PartStats s = Stats(c, p.file, p.prefix);
@@ -192,7 +247,8 @@ int Inspect(const CliArgs& args) {
               "bytes");
   for (const Part& p : parts) {
     const PartStats s = Stats(c, p.file, p.prefix);
-    std::printf("%-20s %-24s %16lld %16lld\n", p.name, p.file,
+    std::printf("%-20s %-24s %16lld %16lld\n", p.name,
+                p.file.empty() ? "-" : p.file.c_str(),
                 static_cast<long long>(s.params),
                 static_cast<long long>(s.bytes));
   }
@@ -215,6 +271,36 @@ int Inspect(const CliArgs& args) {
               absl::StrJoin(hist, " + ").c_str(), c.embedding_dim());
   std::printf("user vector %d values (%d bytes as int8)\n", d.user_out,
               d.user_out);
+  std::vector<std::string> combined;
+  combined.push_back(absl::StrCat(d.combined_in));
+  for (int w : c.combined_top_layers()) combined.push_back(absl::StrCat(w));
+  std::printf(
+      "split       %d top-MLP layer(s) split into towers (user -> %d, item -> "
+      "%d); combined top %s\n",
+      common::SplitDepth(c), d.user_out, d.item_out,
+      absl::StrJoin(combined, " -> ").c_str());
+  std::printf(
+      "work        edge MLPs %lld MACs per query; cloud MLPs %lld MACs per "
+      "candidate (W_u u loaded once; %lld recomputed per candidate)\n",
+      static_cast<long long>(work.edge_per_query),
+      static_cast<long long>(work.cloud_per_candidate),
+      static_cast<long long>(work.cloud_per_candidate_recompute));
+  if (common::RankingCanDependOnUser(c)) {
+    std::printf(
+        "ranking     depends on the user (W_u u and W_v v_j meet before a "
+        "ReLU)\n");
+  } else {
+    std::printf(
+        "WARNING     the combined top MLP is one linear layer: CTR_j = "
+        "sigmoid(w_u.u + w_v.v_j + b) orders every candidate set the same "
+        "for every user (the paper's split). Generate with --split "
+        "personalized for rankings that depend on the user.\n");
+  }
+  if (!c.has_user_top_int8()) {
+    std::printf(
+        "int8        none: an fp32 model (edges serve it with "
+        "--user_precision fp32; add it with duet-model quantize)\n");
+  }
   for (const auto& f : c.files()) {
     std::printf("file        %-24s %14lld bytes  sha256 %s\n", f.name().c_str(),
                 static_cast<long long>(f.size_bytes()), f.sha256().c_str());
@@ -224,138 +310,49 @@ int Inspect(const CliArgs& args) {
 
 int Verify(const CliArgs& args) {
   const std::string dir = args.positional()[0];
-  if (absl::Status s = common::VerifyModelDir(dir); !s.ok()) return Fail(s);
+  std::string note;
+  if (absl::Status s = common::VerifyModelDir(dir, &note); !s.ok()) {
+    return Fail(s);
+  }
   std::printf(
-      "%s: OK (checksums, sizes, dtypes and shapes match model.pbtxt)\n",
+      "%s: OK (checksums, sizes, dtypes, shapes and signature match "
+      "model.pbtxt)\n",
       dir.c_str());
+  if (!note.empty()) std::printf("note: %s\n", note.c_str());
   return 0;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+int Preset(const CliArgs& args) {
+  auto scale = args.GetDouble("rows-scale", 1.0);
+  if (!scale.ok()) return Usage(std::string(scale.status().message()));
+  auto split = common::ParsePresetSplit(args.Get("split", "personalized"));
+  if (!split.ok()) return Usage(std::string(split.status().message()));
+  auto config = common::PresetConfig(args.positional()[0], *scale, *split);
+  if (!config.ok()) return Usage(std::string(config.status().message()));
+  std::string text;
+  if (args.Has("json")) {
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    options.add_whitespace = true;
+    if (!google::protobuf::util::MessageToJsonString(*config, &text, options)
+             .ok()) {
+      return Fail(absl::InternalError("cannot print the config as JSON"));
+    }
+  } else if (!google::protobuf::TextFormat::PrintToString(*config, &text)) {
+    return Fail(absl::InternalError("cannot print the config"));
+  }
+  std::printf("%s%s", text.c_str(),
+              text.empty() || text.back() == '\n' ? "" : "\n");
+  return 0;
 }
 
-int Compare(const CliArgs& args) {
-  auto queries = args.GetInt("queries", 20);
-  auto n_cand = args.GetInt("candidates", 256);
-  auto seed = args.GetUint("seed", 7);
-  for (const absl::Status& s :
-       {queries.status(), n_cand.status(), seed.status()}) {
-    if (!s.ok()) return Usage(std::string(s.message()));
-  }
-  if (*queries < 1 || *n_cand < 1) {
-    return Usage("--queries and --candidates must be positive");
-  }
-  common::LoadOptions options;
-  options.parts = {true, true, true};
-  const std::string arithmetic = args.Get("int8-arithmetic", "auto");
-  if (arithmetic != "auto") {
-    auto parsed = common::ParseInt8Arithmetic(arithmetic);
-    if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
-    options.int8_arithmetic = *parsed;
-  }
-  auto model = common::Model::Load(args.positional()[0], options);
-  if (!model.ok()) return Fail(model.status());
-  const common::Model& m = **model;
-  const ModelDims& d = m.dims();
-  const common::MonolithicModel mono(&m);
-  const common::SplitModel split(&m);
-
-  std::mt19937_64 rng(*seed);
-  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
-  int max_history = 0;
-  for (const auto& t : m.config().user_tables()) {
-    max_history = std::max(max_history, t.history_length());
-  }
-  if (*n_cand > m.catalog().num_items()) {
-    return Usage(absl::StrCat("--candidates ", *n_cand, " exceeds the ",
-                              m.catalog().num_items(),
-                              " items of the catalog"));
-  }
-  const int n = static_cast<int>(*n_cand);
-  std::vector<int64_t> cands(n);
-  std::vector<float> ctr_mono(n), ctr_fp32(n), ctr_int8(n);
-  std::vector<float> pooled(d.pooled), u(d.user_out), u8(d.user_out);
-  double max_fp32 = 0, sum_int8 = 0, overlap = 0;
-  std::vector<double> t_mono, t_split;
-  using Clock = std::chrono::steady_clock;
-  for (int q = 0; q < *queries; ++q) {
-    common::UserInputs user;
-    for (int i = 0; i < d.static_in; ++i)
-      user.static_features.push_back(unit(rng));
-    for (int i = 0; i < d.dynamic_in; ++i)
-      user.dynamic_features.push_back(unit(rng));
-    for (int i = 0; i < max_history; ++i) user.history.push_back(item(rng));
-    // A ranking query's candidates are distinct items.
-    absl::flat_hash_set<int64_t> drawn;
-    for (auto& c : cands) {
-      do {
-        c = item(rng);
-      } while (!drawn.insert(c).second);
-    }
-
-    auto t0 = Clock::now();
-    absl::Status s = mono.Score(user, cands, ctr_mono.data());
-    auto t1 = Clock::now();
-    if (s.ok()) {
-      common::PoolHistory(m, user.history, pooled.data());
-      s = split.UserVector(user.static_features.data(),
-                           user.dynamic_features.data(), pooled.data(), false,
-                           u.data());
-    }
-    if (s.ok()) s = split.ScoreItems(u.data(), cands, ctr_fp32.data());
-    auto t2 = Clock::now();
-    if (s.ok()) {
-      s = split.UserVector(user.static_features.data(),
-                           user.dynamic_features.data(), pooled.data(), true,
-                           u8.data());
-    }
-    if (s.ok()) s = split.ScoreItems(u8.data(), cands, ctr_int8.data());
-    if (!s.ok()) return Fail(s);
-    if (q > 0) {  // the first query pays for primitive creation
-      t_mono.push_back(std::chrono::duration<double>(t1 - t0).count());
-      t_split.push_back(std::chrono::duration<double>(t2 - t1).count());
-    }
-    for (int j = 0; j < n; ++j) {
-      max_fp32 =
-          std::max<double>(max_fp32, std::fabs(ctr_mono[j] - ctr_fp32[j]));
-      sum_int8 += std::fabs(ctr_int8[j] - ctr_fp32[j]);
-    }
-    const int k = std::min(10, n);
-    const auto top32 = common::TopK(cands.data(), ctr_fp32.data(), n, k);
-    const auto top8 = common::TopK(cands.data(), ctr_int8.data(), n, k);
-    int common_items = 0;
-    for (const auto& a : top32) {
-      for (const auto& b : top8) common_items += a.item_id == b.item_id;
-    }
-    overlap += static_cast<double>(common_items) / k;
-  }
-  const double mean_int8 = sum_int8 / (static_cast<double>(*queries) * n);
-  std::printf("model %s, %lld queries x %d candidates\n",
-              common::ModelLabel(m.config()).c_str(),
-              static_cast<long long>(*queries), n);
-  std::printf("fp32 split vs monolithic: max |dCTR| = %.3g (bound 1e-5)\n",
-              max_fp32);
-  std::printf(
-      "int8 user top vs fp32:    mean |dCTR| = %.3g, top-10 overlap = "
-      "%.1f %% (%s arithmetic; %s)\n",
-      mean_int8, 100.0 * overlap / *queries,
-      common::Int8ArithmeticName(m.int8_arithmetic()),
-      common::Int8Kernels().Describe().c_str());
-  if (!t_mono.empty()) {
-    std::printf(
-        "in-process latency (median of %zu, one thread): monolithic "
-        "%.3f ms, split %.3f ms, ratio %.1fx\n",
-        t_mono.size(), 1e3 * Median(t_mono), 1e3 * Median(t_split),
-        Median(t_mono) / Median(t_split));
-  }
-  if (!(max_fp32 <= 1e-5)) {
-    std::cerr << "duet-model: fp32 split and monolithic CTRs differ by "
-              << max_fp32 << " > 1e-5" << std::endl;
-    return 1;
-  }
+int Quantize(const CliArgs& args) {
+  if (!args.Has("calibration")) return Usage("quantize needs --calibration");
+  auto config = common::QuantizeModelDir(args.positional()[0],
+                                         args.Get("calibration"), &std::cerr);
+  if (!config.ok()) return Fail(config.status());
+  std::printf("quantized %s in %s\n", common::ModelLabel(*config).c_str(),
+              args.positional()[0].c_str());
   return 0;
 }
 
@@ -372,10 +369,12 @@ const Command* FindCommand(const std::string& name) {
   static const auto* const commands = new std::vector<Command>{
       {"gen",
        Gen,
-       {"preset", "rows-scale", "seed", "version", "out",
+       {"preset", "split", "rows-scale", "seed", "version", "out",
         "calibration-samples"},
        {"help"},
        0},
+      {"preset", Preset, {"split", "rows-scale"}, {"json", "help"}, 1},
+      {"quantize", Quantize, {"calibration"}, {"help"}, 1},
       {"inspect", Inspect, {}, {"json", "help"}, 1},
       {"verify", Verify, {}, {"help"}, 1},
       {"compare",
@@ -383,6 +382,7 @@ const Command* FindCommand(const std::string& name) {
        {"queries", "candidates", "seed", "int8-arithmetic"},
        {"help"},
        1},
+      {"score", Score, {"queries", "out", "int8-arithmetic"}, {"help"}, 1},
   };
   for (const Command& c : *commands) {
     if (name == c.name) return &c;
@@ -403,8 +403,9 @@ int Main(std::vector<std::string> args) {
   const Command* command = FindCommand(name);
   if (command == nullptr) {
     return Usage(name[0] == '-'
-                     ? absl::StrCat("expected a command (gen, inspect, verify "
-                                    "or compare) before any flag, got ",
+                     ? absl::StrCat("expected a command (gen, preset, "
+                                    "quantize, inspect, verify, compare or "
+                                    "score) before any flag, got ",
                                     name)
                      : absl::StrCat("unknown command '", name, "'"));
   }
@@ -421,7 +422,8 @@ int Main(std::vector<std::string> args) {
                               positional[command->positional], "'"));
   }
   if (positional.size() < command->positional) {
-    return Usage(absl::StrCat(name, " needs DIR"));
+    return Usage(absl::StrCat(
+        name, name == "preset" ? " needs a preset name" : " needs DIR"));
   }
   return command->run(*parsed);
 }

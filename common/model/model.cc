@@ -143,6 +143,29 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
         Layers(f, "dynamic_bottom", d.dynamic_in, c.dynamic_bottom_layers());
     model->user_top_layers_ =
         Layers(f, "user_top", d.user_top_in, c.user_top_layers());
+    ASSIGN_OR_RETURN(model->static_bottom_,
+                     MaybeMlp(model->static_bottom_layers_, Activation::kRelu));
+    ASSIGN_OR_RETURN(
+        model->dynamic_bottom_,
+        MaybeMlp(model->dynamic_bottom_layers_, Activation::kRelu));
+    ASSIGN_OR_RETURN(model->user_top_, Fp32Mlp::Create(model->user_top_layers_,
+                                                       Activation::kRelu));
+  }
+  if (options.parts.edge && options.parts.user_top_int8) {
+    if (!c.has_user_top_int8()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          JoinPath(dir, kConfigFile), ": ", ModelLabel(c),
+          " has no int8 user top MLP (an fp32 model): add it with "
+          "`duet-model quantize ",
+          dir, " --calibration FILE`, or serve the user model in fp32"));
+    }
+    const std::string int8_file = Int8TensorFile(c);
+    if (int8_file != kEdgeFile) {
+      ASSIGN_OR_RETURN(model->edge_int8_file_,
+                       OpenChecked(dir, c, int8_file, hash));
+    }
+    const SafetensorsFile& f =
+        int8_file == kEdgeFile ? *model->edge_file_ : *model->edge_int8_file_;
     for (size_t i = 0; i < model->user_top_layers_.size(); ++i) {
       const LinearLayer& l = model->user_top_layers_[i];
       const std::string p = absl::StrCat("user_top_int8.", i);
@@ -152,13 +175,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
            F32(f, p + ".weight_scale"), F32(f, p + ".bias"),
            *F32(f, p + ".input_scale")});
     }
-    ASSIGN_OR_RETURN(model->static_bottom_,
-                     MaybeMlp(model->static_bottom_layers_, Activation::kRelu));
-    ASSIGN_OR_RETURN(
-        model->dynamic_bottom_,
-        MaybeMlp(model->dynamic_bottom_layers_, Activation::kRelu));
-    ASSIGN_OR_RETURN(model->user_top_, Fp32Mlp::Create(model->user_top_layers_,
-                                                       Activation::kRelu));
     const Int8Arithmetic arithmetic = options.int8_arithmetic.has_value()
                                           ? *options.int8_arithmetic
                                           : Int8Kernels().recommended;
@@ -203,17 +219,40 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir,
   return model;
 }
 
-absl::Status VerifyModelDir(const std::string& dir) {
-  ASSIGN_OR_RETURN(const ModelConfig config,
-                   ReadConfig(JoinPath(dir, kConfigFile)));
+absl::Status VerifyModelDir(const std::string& dir, std::string* note) {
+  const std::string path = JoinPath(dir, kConfigFile);
+  ASSIGN_OR_RETURN(const ModelConfig config, ReadConfig(path));
   if (Fingerprint(config) == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(JoinPath(dir, kConfigFile), ": signature '",
-                     config.signature(), "' is not 16 hex digits"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": signature '", config.signature(), "' is not 16 hex digits"));
   }
-  for (const char* name : {kEdgeFile, kCloudFile, kUserTablesFile}) {
+  for (const std::string& name : WeightFiles(config)) {
     RETURN_IF_ERROR(OpenChecked(dir, config, name, /*hash=*/true).status());
   }
+  std::string remark;
+  const std::string expected = ComputeSignature(config);
+  if (config.signature() != expected) {
+    if (config.signature() != LegacySignature(config)) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": signature ", config.signature(), " does not match ",
+          expected,
+          ", the signature of this config and these files "
+          "(model.proto, ModelConfig.signature: edited by hand, or the files "
+          "were replaced?)"));
+    }
+    remark =
+        "legacy signature (name, version and files only; written before "
+        "split_depth existed): regenerate the model to sign its catalog "
+        "and tables too. ";
+  }
+  if (!RankingCanDependOnUser(config)) {
+    absl::StrAppend(
+        &remark,
+        "combined_top_layers is one linear layer: the order of a "
+        "candidate set is the same for every user (the paper's "
+        "split); generate with --split personalized to personalize.");
+  }
+  if (note != nullptr) *note = remark;
   return absl::OkStatus();
 }
 

@@ -23,6 +23,10 @@ struct ModelParts {
   bool edge = true;   // edge.safetensors: bottom + user top MLPs
   bool cloud = true;  // cloud.safetensors: item tables, item/combined top
   bool user_tables = false;  // user_tables.safetensors (datacenter side)
+  // With `edge`: also the int8 user top MLP, which an fp32-only model (no
+  // user_top_int8 in model.pbtxt) lacks: FAILED_PRECONDITION then. The cloud
+  // and an edge serving fp32 do not ask for it.
+  bool user_top_int8 = true;
 };
 
 struct LoadOptions {
@@ -50,8 +54,10 @@ class Model {
   bool has_edge() const { return edge_file_ != nullptr; }
   bool has_cloud() const { return cloud_file_ != nullptr; }
   bool has_user_tables() const { return user_file_ != nullptr; }
+  bool has_user_top_int8() const { return user_top_int8_ != nullptr; }
 
-  // Edge part. A bottom MLP with no layers is nullptr (identity).
+  // Edge part. A bottom MLP with no layers is nullptr (identity). The int8
+  // accessors need has_user_top_int8().
   const Fp32Mlp* static_bottom() const { return static_bottom_.get(); }
   const Fp32Mlp* dynamic_bottom() const { return dynamic_bottom_.get(); }
   const Fp32Mlp& user_top() const { return *user_top_; }
@@ -97,7 +103,8 @@ class Model {
   Catalog catalog_{duet::v1::ModelConfig()};
   uint64_t fingerprint_ = 0;
 
-  std::unique_ptr<SafetensorsFile> edge_file_, cloud_file_, user_file_;
+  std::unique_ptr<SafetensorsFile> edge_file_, edge_int8_file_, cloud_file_,
+      user_file_;
   std::vector<LinearLayer> static_bottom_layers_, dynamic_bottom_layers_,
       user_top_layers_, item_top_layers_, combined_top_layers_;
   Int8MlpParams user_top_int8_params_;  // set unless in full arithmetic
@@ -110,9 +117,13 @@ class Model {
 
 // Checks a model directory without building anything: the config parses and
 // validates, every weight file exists with the recorded size and SHA-256, and
-// holds exactly the expected tensors (names, dtypes, shapes). Returns the
-// first problem found with a precise message (file, tensor, expected/actual).
-absl::Status VerifyModelDir(const std::string& dir);
+// holds exactly the expected tensors (names, dtypes, shapes), and the
+// signature is the one model.proto defines over them. Returns the first
+// problem found with a precise message (file, tensor, expected/actual). On
+// success `note` (if not null) is set to a remark for the user, or cleared:
+// a legacy signature, or a ranking that cannot depend on the user.
+absl::Status VerifyModelDir(const std::string& dir,
+                            std::string* note = nullptr);
 
 // Runs `mlp` on m rows, or copies `in` to `out` when `mlp` is nullptr
 // (a stack with no layers is the identity). in/out strides are the widths.

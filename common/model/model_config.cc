@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/format/sha256.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -86,6 +87,19 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   }
   if (c.user_top_layers().empty()) {
     return absl::InvalidArgumentError("user_top_layers is empty");
+  }
+  if (c.split_depth() != 0 && c.split_depth() != c.user_top_layers_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "split_depth is %d but user_top_layers has %d layers (the split "
+        "layers of the user tower)",
+        c.split_depth(), c.user_top_layers_size()));
+  }
+  if (!c.item_top_layers().empty() &&
+      c.item_top_layers_size() != c.user_top_layers_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "item_top_layers has %d layers, user_top_layers %d: the towers split "
+        "the same top-MLP layers (or the item tower is empty)",
+        c.item_top_layers_size(), c.user_top_layers_size()));
   }
   if (c.combined_top_layers().empty() ||
       c.combined_top_layers(c.combined_top_layers_size() - 1) != 1) {
@@ -218,6 +232,40 @@ absl::Status WriteConfig(const std::string& path, const ModelConfig& config) {
   return absl::OkStatus();
 }
 
+int SplitDepth(const ModelConfig& config) {
+  return config.split_depth() != 0 ? config.split_depth()
+                                   : config.user_top_layers_size();
+}
+
+bool RankingCanDependOnUser(const ModelConfig& config) {
+  return config.combined_top_layers_size() >= 2;
+}
+
+std::string ComputeSignature(const ModelConfig& c) {
+  std::string material =
+      absl::StrCat("duet.v1.ModelConfig/2:", c.name(), ":", c.version(),
+                   ":split=", c.split_depth(), ":catalog=", c.catalog().seed(),
+                   "/", c.catalog().num_items());
+  for (const auto& t : c.user_tables()) {
+    absl::StrAppend(&material, ":u=", t.rows(), "/", t.history_length());
+  }
+  for (const auto& t : c.item_tables()) {
+    absl::StrAppend(&material, ":i=", t.rows(), "/", t.lookups_per_item());
+  }
+  for (const auto& f : c.files()) {
+    absl::StrAppend(&material, ":", f.name(), "=", f.sha256());
+  }
+  return Sha256Hex(material.data(), material.size()).substr(0, 16);
+}
+
+std::string LegacySignature(const ModelConfig& c) {
+  std::string material = absl::StrCat(c.name(), ":", c.version());
+  for (const auto& f : c.files()) {
+    absl::StrAppend(&material, ":", f.name(), "=", f.sha256());
+  }
+  return Sha256Hex(material.data(), material.size()).substr(0, 16);
+}
+
 uint64_t Fingerprint(const ModelConfig& config) {
   uint64_t value = 0;
   if (config.signature().size() != 16 ||
@@ -258,6 +306,28 @@ void AddLinear(std::vector<ExpectedTensor>* out, const std::string& prefix,
 
 }  // namespace
 
+namespace {
+
+bool ListsFile(const ModelConfig& c, const std::string& name) {
+  for (const auto& f : c.files()) {
+    if (f.name() == name) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string Int8TensorFile(const ModelConfig& c) {
+  if (!c.has_user_top_int8()) return "";
+  return ListsFile(c, kEdgeInt8File) ? kEdgeInt8File : kEdgeFile;
+}
+
+std::vector<std::string> WeightFiles(const ModelConfig& c) {
+  std::vector<std::string> files = {kEdgeFile, kCloudFile, kUserTablesFile};
+  if (ListsFile(c, kEdgeInt8File)) files.push_back(kEdgeInt8File);
+  return files;
+}
+
 std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c,
                                             const std::string& file) {
   const ModelDims d = ComputeDims(c);
@@ -266,6 +336,8 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c,
     AddLinear(&out, "static_bottom", d.static_in, c.static_bottom_layers());
     AddLinear(&out, "dynamic_bottom", d.dynamic_in, c.dynamic_bottom_layers());
     AddLinear(&out, "user_top", d.user_top_in, c.user_top_layers());
+  }
+  if (file == Int8TensorFile(c)) {
     const auto shapes =
         MlpShapes(d.user_top_in, std::vector<int>(c.user_top_layers().begin(),
                                                   c.user_top_layers().end()));
@@ -277,7 +349,8 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c,
       out.push_back({p + ".bias", "F32", {fan_out}});
       out.push_back({p + ".input_scale", "F32", {1}});
     }
-  } else if (file == kCloudFile) {
+  }
+  if (file == kCloudFile) {
     for (int t = 0; t < c.item_tables_size(); ++t) {
       out.push_back({absl::StrCat("item_tables.", t, ".weight"),
                      "F32",

@@ -16,6 +16,10 @@ inline constexpr char kConfigFile[] = "model.pbtxt";
 inline constexpr char kEdgeFile[] = "edge.safetensors";
 inline constexpr char kCloudFile[] = "cloud.safetensors";
 inline constexpr char kUserTablesFile[] = "user_tables.safetensors";
+// The int8 user top MLP (user_top_int8.*), beside the fp32 edge file so that
+// quantizing a trained model never rewrites its weights. Models written
+// before it existed keep those tensors in edge.safetensors.
+inline constexpr char kEdgeInt8File[] = "edge_int8.safetensors";
 
 // Widths that follow from a config. A bottom MLP with no layers passes its
 // inputs through (RM5 has no dense features at all).
@@ -44,6 +48,18 @@ absl::StatusOr<duet::v1::ModelConfig> ParseConfig(const std::string& text,
 absl::Status WriteConfig(const std::string& path,
                          const duet::v1::ModelConfig& config);
 
+// The number of top-MLP layers split into the user and item towers
+// (split_depth, or the number of user_top_layers in older configs).
+int SplitDepth(const duet::v1::ModelConfig& config);
+// Whether the ranking of a candidate set can depend on the user: the combined
+// top MLP keeps a hidden layer, so W_u u and W_v v_j meet before a ReLU.
+bool RankingCanDependOnUser(const duet::v1::ModelConfig& config);
+
+// The signature model.proto defines (16 lowercase hex digits), and the one
+// written before split_depth existed.
+std::string ComputeSignature(const duet::v1::ModelConfig& config);
+std::string LegacySignature(const duet::v1::ModelConfig& config);
+
 // The signature as a number (what the user vector carries); 0 if malformed.
 uint64_t Fingerprint(const duet::v1::ModelConfig& config);
 // "rm2 v3 (signature 0123456789abcdef)".
@@ -52,6 +68,13 @@ std::string ModelLabel(const duet::v1::ModelConfig& config);
 // Layer shapes of one MLP: (in, out) per Linear.
 std::vector<std::pair<int, int>> MlpShapes(int in,
                                            const std::vector<int>& widths);
+
+// The file that holds the int8 user top MLP: kEdgeInt8File when the config
+// lists it, else kEdgeFile (older models); empty for an fp32-only model.
+std::string Int8TensorFile(const duet::v1::ModelConfig& config);
+// The weight files a complete model directory holds: edge, cloud, user
+// tables and, when the config lists it, the int8 edge file.
+std::vector<std::string> WeightFiles(const duet::v1::ModelConfig& config);
 
 // The expected tensors of each weight file, in file order.
 struct ExpectedTensor {

@@ -12,12 +12,13 @@
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 #include "common/format/safetensors.h"
-#include "common/format/sha256.h"
 #include "common/kernels/mlp.h"
 #include "common/kernels/mlp_reference.h"
 #include "common/model/catalog.h"
+#include "common/model/internal/weight_file_writer.h"
 #include "common/model/mlp_quantizer.h"
 #include "common/model/model_config.h"
+#include "common/model/model_quantizer.h"
 
 namespace duet::common {
 namespace {
@@ -84,11 +85,6 @@ std::vector<float> SmallTensor(uint64_t seed, const std::string& name,
   return v;
 }
 
-struct FileResult {
-  std::string sha256;
-  uint64_t size = 0;
-};
-
 // Owns the fp32 values of one MLP while a file is written.
 struct MlpValues {
   std::vector<std::vector<float>> weights, biases;
@@ -115,30 +111,6 @@ MlpValues MakeMlp(uint64_t seed, const std::string& prefix, int in,
     m.biases.push_back(SmallTensor(seed, p + ".bias", fan_out, kBiasInit));
   }
   return m;
-}
-
-// Writes `file` with the tensors ExpectedTensors lists; `produce` appends the
-// bytes of each tensor in order.
-template <typename Produce>
-absl::StatusOr<FileResult> WriteFile(const ModelConfig& config,
-                                     const std::string& dir,
-                                     const std::string& file, Produce produce) {
-  std::vector<TensorSpec> specs;
-  for (const auto& e : ExpectedTensors(config, file)) {
-    specs.push_back(
-        {e.name, e.dtype == "I8" ? DType::kI8 : DType::kF32, e.shape});
-  }
-  ASSIGN_OR_RETURN(
-      auto writer,
-      SafetensorsWriter::Create(dir + "/" + file, specs,
-                                {{"format", "duet"},
-                                 {"model", config.name()},
-                                 {"version", absl::StrCat(config.version())}}));
-  for (const auto& spec : specs) {
-    RETURN_IF_ERROR(produce(writer.get(), spec));
-  }
-  RETURN_IF_ERROR(writer->Finish());
-  return FileResult{writer->sha256_hex(), writer->file_size()};
 }
 
 absl::Status AppendFloats(SafetensorsWriter* w, const std::vector<float>& v) {
@@ -171,7 +143,9 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
   config.set_version(options.version);
   config.mutable_catalog()->set_seed(Mix(seed ^ 0xca7a10ULL));
   config.clear_files();
+  config.clear_user_top_int8();
   config.set_signature("0000000000000000");
+  if (config.split_depth() == 0) config.set_split_depth(SplitDepth(config));
   RETURN_IF_ERROR(ValidateConfig(config));
   if (options.calibration_samples <= 0) {
     return absl::InvalidArgumentError("calibration_samples must be positive");
@@ -193,7 +167,7 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
   };
   auto timed = [&](const std::string& file, auto fn) -> absl::Status {
     const auto start = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(const FileResult r, fn());
+    ASSIGN_OR_RETURN(const internal::WrittenFile r, fn());
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
@@ -208,13 +182,14 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
 
   // 1. Datacenter user tables (the big one for most presets).
   RETURN_IF_ERROR(timed(kUserTablesFile, [&]() {
-    return WriteFile(config, dir, kUserTablesFile,
-                     [&](SafetensorsWriter* w, const TensorSpec& s) {
-                       const int t = std::stoi(s.name.substr(12));
-                       return StreamTensor(
-                           w, seed, s.name, s.shape[0] * s.shape[1],
-                           TableInit(config.user_tables(t).history_length()));
-                     });
+    return internal::WriteWeightFile(
+        config, dir, kUserTablesFile,
+        [&](SafetensorsWriter* w, const TensorSpec& s) {
+          const int t = std::stoi(s.name.substr(12));
+          return StreamTensor(
+              w, seed, s.name, s.shape[0] * s.shape[1],
+              TableInit(config.user_tables(t).history_length()));
+        });
   }));
 
   // 2. Cloud: item tables, item top MLP, combined top MLP.
@@ -223,7 +198,7 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
   const MlpValues combined = MakeMlp(seed, "combined_top", d.combined_in,
                                      config.combined_top_layers());
   RETURN_IF_ERROR(timed(kCloudFile, [&]() {
-    return WriteFile(
+    return internal::WriteWeightFile(
         config, dir, kCloudFile,
         [&](SafetensorsWriter* w, const TensorSpec& s) -> absl::Status {
           if (s.name.rfind("item_tables.", 0) == 0) {
@@ -297,50 +272,37 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
       }
     }
   }
-  // Stored in full 8-bit arithmetic; a device whose int8 kernels saturate
-  // re-quantizes it at load (Model::Load, RequantizeMlp).
-  const Int8MlpParams int8 =
-      QuantizeMlp(user_top.Views(d.user_top_in), calib.data(), samples,
-                  Int8Arithmetic::kFull);
-  auto* q = config.mutable_user_top_int8();
-  q->set_calibration_samples(samples);
-  q->set_weight_scheme("per-output-channel symmetric int8");
-  q->set_activation_scheme(
-      "per-tensor, calibrated max; s8 first layer, u8 after");
-
   RETURN_IF_ERROR(timed(kEdgeFile, [&]() {
-    return WriteFile(
+    return internal::WriteWeightFile(
         config, dir, kEdgeFile,
         [&](SafetensorsWriter* w, const TensorSpec& s) -> absl::Status {
           for (auto [prefix, mlp] :
                {std::pair{"static_bottom", &static_bottom},
-                std::pair{"dynamic_bottom", &dynamic_bottom},
-                std::pair{"user_top", &user_top}}) {
+                std::pair{"dynamic_bottom", &dynamic_bottom}}) {
             if (s.name.rfind(std::string(prefix) + ".", 0) == 0) {
               return AppendMlpTensor(w, *mlp, prefix, s.name);
             }
           }
-          // user_top_int8.<i>.<field>
-          const size_t dot = s.name.find('.', 14);
-          const int i = std::stoi(s.name.substr(14, dot - 14));
-          const std::string field = s.name.substr(dot + 1);
-          const auto& layer = int8.layers[i];
-          if (field == "weight") {
-            return w->Append(layer.weight.data(), layer.weight.size());
-          }
-          if (field == "weight_scale")
-            return AppendFloats(w, layer.weight_scale);
-          if (field == "bias") return AppendFloats(w, layer.bias);
-          return w->Append(&layer.input_scale, sizeof(float));
+          return AppendMlpTensor(w, user_top, "user_top", s.name);
         });
   }));
+  // Stored in full 8-bit arithmetic; a device whose int8 kernels saturate
+  // re-quantizes it at load (Model::Load, RequantizeMlp).
+  const auto int8_start = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(
+      WriteUserTopInt8(dir,
+                       QuantizeMlp(user_top.Views(d.user_top_in), calib.data(),
+                                   samples, Int8Arithmetic::kFull),
+                       samples, &config));
+  say(absl::StrFormat("wrote %s/%s: %.1f MB in %.2f s (sha256 %s)", dir,
+                      kEdgeInt8File,
+                      config.files(config.files_size() - 1).size_bytes() / 1e6,
+                      std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - int8_start)
+                          .count(),
+                      config.files(config.files_size() - 1).sha256()));
 
-  std::string material = absl::StrCat(config.name(), ":", config.version());
-  for (const auto& f : config.files()) {
-    absl::StrAppend(&material, ":", f.name(), "=", f.sha256());
-  }
-  config.set_signature(
-      Sha256Hex(material.data(), material.size()).substr(0, 16));
+  config.set_signature(ComputeSignature(config));
   RETURN_IF_ERROR(WriteConfig(dir + "/" + kConfigFile, config));
   say(absl::StrCat("wrote ", dir, "/", kConfigFile, ": ", ModelLabel(config)));
   return config;

@@ -29,7 +29,7 @@ TEST(PresetTest, ScratchpadBytesMatchTheDuetPaper) {
 }
 
 TEST(PresetTest, DimensionsFollowThePaperSplit) {
-  auto rm4 = PresetConfig("rm4", 1.0);
+  auto rm4 = PresetConfig("rm4", 1.0, PresetSplit::kPaper);
   ASSERT_TRUE(rm4.ok());
   const ModelDims d4 = ComputeDims(*rm4);
   // The heavy user top MLP 256 -> 1920 -> 768.
@@ -38,10 +38,12 @@ TEST(PresetTest, DimensionsFollowThePaperSplit) {
   // Bottom MLP outputs concatenate to the embedding dim, as in DLRM.
   EXPECT_EQ(d4.static_out + d4.dynamic_out, rm4->embedding_dim());
 
-  auto rm2 = PresetConfig("rm2", 1.0);
+  auto rm2 = PresetConfig("rm2", 1.0, PresetSplit::kPaper);
   ASSERT_TRUE(rm2.ok());
   const ModelDims d2 = ComputeDims(*rm2);
   EXPECT_EQ(d2.user_out, 48);  // 48 int8 values upstream per query
+  EXPECT_EQ(rm2->split_depth(), 2);
+  EXPECT_THAT(rm2->combined_top_layers(), ::testing::ElementsAre(1));
   EXPECT_EQ(rm2->user_tables_size(), 24);
   EXPECT_EQ(rm2->item_tables_size(), 8);
   EXPECT_EQ(d2.combined_in, 64);
@@ -51,6 +53,39 @@ TEST(PresetTest, DimensionsFollowThePaperSplit) {
   const ModelDims d5 = ComputeDims(*rm5);
   EXPECT_EQ(d5.static_in + d5.dynamic_in, 0);
   EXPECT_EQ(d5.combined_in, 200);  // DIN top MLP 200-80-(1)
+}
+
+// The default split keeps the whole top MLP of Table 2 and splits only its
+// first layer (75 / 25, RM5 60 / 40): the combined top keeps a hidden layer.
+TEST(PresetTest, DefaultSplitPersonalizesEveryPreset) {
+  const struct {
+    const char* preset;
+    int user, item;
+    std::vector<int> combined;
+  } expected[] = {{"tiny", 24, 8, {16, 1}},      {"rm1", 192, 64, {64, 1}},
+                  {"rm2", 96, 32, {64, 1}},      {"rm3", 384, 128, {256, 1}},
+                  {"rm4", 1920, 640, {1024, 1}}, {"rm5", 120, 80, {80, 1}}};
+  for (const auto& e : expected) {
+    auto c = PresetConfig(e.preset, 1.0);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->split_depth(), 1) << e.preset;
+    EXPECT_THAT(c->user_top_layers(), ::testing::ElementsAre(e.user));
+    EXPECT_THAT(c->item_top_layers(), ::testing::ElementsAre(e.item));
+    EXPECT_THAT(c->combined_top_layers(),
+                ::testing::ElementsAreArray(e.combined))
+        << e.preset;
+    EXPECT_TRUE(RankingCanDependOnUser(*c)) << e.preset;
+    EXPECT_THAT(c->description(), HasSubstr("rankings depend on the user"));
+    EXPECT_TRUE(ValidateConfig(*c).ok()) << e.preset;
+    auto paper = PresetConfig(e.preset, 1.0, PresetSplit::kPaper);
+    ASSERT_TRUE(paper.ok());
+    EXPECT_EQ(RankingCanDependOnUser(*paper), std::string(e.preset) == "rm5")
+        << e.preset;
+  }
+  EXPECT_EQ(ParsePresetSplit("paper").value(), PresetSplit::kPaper);
+  EXPECT_THAT(
+      ParsePresetSplit("deep").status().message(),
+      HasSubstr("unknown split 'deep', expected personalized or paper"));
 }
 
 TEST(PresetTest, RejectsUnknownPresetAndBadScale) {
@@ -67,7 +102,7 @@ TEST(ValidateConfigTest, NamesTheOffendingField) {
   auto config = PresetConfig("tiny", 1.0);
   ASSERT_TRUE(config.ok());
   auto bad = *config;
-  bad.set_combined_top_layers(0, 2);
+  bad.set_combined_top_layers(bad.combined_top_layers_size() - 1, 2);
   EXPECT_THAT(ValidateConfig(bad).message(), HasSubstr("combined_top_layers"));
   bad = *config;
   bad.mutable_user_tables(1)->set_history_length(0);
@@ -78,6 +113,50 @@ TEST(ValidateConfigTest, NamesTheOffendingField) {
   bad.mutable_item_top_layers()->Set(0, -3);
   EXPECT_THAT(ValidateConfig(bad).message(),
               HasSubstr("item_top_layers[0] is -3"));
+  bad = *config;
+  bad.set_split_depth(2);
+  EXPECT_THAT(ValidateConfig(bad).message(),
+              HasSubstr("split_depth is 2 but user_top_layers has 1 layers"));
+  bad = *config;
+  bad.add_item_top_layers(4);
+  EXPECT_THAT(ValidateConfig(bad).message(),
+              HasSubstr("item_top_layers has 2 layers, user_top_layers 1"));
+  // A config written before split_depth existed.
+  bad = *config;
+  bad.clear_split_depth();
+  EXPECT_TRUE(ValidateConfig(bad).ok());
+  EXPECT_EQ(SplitDepth(bad), 1);
+}
+
+// model.proto's formula, computed independently here.
+TEST(SignatureTest, CoversNameVersionSplitCatalogTablesAndFiles) {
+  duet::v1::ModelConfig c;
+  c.set_name("m");
+  c.set_version(3);
+  c.set_split_depth(1);
+  c.mutable_catalog()->set_seed(7);
+  c.mutable_catalog()->set_num_items(50);
+  auto* u = c.add_user_tables();
+  u->set_rows(10);
+  u->set_history_length(4);
+  auto* i = c.add_item_tables();
+  i->set_rows(20);
+  i->set_lookups_per_item(2);
+  auto* f = c.add_files();
+  f->set_name("a.safetensors");
+  f->set_sha256("ab");
+  // sha256("duet.v1.ModelConfig/2:m:3:split=1:catalog=7/50:u=10/4:i=20/2:"
+  //        "a.safetensors=ab")
+  EXPECT_EQ(ComputeSignature(c), "9aabe9a810cf7f93");
+  auto other = c;
+  other.mutable_user_tables(0)->set_history_length(5);
+  EXPECT_NE(ComputeSignature(other), ComputeSignature(c));
+  other = c;
+  other.mutable_catalog()->set_seed(8);
+  EXPECT_NE(ComputeSignature(other), ComputeSignature(c));
+  other = c;
+  other.set_description("not signed");
+  EXPECT_EQ(ComputeSignature(other), ComputeSignature(c));
 }
 
 class GeneratedModelTest : public ::testing::Test {
@@ -99,9 +178,40 @@ TEST_F(GeneratedModelTest, LoadsAllPartsAndVerifies) {
   EXPECT_EQ((*model)->config().signature(), config_.signature());
   EXPECT_NE((*model)->fingerprint(), 0u);
   EXPECT_EQ((*model)->num_item_tables(), 1);
-  EXPECT_EQ((*model)->user_top().out_dim(), 12);
+  EXPECT_EQ((*model)->user_top().out_dim(), 24);
   EXPECT_TRUE(VerifyModelDir(dir_.path()).ok());
-  EXPECT_EQ(config_.files_size(), 3);
+  EXPECT_EQ(config_.files_size(), 4);  // edge, edge int8, cloud, user tables
+  EXPECT_EQ(config_.signature(), ComputeSignature(config_));
+}
+
+TEST_F(GeneratedModelTest, VerifyRejectsASignatureReplacedByHand) {
+  auto config = config_;
+  config.set_signature("0123456789abcdef");
+  ASSERT_TRUE(WriteConfig(dir_.File(kConfigFile), config).ok());
+  const absl::Status s = VerifyModelDir(dir_.path());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(),
+              HasSubstr("signature 0123456789abcdef does not match " +
+                        config_.signature()));
+  // A signature in the format written before split_depth existed passes,
+  // with a note.
+  config.set_signature(LegacySignature(config));
+  ASSERT_TRUE(WriteConfig(dir_.File(kConfigFile), config).ok());
+  std::string note;
+  EXPECT_TRUE(VerifyModelDir(dir_.path(), &note).ok());
+  EXPECT_THAT(note, HasSubstr("legacy signature"));
+}
+
+TEST_F(GeneratedModelTest, VerifyNotesARankingThatCannotDependOnTheUser) {
+  TempDir paper;
+  ASSERT_TRUE(
+      GenerateTestModel("tiny", 1.0, paper.path(), 1, 1, PresetSplit::kPaper)
+          .ok());
+  std::string note;
+  ASSERT_TRUE(VerifyModelDir(paper.path(), &note).ok());
+  EXPECT_THAT(note, HasSubstr("the same for every user"));
+  ASSERT_TRUE(VerifyModelDir(dir_.path(), &note).ok());
+  EXPECT_EQ(note, "");
 }
 
 TEST_F(GeneratedModelTest, TablesHoldTheDeterministicWeightStream) {
@@ -122,7 +232,7 @@ TEST_F(GeneratedModelTest, GenerationIsDeterministicPerSeed) {
   auto a = GenerateTestModel("tiny", 1.0, same.path());
   auto b = GenerateTestModel("tiny", 1.0, other.path(), /*seed=*/2);
   ASSERT_TRUE(a.ok() && b.ok());
-  for (int f = 0; f < 3; ++f) {
+  for (int f = 0; f < a->files_size(); ++f) {
     EXPECT_EQ(a->files(f).sha256(), config_.files(f).sha256());
     EXPECT_NE(b->files(f).sha256(), config_.files(f).sha256());
   }

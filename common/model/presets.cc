@@ -4,23 +4,27 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/model/model_config.h"
 
 namespace duet::common {
 namespace {
 
 using duet::v1::ModelConfig;
 
-// One row of Table 2, already split the way the paper splits it (§4 of the
-// paper): dense inputs and bottom-MLP widths 87.5 % static / 12.5 % dynamic,
-// tables 75 % user / 25 % item, the first two top-MLP layers 75 % user / 25 %
-// item by width, the last top layer combined.
+// One row of Table 2, split the way the paper splits it (§4 of the paper):
+// dense inputs and bottom-MLP widths 87.5 % static / 12.5 % dynamic, tables
+// 75 % user / 25 % item, each split top-MLP layer 75 % user / 25 % item by
+// width (RM5: 60 / 40). `top` is the whole top MLP; how many of its layers
+// are split is chosen per model (SplitDepthFor), the rest are combined.
 struct Preset {
   const char* name;
   const char* description;
   int dim;
   int static_dense, dynamic_dense;
   std::vector<int> static_bottom, dynamic_bottom;
-  std::vector<int> user_top, item_top, combined_top;
+  std::vector<int> top;  // last width 1 (the CTR)
+  double user_share;     // of each split layer's width
+  int paper_split_depth;
   int user_tables, item_tables;
   int64_t rows;
   int user_history;  // lookups per user table (= scratchpad history length)
@@ -37,9 +41,9 @@ const std::vector<Preset>& Presets() {
        2,
        {12, 7},
        {2, 1},
-       {24, 12},
-       {8, 4},
-       {1},
+       {32, 16, 1},
+       0.75,
+       2,
        3,
        1,
        1000,
@@ -55,9 +59,9 @@ const std::vector<Preset>& Presets() {
        16,
        {56, 28},
        {8, 4},
-       {192, 48},
-       {64, 16},
-       {1},
+       {256, 64, 1},
+       0.75,
+       2,
        6,
        2,
        4000000,
@@ -73,9 +77,9 @@ const std::vector<Preset>& Presets() {
        32,
        {112, 56},
        {16, 8},
-       {96, 48},
-       {32, 16},
-       {1},
+       {128, 64, 1},
+       0.75,
+       2,
        24,
        8,
        500000,
@@ -90,17 +94,18 @@ const std::vector<Preset>& Presets() {
        320,
        {896, 224, 28},
        {128, 32, 4},
-       {384, 192},
-       {128, 64},
-       {1},
+       {512, 256, 1},
+       0.75,
+       2,
        7,
        3,
        2000000,
        20,
        20,
        1000000},
-      // Bottom 512-256-32, top 2560-1024-1, 10 tables x 20, 2M rows: the
-      // heavy user top MLP 256 -> 1920 -> 768 (1.9 MB in int8).
+      // Bottom 512-256-32, top 2560-1024-1, 10 tables x 20, 2M rows: in the
+      // paper split the heavy user top MLP 256 -> 1920 -> 768 (1.9 MB in
+      // int8).
       {"rm4",
        "Synthetic (Duet Table 2 RM4): top-MLP dominated.",
        32,
@@ -108,9 +113,9 @@ const std::vector<Preset>& Presets() {
        64,
        {224, 28},
        {32, 4},
-       {1920, 768},
-       {640, 256},
-       {1},
+       {2560, 1024, 1},
+       0.75,
+       2,
        7,
        3,
        2000000,
@@ -131,9 +136,9 @@ const std::vector<Preset>& Presets() {
        0,
        {},
        {},
-       {120},
-       {80},
-       {80, 1},
+       {200, 80, 1},
+       0.6,
+       1,
        0,
        0,
        1000000,
@@ -142,6 +147,13 @@ const std::vector<Preset>& Presets() {
        1000000},
   };
   return *presets;
+}
+
+// Personalizing: split all but the last two layers (at least one), so the
+// combined top keeps a hidden layer after the split one. Paper: as Duet.
+int SplitDepthFor(const Preset& p, PresetSplit split) {
+  if (split == PresetSplit::kPaper) return p.paper_split_depth;
+  return std::max(1, static_cast<int>(p.top.size()) - 2);
 }
 
 void AddWidths(google::protobuf::RepeatedField<int32_t>* out,
@@ -157,8 +169,19 @@ std::vector<std::string> PresetNames() {
   return names;
 }
 
+absl::string_view PresetSplitName(PresetSplit split) {
+  return split == PresetSplit::kPaper ? "paper" : "personalized";
+}
+
+absl::StatusOr<PresetSplit> ParsePresetSplit(absl::string_view name) {
+  if (name == "personalized") return PresetSplit::kPersonalized;
+  if (name == "paper") return PresetSplit::kPaper;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown split '", name, "', expected personalized or paper"));
+}
+
 absl::StatusOr<ModelConfig> PresetConfig(absl::string_view preset,
-                                         double rows_scale) {
+                                         double rows_scale, PresetSplit split) {
   if (!(rows_scale > 0.0 && rows_scale <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("rows_scale must be in (0, 1], got ", rows_scale));
@@ -180,15 +203,34 @@ absl::StatusOr<ModelConfig> PresetConfig(absl::string_view preset,
   ModelConfig c;
   c.set_name(p->name);
   c.set_version(1);
-  c.set_description(p->description);
   c.set_embedding_dim(p->dim);
   c.set_num_static_dense(p->static_dense);
   c.set_num_dynamic_dense(p->dynamic_dense);
   AddWidths(c.mutable_static_bottom_layers(), p->static_bottom);
   AddWidths(c.mutable_dynamic_bottom_layers(), p->dynamic_bottom);
-  AddWidths(c.mutable_user_top_layers(), p->user_top);
-  AddWidths(c.mutable_item_top_layers(), p->item_top);
-  AddWidths(c.mutable_combined_top_layers(), p->combined_top);
+  const int depth = SplitDepthFor(*p, split);
+  for (int i = 0; i < static_cast<int>(p->top.size()); ++i) {
+    const int w = p->top[i];
+    if (i >= depth) {
+      c.add_combined_top_layers(w);
+      continue;
+    }
+    const int user = static_cast<int>(std::lround(w * p->user_share));
+    c.add_user_top_layers(user);
+    c.add_item_top_layers(w - user);
+  }
+  c.set_split_depth(depth);
+  if (RankingCanDependOnUser(c)) {
+    c.set_description(absl::StrCat(
+        p->description, " Split: ", PresetSplitName(split), ", ", depth,
+        " top layer(s) split, ", c.combined_top_layers_size(),
+        " combined: rankings depend on the user."));
+  } else {
+    c.set_description(absl::StrCat(
+        p->description, " Split: ", PresetSplitName(split), ", ", depth,
+        " top layers split, one linear layer combined: the order of a "
+        "candidate set is the same for every user (the paper's split)."));
+  }
   c.set_rows_scale(rows_scale);
   c.mutable_catalog()->set_num_items(p->num_items);
 

@@ -12,6 +12,7 @@
 #include "common/kernels/int8_test_util.h"
 #include "common/kernels/mlp_reference.h"
 #include "common/kernels/top_k.h"
+#include "common/model/model_config.h"
 #include "common/model/request_checks.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
@@ -272,6 +273,77 @@ INSTANTIATE_TEST_SUITE_P(
 INSTANTIATE_TEST_SUITE_P(AllPresets, PresetEquivalenceTest,
                          ::testing::Values("tiny", "rm1", "rm2", "rm3", "rm4",
                                            "rm5"));
+
+// DESIGN.md §2, "Split depth and personalization": four users with
+// different profiles, contexts and histories rank the same 200 candidates.
+// A preset's default (personalizing) split gives them different top-10s; the
+// paper's split, whose combined top MLP is one linear layer for rm1-rm4,
+// gives all of them the same order.
+class PersonalizationTest
+    : public ::testing::TestWithParam<std::tuple<std::string, PresetSplit>> {
+ protected:
+  const std::string& preset() const { return std::get<0>(GetParam()); }
+  PresetSplit split() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(PersonalizationTest, RankingsDependOnTheUserUnlessTheTopIsLinear) {
+  TempDir dir;
+  const double scale = preset() == "tiny" ? 1.0 : 0.0005;
+  ASSERT_TRUE(
+      GenerateTestModel(preset(), scale, dir.path(), 1, 1, split()).ok());
+  auto model = LoadAll(dir.path());
+  ASSERT_NE(model, nullptr);
+  const Model& m = *model;
+  const bool personalizes = RankingCanDependOnUser(m.config());
+  // rm5 (DIN) is split after its first layer in the paper as well.
+  EXPECT_EQ(personalizes,
+            split() == PresetSplit::kPersonalized || preset() == "rm5")
+      << preset();
+  const SplitModel evaluator(&m);
+  std::mt19937_64 rng(11);
+  const int n = std::min<int64_t>(200, m.catalog().num_items());
+  const std::vector<int64_t> items = RandomItems(m, rng, n, /*distinct=*/true);
+  std::vector<std::vector<int64_t>> tops;
+  for (int user = 0; user < 4; ++user) {
+    const UserInputs in = RandomUser(m, rng, 400);
+    std::vector<float> pooled(m.dims().pooled), u(m.dims().user_out), ctr(n);
+    PoolHistory(m, in.history, pooled.data());
+    ASSERT_TRUE(evaluator
+                    .UserVector(in.static_features.data(),
+                                in.dynamic_features.data(), pooled.data(),
+                                /*int8=*/false, u.data())
+                    .ok());
+    ASSERT_TRUE(evaluator.ScoreItems(u.data(), items, ctr.data()).ok());
+    std::vector<int64_t> top;
+    for (const auto& s : TopK(items.data(), ctr.data(), n, 10)) {
+      top.push_back(s.item_id);
+    }
+    tops.push_back(top);
+  }
+  int differing_pairs = 0;
+  for (size_t a = 0; a < tops.size(); ++a) {
+    for (size_t b = a + 1; b < tops.size(); ++b) {
+      differing_pairs += tops[a] != tops[b];
+    }
+  }
+  if (personalizes) {
+    EXPECT_GT(differing_pairs, 0) << preset() << ": every user got the same "
+                                  << "top-10 from a personalizing split";
+  } else {
+    EXPECT_EQ(differing_pairs, 0)
+        << preset() << ": a linear combined top must give one global order";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllPresetsAndSplits, PersonalizationTest,
+    ::testing::Combine(
+        ::testing::Values("tiny", "rm1", "rm2", "rm3", "rm4", "rm5"),
+        ::testing::Values(PresetSplit::kPersonalized, PresetSplit::kPaper)),
+    [](const auto& info) {
+      return std::get<0>(info.param) + "_" +
+             std::string(PresetSplitName(std::get<1>(info.param)));
+    });
 
 class ValidationTest : public ::testing::Test {
  protected:

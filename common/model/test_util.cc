@@ -31,8 +31,8 @@ TempDir::~TempDir() {
 
 absl::StatusOr<duet::v1::ModelConfig> GenerateTestModel(
     const std::string& preset, double rows_scale, const std::string& dir,
-    uint64_t seed, uint32_t version) {
-  auto config = PresetConfig(preset, rows_scale);
+    uint64_t seed, uint32_t version, PresetSplit split) {
+  auto config = PresetConfig(preset, rows_scale, split);
   if (!config.ok()) return config.status();
   GenerateOptions options;
   options.out_dir = dir;

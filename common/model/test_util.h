@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/model/presets.h"
 #include "duet/v1/model.pb.h"
 
 namespace duet::common {
@@ -27,7 +28,8 @@ class TempDir {
 // with 128 calibration samples, so suites stay fast.
 absl::StatusOr<duet::v1::ModelConfig> GenerateTestModel(
     const std::string& preset, double rows_scale, const std::string& dir,
-    uint64_t seed = 1, uint32_t version = 1);
+    uint64_t seed = 1, uint32_t version = 1,
+    PresetSplit split = PresetSplit::kPersonalized);
 
 // GET `path` from 127.0.0.1:`port` over HTTP/1.0 and return the whole
 // response (status line, headers, body), read up to Content-Length (the

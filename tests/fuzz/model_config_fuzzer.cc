@@ -15,8 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const duet::common::ModelDims d = duet::common::ComputeDims(*config);
   FUZZ_CHECK(d.user_top_in > 0 && d.combined_in > 0);
   FUZZ_CHECK(duet::common::ScratchpadBytes(*config) > 0);
-  for (const char* file :
-       {"edge.safetensors", "cloud.safetensors", "user_tables.safetensors"}) {
+  (void)duet::common::SplitDepth(*config);
+  (void)duet::common::ComputeSignature(*config);
+  for (const std::string& file : duet::common::WeightFiles(*config)) {
     (void)duet::common::ExpectedTensors(*config, file);
   }
   const duet::common::Catalog catalog(*config);
