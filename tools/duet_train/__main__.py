@@ -79,8 +79,10 @@ def parse_args(argv):
                    help="synthetic catalog size (default 200: about 300\n"
                    "impressions per item, enough to learn each item's genre\n"
                    "in a few epochs; raise --users with it)")
-    p.add_argument("--genres", type=_positive(int), default=4,
-                   help="latent taste dimensions of the planted model")
+    p.add_argument("--genres", type=_positive(int),
+                   default=data.ClickModel.latent_dim,
+                   help="latent taste dimensions of the planted model "
+                   f"(default {data.ClickModel.latent_dim})")
     p.add_argument("--batch-size", type=_positive(int), default=64,
                    help="queries per optimizer step (default 64)")
     p.add_argument("--lr", type=_positive(float), default=1e-2,

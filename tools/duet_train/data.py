@@ -5,10 +5,10 @@ The world (all from one seed), with k latent genres:
   theta_u = softmax(concentration * N(0, I))   user tastes over the genres
   phi_i   = one-hot genre of item i            item traits
   b_i     ~ N(0, 1)                            item popularity
-  s_u = A theta_u sqrt(k) + N(0, noise^2)      static dense features
+  s_u = A theta_u sqrt(k) + N(0, noise^2)      static dense features (per user)
   c_q ~ N(0, I)                                per-query context
-History: H items drawn with replacement from softmax(tau theta_u . phi_i + b_i),
-oldest first. The click model (`click_logit`):
+History of each query: H items drawn with replacement from
+softmax(tau theta_u . phi_i + b_i), oldest first. The click model (`click_logit`):
   p = sigmoid(alpha (theta_u + M c_q) . phi_j + beta b_j + gamma (w . c_q) + bias)
 so the context shifts which genres are wanted (M) and the overall rate (w).
 Candidates of a query: half drawn without replacement from the user's taste
@@ -29,7 +29,7 @@ import numpy as np
 @dataclasses.dataclass
 class ClickModel:
     """Constants of the planted click and history models."""
-    latent_dim: int = 8     # genres
+    latent_dim: int = 4     # genres
     concentration: float = 2.0  # how peaked tastes are
     alpha: float = 4.0      # taste term
     beta: float = 1.0       # popularity
@@ -163,7 +163,6 @@ def _make_queries(rng, world, users, per_user, num_candidates, history_len):
     """`per_user` queries for each user: same static features; a fresh
     history (the user's recent items at that time) and context each."""
     m = world.model
-    num_static = world.static_map.shape[0]
     num_dynamic = world.context_map.shape[1]
     static = (world.theta[users] * np.sqrt(m.latent_dim)) @ world.static_map.T
     static = static + rng.normal(0.0, m.static_noise, static.shape)
@@ -176,7 +175,7 @@ def _make_queries(rng, world, users, per_user, num_candidates, history_len):
     labels = (rng.random(relevance.shape) < relevance)
     return Queries(
         user=q_users.astype(np.int64),
-        static=static[rows].astype(np.float32).reshape(-1, num_static),
+        static=static[rows].astype(np.float32),
         context=context.astype(np.float32),
         history=history,
         candidates=candidates,

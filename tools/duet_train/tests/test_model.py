@@ -105,33 +105,26 @@ def test_heldout_file_holds_the_queries_and_torch_ctrs(tmp_path):
     c = _config()
     torch.manual_seed(5)
     model = DuetModel(c)
+    out = str(tmp_path / "m")
+    export.write_model_dir(model, dict(c, seed=5), out)
     d = data.generate(3, 60, 3, 2, cfg.history_length(c), train_users=4,
                       heldout_users=5, heldout_candidates=8,
                       train_candidates=4)
     path = str(tmp_path / "heldout.safetensors")
     ctr = export.write_heldout(model, d.heldout, path)
-    t, meta = safetensors.read(path)
+    t, _ = safetensors.read(path)
     assert sorted(t) == sorted(["static", "context", "history", "candidates",
                                 "labels", "relevance", "torch_ctr"])
     assert t["history"].dtype == np.int64 and t["history"].shape == (5, 5)
-    assert t["candidates"].dtype == np.int64 and t["candidates"].shape == (5,
-                                                                           8)
+    assert t["candidates"].dtype == np.int64
+    assert t["candidates"].shape == (5, 8)
     np.testing.assert_array_equal(t["torch_ctr"], ctr)
     np.testing.assert_array_equal(t["relevance"], d.heldout.relevance)
     for q in range(5):
-        want = reference_ctr(
-            # The oracle needs the weights on disk.
-            *(_written(tmp_path, model, c)), t["static"][q], t["context"][q],
-            [int(i) for i in t["history"][q]],
-            [int(i) for i in t["candidates"][q]])
+        want = reference_ctr(out, c, t["static"][q], t["context"][q],
+                             [int(i) for i in t["history"][q]],
+                             [int(i) for i in t["candidates"][q]])
         np.testing.assert_allclose(t["torch_ctr"][q], want, atol=1e-5)
-
-
-def _written(tmp_path, model, c):
-    out = str(tmp_path / "w")
-    if not os.path.exists(os.path.join(out, "model.pbtxt")):
-        export.write_model_dir(model, dict(c, seed=5), out)
-    return out, c
 
 
 def test_calibration_rows_are_user_top_inputs(tmp_path):
@@ -145,3 +138,29 @@ def test_calibration_rows_are_user_top_inputs(tmp_path):
     x = t["user_top_inputs"]
     assert x.shape == (16, cfg.dims(c)["user_top_in"]) and x.dtype == np.float32
     assert np.all(x[:, :5] >= 0)  # z_s ends in a ReLU
+
+
+def test_model_without_dense_features(tmp_path):
+    """rm5's shape: no static or dynamic features, a user table of one row."""
+    c = cfg.normalize(dict(
+        _config(), num_static_dense=0, num_dynamic_dense=0,
+        static_bottom_layers=[],
+        user_tables=[{"name": "id", "rows": 50, "history_length": 1},
+                     {"name": "goods", "rows": 31, "history_length": 5}]))
+    torch.manual_seed(6)
+    model = DuetModel(c)
+    out = str(tmp_path / "m")
+    export.write_model_dir(model, dict(c, seed=6), out)
+    edge, _ = safetensors.read(os.path.join(out, "edge.safetensors"))
+    assert sorted(edge) == ["user_top.0.bias", "user_top.0.weight",
+                            "user_top.1.bias", "user_top.1.weight"]
+    d = data.generate(4, 60, 0, 0, 5, train_users=4, heldout_users=3,
+                      heldout_candidates=6, train_candidates=4)
+    path = str(tmp_path / "heldout.safetensors")
+    export.write_heldout(model, d.heldout, path)
+    t, _ = safetensors.read(path)
+    assert "static" not in t and "context" not in t
+    for q in range(3):
+        want = reference_ctr(out, c, [], [], [int(i) for i in t["history"][q]],
+                             [int(i) for i in t["candidates"][q]])
+        np.testing.assert_allclose(t["torch_ctr"][q], want, atol=1e-5)

@@ -27,7 +27,7 @@ def log():
     return data.generate(1, ITEMS, c["num_static_dense"],
                          c["num_dynamic_dense"], cfg.history_length(c),
                          train_users=1000,
-                         model=data.ClickModel(latent_dim=4))
+                         model=data.ClickModel())
 
 
 @pytest.fixture(scope="module")
