@@ -28,3 +28,10 @@ duet_test(tls_integration_test
   LIBS duet_test_process duet_test_util duet_model duet_rpc
     nlohmann_json::nlohmann_json)
 add_dependencies(tls_integration_test duet-edge duet-cloud duet-loadgen)
+
+# A model trained with PyTorch (tools/duet-train), quantized by duet-model
+# and served by real duet-cloud / duet-edge processes (issue 13).
+duet_test(trained_model_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/trained_model_test.cc
+  LIBS duet_test_process duet_test_util duet_model)
+add_dependencies(trained_model_test duet-edge duet-cloud duet-model)
