@@ -51,7 +51,9 @@ ABSL_FLAG(bool, reset_state, false,
           "Discard the stored state (e.g. corrupt, or of another model) and "
           "start empty. Without it a bad state file stops the daemon.");
 ABSL_FLAG(std::string, user_precision, "int8",
-          "User top MLP precision: int8 (post-training quantized) or fp32.");
+          "User top MLP precision: int8 (post-training quantized: the model "
+          "needs its int8 form, see duet-model quantize) or fp32 (also "
+          "serves an fp32 model that has none).");
 ABSL_FLAG(std::string, int8_arithmetic, "auto",
           "How the int8 user top MLP feeds oneDNN: auto (full 8-bit codes "
           "where oneDNN's int8 kernels are exact, i.e. with VNNI/AMX, else "
