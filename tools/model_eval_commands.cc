@@ -30,6 +30,28 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+// Loads DIR (the first positional argument) with every part, the int8 user
+// top MLP only if it has one (an fp32 model, trained and not yet quantized,
+// is evaluated in fp32 only), in --int8-arithmetic. 0, or the exit status.
+int LoadWholeModel(const CliArgs& args, std::unique_ptr<common::Model>* out) {
+  const std::string dir = args.positional()[0];
+  auto config = common::ReadConfig(dir + "/" + common::kConfigFile);
+  if (!config.ok()) return Fail(config.status());
+  common::LoadOptions options;
+  options.parts = {true, true, true};
+  options.parts.user_top_int8 = config->has_user_top_int8();
+  const std::string arithmetic = args.Get("int8-arithmetic", "auto");
+  if (arithmetic != "auto") {
+    auto parsed = common::ParseInt8Arithmetic(arithmetic);
+    if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
+    options.int8_arithmetic = *parsed;
+  }
+  auto model = common::Model::Load(dir, options);
+  if (!model.ok()) return Fail(model.status());
+  *out = std::move(*model);
+  return 0;
+}
+
 // The recorded queries of a `score` input file (format in the usage text).
 struct Queries {
   std::unique_ptr<common::SafetensorsFile> file;
@@ -149,31 +171,19 @@ int Score(const CliArgs& args) {
   if (!args.Has("queries") || !args.Has("out")) {
     return Usage("score needs --queries and --out");
   }
-  const std::string dir = args.positional()[0];
-  auto config = common::ReadConfig(dir + "/" + common::kConfigFile);
-  if (!config.ok()) return Fail(config.status());
-  common::LoadOptions options;
-  options.parts = {true, true, true};
-  options.parts.user_top_int8 = config->has_user_top_int8();
-  const std::string arithmetic = args.Get("int8-arithmetic", "auto");
-  if (arithmetic != "auto") {
-    auto parsed = common::ParseInt8Arithmetic(arithmetic);
-    if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
-    options.int8_arithmetic = *parsed;
-  }
-  auto model = common::Model::Load(dir, options);
-  if (!model.ok()) return Fail(model.status());
-  auto queries = ReadQueries(args.Get("queries"), **model);
+  std::unique_ptr<common::Model> loaded;
+  if (const int code = LoadWholeModel(args, &loaded); code != 0) return code;
+  const common::Model& m = *loaded;
+  auto queries = ReadQueries(args.Get("queries"), m);
   if (!queries.ok()) return Fail(queries.status());
   const auto start = std::chrono::steady_clock::now();
-  if (absl::Status s = ScoreQueries(**model, *queries, args.Get("out"));
-      !s.ok()) {
+  if (absl::Status s = ScoreQueries(m, *queries, args.Get("out")); !s.ok()) {
     return Fail(s);
   }
   std::printf(
       "scored %lld queries x %lld candidates of %s in %.2f s into %s\n",
       static_cast<long long>(queries->q), static_cast<long long>(queries->n),
-      common::ModelLabel((*model)->config()).c_str(),
+      common::ModelLabel(m.config()).c_str(),
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count(),
       args.Get("out").c_str());
@@ -191,22 +201,9 @@ int Compare(const CliArgs& args) {
   if (*queries < 1 || *n_cand < 1) {
     return Usage("--queries and --candidates must be positive");
   }
-  auto config =
-      common::ReadConfig(args.positional()[0] + "/" + common::kConfigFile);
-  if (!config.ok()) return Fail(config.status());
-  common::LoadOptions options;
-  options.parts = {true, true, true};
-  // An fp32 model (trained, not yet quantized) compares fp32 only.
-  options.parts.user_top_int8 = config->has_user_top_int8();
-  const std::string arithmetic = args.Get("int8-arithmetic", "auto");
-  if (arithmetic != "auto") {
-    auto parsed = common::ParseInt8Arithmetic(arithmetic);
-    if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
-    options.int8_arithmetic = *parsed;
-  }
-  auto model = common::Model::Load(args.positional()[0], options);
-  if (!model.ok()) return Fail(model.status());
-  const common::Model& m = **model;
+  std::unique_ptr<common::Model> loaded;
+  if (const int code = LoadWholeModel(args, &loaded); code != 0) return code;
+  const common::Model& m = *loaded;
   const ModelDims& d = m.dims();
   const common::MonolithicModel mono(&m);
   const common::SplitModel split(&m);
