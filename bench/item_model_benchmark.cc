@@ -4,12 +4,18 @@
 //            + the item top MLP's time at M = N (oneDNN, same thread)
 // Reports each part and the ratio item_model / roofline (issue 3's target:
 // <= 1.25 at N = 1024). One worker, so the figures are per core.
+// combined_top/<preset>/<split>: the user contribution's two strategies
+// (memory load, recompute; DESIGN.md §5.3) side by side in every iteration
+// (alternating which runs first), medians in load_us / recompute_us: where
+// recompute_over_load crosses 1 is the selector's crossover.
 //   item_model_benchmark [--benchmark_filter=...]
-//   DUET_BENCH_MODEL=DIR uses an existing model directory; by default rm2 and
-//   rm3 are generated at DUET_BENCH_ROWS_SCALE (default 0.25: DRAM-resident
-//   item tables) under /tmp.
+//   DUET_BENCH_MODEL=DIR uses an existing model directory for item_model/;
+//   by default rm2 and rm3 are generated (personalized split) at
+//   DUET_BENCH_ROWS_SCALE (default 0.25: DRAM-resident item tables) under
+//   /tmp, named by preset, split and scale.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -19,6 +25,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "cloud/combined_top.h"
 #include "cloud/scoring_core.h"
 #include "common/model/model.h"
 #include "common/model/model_generator.h"
@@ -29,23 +36,31 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string ModelDir(const std::string& preset) {
-  if (const char* dir = std::getenv("DUET_BENCH_MODEL")) return dir;
-  const char* scale_env = std::getenv("DUET_BENCH_ROWS_SCALE");
-  const double scale = scale_env != nullptr ? std::atof(scale_env) : 0.25;
-  const std::string dir =
-      "/tmp/duet_bench_" + preset + "_" + std::to_string(scale);
+// Generated once; the name holds the split, so models of the two splits
+// (and those written before splits existed) are never mistaken for another.
+std::string GeneratedModelDir(const std::string& preset,
+                              common::PresetSplit split, double scale) {
+  const std::string dir = "/tmp/duet_bench_" + preset + "_" +
+                          std::string(common::PresetSplitName(split)) + "_" +
+                          std::to_string(scale);
   common::LoadOptions probe;
   probe.parts = {false, true, false};
   probe.verify_checksums = false;
   if (common::Model::Load(dir, probe).ok()) return dir;
-  auto config = common::PresetConfig(preset, scale);
+  auto config = common::PresetConfig(preset, scale, split);
   common::GenerateOptions options;
   options.out_dir = dir;
   if (!config.ok() || !common::GenerateModel(*config, options, nullptr).ok()) {
     std::abort();
   }
   return dir;
+}
+
+std::string ModelDir(const std::string& preset) {
+  if (const char* dir = std::getenv("DUET_BENCH_MODEL")) return dir;
+  const char* scale_env = std::getenv("DUET_BENCH_ROWS_SCALE");
+  const double scale = scale_env != nullptr ? std::atof(scale_env) : 0.25;
+  return GeneratedModelDir(preset, common::PresetSplit::kPersonalized, scale);
 }
 
 struct Fixture {
@@ -161,7 +176,79 @@ void BM_ItemModelVsRoofline(benchmark::State& state, const std::string& preset,
   state.counters["candidates_per_s"] = n * iters / item_s;
 }
 
+double MedianOf(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The combined top MLP does not depend on table sizes: tiny tables suffice.
+void BM_CombinedTop(benchmark::State& state, const std::string& preset,
+                    common::PresetSplit split) {
+  const int n = static_cast<int>(state.range(0));
+  static std::map<std::string, std::unique_ptr<common::Model>> models;
+  const std::string key =
+      preset + "/" + std::string(common::PresetSplitName(split));
+  std::unique_ptr<common::Model>& model = models[key];
+  if (model == nullptr) {
+    common::LoadOptions lo;
+    lo.parts = {false, true, false};
+    lo.verify_checksums = false;
+    auto loaded =
+        common::Model::Load(GeneratedModelDir(preset, split, 0.001), lo);
+    if (!loaded.ok()) std::abort();
+    model = std::move(*loaded);
+  }
+  auto top = CombinedTop::Create(model.get());
+  if (!top.ok()) std::abort();
+  const common::ModelDims& d = model->dims();
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(0, 1);
+  std::vector<float> u(d.user_out), v(static_cast<size_t>(n) * d.item_out);
+  std::vector<float> ctr(n);
+  for (float& x : u) x = dist(rng);
+  for (float& x : v) x = dist(rng);
+  std::vector<double> times[2];
+  int64_t it = 0;
+  for (auto _ : state) {
+    for (int k = 0; k < 2; ++k) {
+      const int c = (k + it) % 2;  // alternate which strategy runs first
+      const auto t0 = Clock::now();
+      if (!(*top)
+               ->Score(u.data(), v.data(), n, static_cast<UserStrategy>(c),
+                       ctr.data())
+               .ok()) {
+        state.SkipWithError("combined top failed");
+        return;
+      }
+      times[c].push_back(
+          std::chrono::duration<double>(Clock::now() - t0).count());
+      benchmark::DoNotOptimize(ctr.data());
+    }
+    ++it;
+  }
+  const double load = MedianOf(times[0]), recompute = MedianOf(times[1]);
+  state.counters["load_us"] = 1e6 * load;
+  state.counters["recompute_us"] = 1e6 * recompute;
+  state.counters["recompute_over_load"] = recompute / load;
+}
+
 void Register() {
+  for (const char* preset : {"rm1", "rm2", "rm3", "rm4", "rm5"}) {
+    for (auto split :
+         {common::PresetSplit::kPersonalized, common::PresetSplit::kPaper}) {
+      benchmark::RegisterBenchmark(
+          (std::string("combined_top/") + preset + "/" +
+           std::string(common::PresetSplitName(split)))
+              .c_str(),
+          [preset = std::string(preset), split](benchmark::State& st) {
+            BM_CombinedTop(st, preset, split);
+          })
+          ->RangeMultiplier(2)
+          ->Range(1, 1024)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
+  }
   for (const char* preset : {"rm2", "rm3"}) {
     for (auto [name, s] : {std::pair{"batch", LookupStrategy::kBatch},
                            std::pair{"table", LookupStrategy::kTable}}) {

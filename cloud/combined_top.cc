@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common/base/status_macros.h"
 
@@ -41,23 +42,35 @@ absl::StatusOr<std::unique_ptr<CombinedTop>> CombinedTop::Create(
   top->item_out_ = d.item_out;
   top->hidden_ = first.out;
   top->single_layer_ = layers.size() == 1;
-  // Split W = [W_u | W_v] column-wise into two row-major matrices.
-  top->w_u_.resize(static_cast<size_t>(first.out) * d.user_out);
-  top->w_v_.resize(static_cast<size_t>(first.out) * d.item_out);
+  // Split W = [W_u | W_v] column-wise into two row-major matrices; oneDNN
+  // keeps its own reordered copy of each. W_u u + b runs once per query: as
+  // a oneDNN matmul when the first layer is hidden (a plain loop runs at one
+  // dependent add per multiply-add without -ffast-math, which made memory
+  // load lose to recompute up to N = 32 on rm4), as a loop when it is the
+  // output layer (one dot product: cheaper than a oneDNN call).
+  std::vector<float> w_u(static_cast<size_t>(first.out) * d.user_out);
+  std::vector<float> w_v(static_cast<size_t>(first.out) * d.item_out);
   for (int o = 0; o < first.out; ++o) {
     const float* row = first.weight + static_cast<size_t>(o) * first.in;
-    std::memcpy(top->w_u_.data() + static_cast<size_t>(o) * d.user_out, row,
+    std::memcpy(w_u.data() + static_cast<size_t>(o) * d.user_out, row,
                 d.user_out * sizeof(float));
-    std::memcpy(top->w_v_.data() + static_cast<size_t>(o) * d.item_out,
+    std::memcpy(w_v.data() + static_cast<size_t>(o) * d.item_out,
                 row + d.user_out, d.item_out * sizeof(float));
   }
-  top->bias_.assign(first.bias, first.bias + first.out);
-  top->zero_bias_.assign(first.out, 0.0f);
-  ASSIGN_OR_RETURN(
-      top->first_v_,
-      common::Fp32Mlp::Create(
-          {{d.item_out, first.out, top->w_v_.data(), top->zero_bias_.data()}},
-          common::Activation::kNone));
+  const std::vector<float> zero_bias(first.out, 0.0f);
+  if (top->single_layer_) {
+    top->w_u_ = std::move(w_u);
+    top->bias_.assign(first.bias, first.bias + first.out);
+  } else {
+    ASSIGN_OR_RETURN(top->first_u_,
+                     common::Fp32Mlp::Create(
+                         {{d.user_out, first.out, w_u.data(), first.bias}},
+                         common::Activation::kNone));
+  }
+  ASSIGN_OR_RETURN(top->first_v_,
+                   common::Fp32Mlp::Create(
+                       {{d.item_out, first.out, w_v.data(), zero_bias.data()}},
+                       common::Activation::kNone));
   if (!top->single_layer_) {
     std::vector<common::LinearLayer> rest(layers.begin() + 1, layers.end());
     ASSIGN_OR_RETURN(top->rest_, common::Fp32Mlp::Create(
@@ -78,11 +91,15 @@ absl::Status CombinedTop::ScoreLoad(const float* u, const float* v, int n,
   CombineScratch& s = Scratch();
   // a = W_u u + b, once for the whole query.
   float* ap = Grow(s.a, hidden_);
-  for (int o = 0; o < hidden_; ++o) {
-    const float* w = w_u_.data() + static_cast<size_t>(o) * user_out_;
-    float acc = 0;
-    for (int i = 0; i < user_out_; ++i) acc += w[i] * u[i];
-    ap[o] = acc + bias_[o];
+  if (first_u_ != nullptr) {
+    RETURN_IF_ERROR(first_u_->Run(u, 1, ap));
+  } else {
+    for (int o = 0; o < hidden_; ++o) {
+      const float* w = w_u_.data() + static_cast<size_t>(o) * user_out_;
+      float acc = 0;
+      for (int i = 0; i < user_out_; ++i) acc += w[i] * u[i];
+      ap[o] = acc + bias_[o];
+    }
   }
   float* z = single_layer_ ? ctr : Grow(s.z, static_cast<size_t>(n) * hidden_);
   RETURN_IF_ERROR(first_v_->Run(v, n, z));

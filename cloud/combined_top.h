@@ -3,8 +3,8 @@
 //   kLoad:      a = W_u u + b once per query, then W_v v_j + a per row, or
 //   kRecompute: rows [u, v_j] through the full first layer (batched GEMM),
 // (DESIGN.md §2 and §5.3). Both give the same CTRs up to float rounding.
-// Owns re-laid-out copies of the first layer's weights. Immutable after
-// Create and thread-safe (per-thread scratch buffers).
+// Owns copies of the first layer's two column blocks W_u and W_v.
+// Immutable after Create and thread-safe (per-thread scratch buffers).
 #ifndef DUET_CLOUD_COMBINED_TOP_H_
 #define DUET_CLOUD_COMBINED_TOP_H_
 
@@ -44,10 +44,10 @@ class CombinedTop {
   const common::Model* model_;
   int user_out_ = 0, item_out_ = 0, hidden_ = 0;
   bool single_layer_ = false;  // the first layer is also the last
-  std::vector<float> w_u_;     // [hidden, user_out]
-  std::vector<float> w_v_;     // [hidden, item_out]
-  std::vector<float> bias_;    // [hidden]
-  std::vector<float> zero_bias_;
+  // u -> W_u u + b: first_u_ when the first layer is hidden, else the loop
+  // over w_u_ [hidden, user_out] and bias_ [hidden].
+  std::unique_ptr<common::Fp32Mlp> first_u_;
+  std::vector<float> w_u_, bias_;
   std::unique_ptr<common::Fp32Mlp> first_v_;  // v -> W_v v (no activation)
   std::unique_ptr<common::Fp32Mlp> rest_;     // layers 1.. (null if none)
 };

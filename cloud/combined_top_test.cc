@@ -5,6 +5,7 @@
 
 #include "common/kernels/mlp_reference.h"
 #include "common/model/model.h"
+#include "common/model/presets.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -12,11 +13,18 @@
 namespace duet::cloud {
 namespace {
 
-class CombinedTopTest : public ::testing::TestWithParam<const char*> {};
+struct SplitCase {
+  const char* preset;
+  common::PresetSplit split;
+};
+
+class CombinedTopTest : public ::testing::TestWithParam<SplitCase> {};
 
 TEST_P(CombinedTopTest, LoadAndRecomputeMatchReference) {
   common::TempDir dir;
-  ASSERT_TRUE(common::GenerateTestModel(GetParam(), 0.0001, dir.path()).ok());
+  ASSERT_TRUE(common::GenerateTestModel(GetParam().preset, 0.0001, dir.path(),
+                                        1, 1, GetParam().split)
+                  .ok());
   common::LoadOptions lo;
   lo.parts.edge = false;
   auto model = common::Model::Load(dir.path(), lo);
@@ -56,9 +64,15 @@ TEST_P(CombinedTopTest, LoadAndRecomputeMatchReference) {
             (*top)->Flops(1024, UserStrategy::kRecompute));
 }
 
-// tiny: one combined layer; rm5: two (the split layer feeds a hidden one).
-INSTANTIATE_TEST_SUITE_P(Presets, CombinedTopTest,
-                         ::testing::Values("tiny", "rm5"));
+// Paper split of tiny: one combined layer (W_u u + b is a dot product);
+// personalized: the split layer feeds a hidden one (W_u u + b by oneDNN),
+// narrow (tiny, rm5) and wide (rm2: 128 -> 64).
+INSTANTIATE_TEST_SUITE_P(
+    Presets, CombinedTopTest,
+    ::testing::Values(SplitCase{"tiny", common::PresetSplit::kPaper},
+                      SplitCase{"tiny", common::PresetSplit::kPersonalized},
+                      SplitCase{"rm2", common::PresetSplit::kPersonalized},
+                      SplitCase{"rm5", common::PresetSplit::kPersonalized}));
 
 }  // namespace
 }  // namespace duet::cloud
