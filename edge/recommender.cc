@@ -66,6 +66,7 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::Recommend(
 absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
     const duet::v1::RecommendRequest& request, absl::Time deadline) {
   const absl::Time start = absl::Now();
+  RETURN_IF_ERROR(Serving());
   RETURN_IF_ERROR(ValidateRecommend(request));
   if (start >= deadline) {
     return absl::DeadlineExceededError("the deadline passed before the query");
@@ -138,6 +139,7 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
 absl::StatusOr<duet::v1::RecordInteractionResponse>
 Recommender::RecordInteraction(
     const duet::v1::RecordInteractionRequest& request, absl::Time deadline) {
+  RETURN_IF_ERROR(Serving());
   const int64_t item = request.item_id();
   if (!model_.catalog().Contains(item)) {
     return absl::InvalidArgumentError(
@@ -171,7 +173,7 @@ Recommender::RecordInteraction(
     if (hooks_.store != nullptr) {
       RETURN_IF_ERROR(hooks_.store->AppendInteraction(item, rows));
     }
-    sequence = state_->PushInteraction(rows);
+    sequence = state_->PushInteraction(item, rows);
     if (hooks_.store != nullptr && hooks_.store->ShouldCompact()) {
       // The record is already durable in the log, so a failed compaction
       // does not fail the interaction; the next one retries.
@@ -194,6 +196,7 @@ Recommender::RecordInteraction(
 
 absl::StatusOr<duet::v1::UpdateProfileResponse> Recommender::UpdateProfile(
     const duet::v1::UpdateProfileRequest& request) {
+  RETURN_IF_ERROR(Serving());
   RETURN_IF_ERROR(state_->ValidateProfile(request.static_features()));
   duet::v1::UpdateProfileResponse response;
   absl::MutexLock lock(&write_mu_);

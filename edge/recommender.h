@@ -22,6 +22,7 @@
 #include "duet/v1/edge.pb.h"
 #include "edge/cloud_client.h"
 #include "edge/edge_metrics.h"
+#include "edge/history_rebuilder.h"
 #include "edge/relay_cache.h"
 #include "edge/state_store.h"
 #include "edge/user_model.h"
@@ -40,6 +41,10 @@ class Recommender {
     StateStore* store = nullptr;  // persistence of interactions and profile
     EdgeMetrics* metrics = nullptr;
     common::EnergyMeter* energy = nullptr;
+    // While it is not done (a model change), Recommend, RecordInteraction
+    // and UpdateProfile fail with its UNAVAILABLE status: the scratchpad
+    // holds no rows of this model yet.
+    const HistoryRebuilder* rebuilder = nullptr;
   };
 
   Recommender(const UserModel* user_model, CloudClient* cloud, UserState* state,
@@ -61,6 +66,10 @@ class Recommender {
   const RelayCache& relay_cache() const { return relay_cache_; }
 
  private:
+  absl::Status Serving() const {
+    return hooks_.rebuilder != nullptr ? hooks_.rebuilder->status()
+                                       : absl::OkStatus();
+  }
   absl::StatusOr<duet::v1::RecommendResponse> RecommendImpl(
       const duet::v1::RecommendRequest& request, absl::Time deadline);
 

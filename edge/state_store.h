@@ -1,25 +1,38 @@
 // Crash-safe persistence of one UserState in a directory (--state_dir):
-//  - `interactions.log`: append-only records (interaction rows, profile
-//    updates), each with a CRC-32C, fdatasync'ed before Append* returns, so
-//    whatever the caller acknowledges afterwards survives kill -9 and power
-//    loss;
-//  - `snapshot.bin`: the whole state (scratchpad rows, trackers, fill,
-//    profile, memo, counters, model signature) under one CRC-32C, written
-//    atomically (tmp + fsync + rename + directory fsync) by Compact, after
-//    which the log restarts empty.
-// Open loads the snapshot and replays the log records newer than it. A
-// corrupt file is DATA_LOSS and a file of another model FAILED_PRECONDITION,
-// both naming the file and what was wrong; the daemon then refuses to start
-// unless reset is set (nothing is ever discarded silently). The one repair
-// Open makes on its own is cutting a torn final log record: records are
-// appended and synced one at a time and acknowledged only after their sync,
-// so only the last record can be incomplete, and its caller never got an OK.
+//  - `interactions.log`: append-only records (interaction: item id + rows;
+//    profile: version + s), each with a CRC-32C, fdatasync'ed before
+//    Append* returns, so whatever the caller acknowledges afterwards survives
+//    kill -9 and power loss; its header names the model signature;
+//  - `snapshot.bin`: the whole state under one CRC-32C, written atomically
+//    (tmp + fsync + rename + directory fsync) by Compact, after which the log
+//    restarts empty. Format 2: signature, label, model name, sequence,
+//    counters, profile, memo, per table (tracker, filled, rows), and the
+//    history item ids (the last max(history_length), oldest first). Format 1
+//    (no name, no item ids) still loads: its rows are kept and its items
+//    count as unknown (kUnknownItem) until they roll out of the history.
+// The durable history is the item ids; rows and memo are caches valid for
+// one model signature. Open loads the snapshot and replays the log records
+// newer than it. A state of another signature of the same model name is
+// migrated: item ids, counters and profile (dropped, and reported, when the
+// static width changed) are kept, the scratchpad is left empty and
+// needs_rebuild() is true: the caller fetches the items' rows at this model,
+// UserState::RebuildScratchpad, then Compact, which writes the state under
+// this signature; nothing on disk changes before that, and Append* fail
+// with UNAVAILABLE meanwhile. Refused: FAILED_PRECONDITION, naming the file
+// and why, for another model name, an item id outside this catalog, or a
+// history whose needed ids are unknown (a format-1 snapshot); DATA_LOSS for
+// a corrupt file. The daemon then refuses to start unless reset is set
+// (nothing is ever discarded silently). The one repair Open makes on its
+// own is cutting a torn final log record: records are appended and synced
+// one at a time and acknowledged only after their sync, so only the last
+// record can be incomplete, and its caller never got an OK.
 // Not thread-safe: the caller serializes Append*/Compact.
 #ifndef DUET_EDGE_STATE_STORE_H_
 #define DUET_EDGE_STATE_STORE_H_
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -48,6 +61,11 @@ class StateStore {
   // and opens the log for appending. See the header comment for errors.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(
       const Options& options, const common::Model& model, UserState* state);
+  ~StateStore();
+
+  // True after Open migrated a state of another model signature, until
+  // Compact persists the rebuilt state.
+  bool needs_rebuild() const { return needs_rebuild_; }
 
   // Durably logs an interaction with `item_id` appending `rows`.
   absl::Status AppendInteraction(int64_t item_id, absl::Span<const float> rows);
@@ -67,10 +85,20 @@ class StateStore {
   int64_t records_in_log() const { return records_in_log_; }
 
  private:
+  struct Snapshot;
+  struct LogRecord;
+  struct Log;
+
   StateStore(const Options& options, const common::Model& model);
   absl::Status Load(UserState* state);
-  absl::Status LoadSnapshot(UserState* state, uint64_t* last_sequence);
-  absl::Status ReplayLog(UserState* state, uint64_t after_sequence);
+  absl::StatusOr<Snapshot> ReadSnapshot();
+  // Empty when the log's header is torn (no record was ever acknowledged).
+  absl::StatusOr<std::optional<Log>> ReadLog();
+  absl::Status ImportSnapshot(const Snapshot& snapshot, UserState* state);
+  absl::Status Replay(const Log& log, uint64_t after_sequence,
+                      UserState* state);
+  absl::Status Migrate(const Snapshot* snapshot, const Log* log,
+                       UserState* state);
   absl::Status StartLog(bool fresh);
   absl::Status AppendRecord(const std::string& payload);
   std::string Path(const char* name) const;
@@ -83,7 +111,14 @@ class StateStore {
   uint64_t sequence_ = 0;  // of the last record written or replayed
   int64_t records_in_log_ = 0;
   std::string recovery_report_;
+  bool needs_rebuild_ = false;
 };
+
+// The bytes of snapshot.bin in `format` (2, or 1 as duet-edge wrote it
+// before item ids were kept: tests of the migration).
+std::string EncodeSnapshot(const duet::v1::ModelConfig& config,
+                           uint64_t sequence, const UserStateData& data,
+                           uint32_t format);
 
 }  // namespace duet::edge
 

@@ -55,7 +55,7 @@ class StateStoreTest : public testing::Test {
       const int64_t item = rng() % model_.catalog().num_items();
       const auto rows = ItemRows(model_, item);
       ASSERT_TRUE(store.AppendInteraction(item, rows).ok());
-      state.PushInteraction(rows);
+      state.PushInteraction(item, rows);
       if (store.ShouldCompact()) {
         ASSERT_TRUE(store.Compact(state.Export()).ok());
       }
@@ -80,6 +80,7 @@ void ExpectSameState(const UserStateData& a, const UserStateData& b) {
     EXPECT_EQ(a.tables[t].filled, b.tables[t].filled) << t;
     EXPECT_EQ(a.tables[t].slots, b.tables[t].slots) << t;
   }
+  EXPECT_EQ(a.history_items, b.history_items);
 }
 
 TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
@@ -197,6 +198,169 @@ TEST_F(StateStoreTest, CorruptSnapshotIsDataLossUnlessReset) {
   EXPECT_EQ(again->Export().interactions_total, 2u);
 }
 
+// Rebuilds `state` (migrated by Open) from `m`'s rows of its history items,
+// as HistoryRebuilder does with the cloud's, and persists it.
+void Rebuild(const common::Model& m, UserState& state, StateStore& store) {
+  std::vector<std::vector<float>> rows;
+  for (int64_t item : state.history_items()) rows.push_back(ItemRows(m, item));
+  ASSERT_TRUE(state.RebuildScratchpad(rows).ok());
+  ASSERT_TRUE(store.Compact(state.Export()).ok());
+}
+
+// Table t pools the rows at HistoryKey(item, t) of the last
+// history_length[t] items (DESIGN §2), from scratch.
+std::vector<double> PooledFromItems(const common::Model& m,
+                                    const std::vector<int64_t>& items) {
+  const int d = m.config().embedding_dim();
+  std::vector<double> pooled(m.dims().pooled, 0.0);
+  for (int t = 0; t < m.config().user_tables_size(); ++t) {
+    const int n =
+        std::min<int>(items.size(), m.config().user_tables(t).history_length());
+    for (size_t i = items.size() - n; i < items.size(); ++i) {
+      const auto rows = ItemRows(m, items[i]);
+      for (int k = 0; k < d; ++k) pooled[t * d + k] += rows[t * d + k];
+    }
+  }
+  return pooled;
+}
+
+std::vector<double> PooledOf(const UserStateData& data, int d) {
+  std::vector<double> pooled;
+  for (const UserStateData::Table& t : data.tables) {
+    std::vector<double> sum(d, 0.0);
+    for (int i = 0; i < t.filled; ++i) {
+      for (int k = 0; k < d; ++k) sum[k] += t.slots[i * d + k];
+    }
+    pooled.insert(pooled.end(), sum.begin(), sum.end());
+  }
+  return pooled;
+}
+
+TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
+  auto state = NewState(model_);
+  const std::vector<float> s(model_.dims().static_in, 0.25f);
+  {
+    auto store = Open(model_, state.get(), false, /*snapshot_every=*/100);
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 130, 1);  // snapshot at 100 + 30 in the log
+    ASSERT_TRUE((*store)->AppendProfile(1, s).ok());
+    ASSERT_TRUE(state->ReplayProfile(s, 1).ok());
+  }
+  const UserStateData v1 = state->Export();
+  ASSERT_EQ(v1.history_items.size(), 120u);  // max(history_length) of rm2
+  const common::Model& v2 = SharedTestModel("rm2", /*seed=*/2);
+  ASSERT_NE(v2.config().signature(), model_.config().signature());
+  const std::string old_log = Slurp(LogPath());
+
+  auto migrated = NewState(v2);
+  auto store = Open(v2, migrated.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->needs_rebuild());
+  EXPECT_THAT((*store)->recovery_report(),
+              HasSubstr("migrating from model rm2 v"));
+  UserStateData data = migrated->Export();
+  EXPECT_EQ(data.history_items, v1.history_items);
+  EXPECT_EQ(data.profile, s);
+  EXPECT_EQ(data.profile_version, 1u);
+  EXPECT_EQ(data.interactions_total, 130u);
+  EXPECT_EQ(data.tables[0].filled, 0);  // no rows of another model
+  // Nothing is written until the rebuild is persisted.
+  EXPECT_THAT((*store)->AppendInteraction(1, ItemRows(v2, 1)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("rebuilt")));
+  EXPECT_EQ(Slurp(LogPath()), old_log);
+
+  Rebuild(v2, *migrated, **store);
+  EXPECT_FALSE((*store)->needs_rebuild());
+  const std::vector<double> want = PooledFromItems(v2, v1.history_items);
+  const std::vector<double> got =
+      PooledOf(migrated->Export(), v2.config().embedding_dim());
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4);
+  Interact(**store, *migrated, 2, 7);
+  const UserStateData after = migrated->Export();
+  store->reset();
+
+  // A crash between the rebuilt snapshot and the new log left the old
+  // model's log beside it: its records are all in the snapshot.
+  auto again = NewState(v2);
+  {
+    auto reopened = Open(v2, again.get());
+    ASSERT_TRUE(reopened.ok()) << reopened.status();
+    EXPECT_FALSE((*reopened)->needs_rebuild());
+    ExpectSameState(after, again->Export());
+    ASSERT_TRUE((*reopened)->Compact(again->Export()).ok());
+  }
+  Spit(LogPath(), old_log);
+  auto leftover = NewState(v2);
+  auto reopened = Open(v2, leftover.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_THAT((*reopened)->recovery_report(), HasSubstr("replaced the log"));
+  ExpectSameState(after, leftover->Export());
+}
+
+TEST_F(StateStoreTest, ModelChangeFromALogOnly) {
+  auto state = NewState(model_);
+  {
+    auto store = Open(model_, state.get());
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 5, 1);
+  }
+  const common::Model& v2 = SharedTestModel("rm2", /*seed=*/2);
+  auto migrated = NewState(v2);
+  auto store = Open(v2, migrated.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->needs_rebuild());
+  EXPECT_EQ(migrated->history_items(), state->history_items());
+}
+
+TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
+  auto state = NewState(model_);
+  {
+    auto store = Open(model_, state.get());
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 130, 1);
+  }
+  const UserStateData before = state->Export();
+  // duet-edge before item ids: snapshot format 1 at sequence 130, empty log.
+  Spit(SnapshotPath(), EncodeSnapshot(model_.config(), 130, before, 1));
+  std::remove(LogPath().c_str());
+  auto restored = NewState(model_);
+  {
+    auto store = Open(model_, restored.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_THAT((*store)->recovery_report(), HasSubstr("(format 1)"));
+    EXPECT_FALSE((*store)->needs_rebuild());
+    UserStateData got = restored->Export();
+    EXPECT_EQ(got.history_items,
+              std::vector<int64_t>(120, kUnknownItem));  // rows only
+    got.history_items = before.history_items;
+    ExpectSameState(before, got);          // rows, trackers, profile, memo kept
+    Interact(**store, *restored, 100, 2);  // ids known for the last 100
+  }
+  // Another model needs ids the old format did not keep: refused precisely.
+  const common::Model& v2 = SharedTestModel("rm2", /*seed=*/2);
+  auto migrated = NewState(v2);
+  EXPECT_THAT(
+      Open(v2, migrated.get()),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               testing::AllOf(HasSubstr("snapshot.bin"),
+                              HasSubstr("last 120 items, and 20 of them are "
+                                        "not known (snapshot format 1"),
+                              HasSubstr("--reset_state"))));
+  // The old model, 20 interactions later, can move.
+  {
+    auto again = NewState(model_);
+    auto store = Open(model_, again.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    Interact(**store, *again, 20, 3);
+  }
+  auto moved = NewState(v2);
+  auto store = Open(v2, moved.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->needs_rebuild());
+  EXPECT_EQ(moved->history_items().size(), 120u);
+}
+
 TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
   auto state = NewState(model_);
   {
@@ -204,20 +368,15 @@ TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
     ASSERT_TRUE(store.ok());
     Interact(**store, *state, 3, 1);  // snapshot + 1 log record
   }
-  const common::Model& other = SharedTestModel("rm2", /*seed=*/2);
-  ASSERT_NE(other.config().signature(), model_.config().signature());
+  // Another model's history: its item ids mean other items.
+  const common::Model& other = SharedTestModel("tiny", /*seed=*/1);
   auto foreign = NewState(other);
   EXPECT_THAT(Open(other, foreign.get()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       testing::AllOf(HasSubstr("snapshot.bin was written for "
-                                                "model signature"),
-                                      HasSubstr(model_.config().signature()),
+                       testing::AllOf(HasSubstr("snapshot.bin holds the state "
+                                                "of model rm2 v"),
+                                      HasSubstr("another model (rm2)"),
                                       HasSubstr("--reset_state"))));
-  // Only a log (no snapshot) of another model.
-  ASSERT_EQ(std::remove(SnapshotPath().c_str()), 0);
-  EXPECT_THAT(Open(other, foreign.get()),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("interactions.log was written for")));
   EXPECT_TRUE(Open(other, foreign.get(), /*reset=*/true).ok());
 }
 

@@ -1,5 +1,6 @@
 #include "edge/user_state.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -21,6 +22,14 @@ Scratchpad::Options ScratchpadOptions(const common::Model& model,
   return o;
 }
 
+int MaxHistoryLength(const common::Model& model) {
+  int longest = 0;
+  for (const auto& t : model.config().user_tables()) {
+    longest = std::max(longest, t.history_length());
+  }
+  return longest;
+}
+
 }  // namespace
 
 absl::Status CheckFinite(absl::Span<const float> v, const char* field) {
@@ -35,6 +44,7 @@ absl::Status CheckFinite(absl::Span<const float> v, const char* field) {
 
 UserState::UserState(const common::Model* model, Options options)
     : model_(model),
+      history_capacity_(MaxHistoryLength(*model)),
       scratchpad_(ScratchpadOptions(*model, options.refresh_every)),
       profile_(model->dims().static_in, 0.0f) {
   ProfileMemo::Options memo;
@@ -81,10 +91,44 @@ absl::Status UserState::ValidateProfile(absl::Span<const float> s) const {
   return CheckFinite(s, "static_features");
 }
 
-uint64_t UserState::PushInteraction(absl::Span<const float> rows) {
+uint64_t UserState::PushInteraction(int64_t item_id,
+                                    absl::Span<const float> rows) {
   absl::MutexLock lock(&mu_);
   scratchpad_.Push(rows);
+  history_items_.push_back(item_id);
+  while (static_cast<int>(history_items_.size()) > history_capacity_) {
+    history_items_.pop_front();
+  }
   return ++interactions_total_;
+}
+
+absl::Status UserState::RebuildScratchpad(
+    const std::vector<std::vector<float>>& rows) {
+  for (const std::vector<float>& r : rows) {
+    RETURN_IF_ERROR(ValidateInteractionRows(r));
+  }
+  absl::MutexLock lock(&mu_);
+  if (rows.size() != history_items_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d rows for a history of %d items", rows.size(),
+                        history_items_.size()));
+  }
+  for (int t = 0; t < scratchpad_.num_tables(); ++t) {
+    const std::vector<float> empty(
+        static_cast<size_t>(scratchpad_.history_length(t)) * scratchpad_.dim(),
+        0.0f);
+    RETURN_IF_ERROR(scratchpad_.Restore(t, empty, 0, 0));
+  }
+  // Oldest first, as they were interacted with: each table's ring keeps the
+  // last history_length[t] of them.
+  for (const std::vector<float>& r : rows) scratchpad_.Push(r);
+  scratchpad_.RefreshAll();
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> UserState::history_items() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return {history_items_.begin(), history_items_.end()};
 }
 
 uint64_t UserState::UpdateProfile(absl::Span<const float> s) {
@@ -135,6 +179,7 @@ UserStateData UserState::Export() const {
     const absl::Span<const float> slots = scratchpad_.table_slots(t);
     table.slots.assign(slots.begin(), slots.end());
   }
+  data.history_items.assign(history_items_.begin(), history_items_.end());
   return data;
 }
 
@@ -158,6 +203,10 @@ absl::Status UserState::Import(const UserStateData& data) {
           scratchpad_.Restore(t, table.slots, table.tracker, table.filled));
     }
     interactions_total_ = data.interactions_total;
+    const size_t keep = std::min<size_t>(
+        data.history_items.size(), static_cast<size_t>(history_capacity_));
+    history_items_.assign(data.history_items.end() - keep,
+                          data.history_items.end());
     profile_ = data.profile;
     profile_version_ = data.profile_version;
   }

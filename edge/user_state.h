@@ -7,6 +7,7 @@
 #define DUET_EDGE_USER_STATE_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@
 
 namespace duet::edge {
 
+// An entry of the history whose item id is not known: rows restored from a
+// format-1 snapshot, which kept rows only, or pushed by a caller that has no
+// id (the load generator's fleet mode).
+inline constexpr int64_t kUnknownItem = -1;
+
 // Everything a UserState persists (StateStore's snapshot payload).
 struct UserStateData {
   struct Table {
@@ -35,6 +41,10 @@ struct UserStateData {
   uint64_t memo_version = 0;
   std::vector<float> memo;  // z_s for memo_version
   std::vector<Table> tables;
+  // The items behind the scratchpad, oldest first: the last
+  // max(history_length) interactions (kUnknownItem where the id is lost).
+  // The durable history; the table rows are a cache of its rows.
+  std::vector<int64_t> history_items;
 };
 
 // What GetState reports about one user.
@@ -67,9 +77,21 @@ class UserState {
   absl::Status ValidateInteractionRows(absl::Span<const float> rows) const;
   absl::Status ValidateProfile(absl::Span<const float> s) const;
 
-  // Appends one interaction's rows (T_u * d floats, validated); returns the
-  // new interactions_total.
-  uint64_t PushInteraction(absl::Span<const float> rows);
+  // Appends one interaction with `item_id` and its rows (T_u * d floats,
+  // validated); returns the new interactions_total.
+  uint64_t PushInteraction(int64_t item_id, absl::Span<const float> rows);
+  // The same for a caller that has no item id (kUnknownItem).
+  uint64_t PushInteraction(absl::Span<const float> rows) {
+    return PushInteraction(kUnknownItem, rows);
+  }
+  // Replaces the scratchpad with the rows of history_items() (rows[i] for
+  // item i, T_u * d floats each, validated): table t then holds the last
+  // history_length[t] of them. The rebuild after a model change.
+  absl::Status RebuildScratchpad(const std::vector<std::vector<float>>& rows);
+  // The last max(history_length) item ids, oldest first.
+  std::vector<int64_t> history_items() const;
+  // max(history_length): how many item ids the state keeps.
+  int history_capacity() const { return history_capacity_; }
   // Sets the profile (validated) and starts the memo recompute in the
   // background; returns the new profile version.
   uint64_t UpdateProfile(absl::Span<const float> s);
@@ -94,11 +116,13 @@ class UserState {
   UserState(const common::Model* model, Options options);
 
   const common::Model* model_;
+  const int history_capacity_;
   mutable absl::Mutex mu_;
   Scratchpad scratchpad_ ABSL_GUARDED_BY(mu_);
   std::vector<float> profile_ ABSL_GUARDED_BY(mu_);
   uint64_t profile_version_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t interactions_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<int64_t> history_items_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ProfileMemo> memo_;
 };
 

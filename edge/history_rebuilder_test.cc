@@ -1,0 +1,150 @@
+#include "edge/history_rebuilder.h"
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/base/status_matchers.h"
+#include "common/model/test_util.h"
+#include "edge/internal/fake_cloud.h"
+#include "edge/internal/test_model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::edge {
+namespace {
+
+using common::StatusIs;
+using internal::FakeCloud;
+using internal::ItemRows;
+using internal::SharedTestModel;
+using testing::HasSubstr;
+
+std::unique_ptr<UserState> NewState(const common::Model& m) {
+  UserState::Options o;
+  o.executor = [](std::function<void()> fn) { fn(); };
+  auto s = UserState::Create(&m, o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return *std::move(s);
+}
+
+absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
+                                                 const common::Model& m,
+                                                 UserState* state) {
+  StateStore::Options o;
+  o.dir = dir;
+  return StateStore::Open(o, m, state);
+}
+
+// v1 history of `count` interactions in `dir`; returns its item ids.
+std::vector<int64_t> WriteV1History(const std::string& dir, int count) {
+  const common::Model& v1 = SharedTestModel("rm2", 1);
+  auto state = NewState(v1);
+  auto store = Open(dir, v1, state.get());
+  EXPECT_TRUE(store.ok()) << store.status();
+  std::mt19937 rng(3);
+  for (int i = 0; i < count; ++i) {
+    const int64_t item = rng() % v1.catalog().num_items();
+    EXPECT_TRUE((*store)->AppendInteraction(item, ItemRows(v1, item)).ok());
+    state->PushInteraction(item, ItemRows(v1, item));
+  }
+  return state->history_items();
+}
+
+TEST(HistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
+  common::TempDir dir;
+  const std::vector<int64_t> items = WriteV1History(dir.path(), 150);
+  const common::Model& v2 = SharedTestModel("rm2", 2);
+  auto state = NewState(v2);
+  auto store = Open(dir.path(), v2, state.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->needs_rebuild());
+  auto user_model = UserModel::Create(&v2, {});
+  ASSERT_TRUE(user_model.ok()) << user_model.status();
+
+  FakeCloud cloud(&v2);
+  cloud.available = false;  // unreachable: nothing is lost, it retries
+  HistoryRebuilder::Options o;
+  o.batch_items = 50;
+  o.initial_backoff = absl::Milliseconds(1);
+  o.max_backoff = absl::Milliseconds(5);
+  std::atomic<int> done{0};
+  o.on_done = [&done] { ++done; };
+  HistoryRebuilder rebuilder(user_model->get(), &cloud, state.get(),
+                             store->get(), o);
+  EXPECT_THAT(rebuilder.status(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("rebuilding its history")));
+  rebuilder.Start();
+  while (rebuilder.report().attempts < 3) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_THAT(rebuilder.status(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("cloud is not connected")));
+  EXPECT_TRUE((*store)->needs_rebuild());
+  cloud.available = true;
+  ASSERT_TRUE(rebuilder.WaitUntilDone(absl::Seconds(60)));
+  EXPECT_TRUE(rebuilder.status().ok());
+  EXPECT_EQ(done, 1);
+  EXPECT_FALSE((*store)->needs_rebuild());
+  const HistoryRebuilder::Report r = rebuilder.report();
+  EXPECT_EQ(r.items, 120);  // max(history_length) of rm2
+  EXPECT_EQ(r.calls, 3);
+  EXPECT_GT(r.bytes, 120 * v2.dims().pooled * 4);
+
+  // The scratchpad equals one fed v2's rows of the same items.
+  auto expected = NewState(v2);
+  for (int64_t item : items)
+    expected->PushInteraction(item, ItemRows(v2, item));
+  const UserStateData got = state->Export(), want = expected->Export();
+  EXPECT_EQ(got.history_items, want.history_items);
+  const int d = v2.config().embedding_dim();
+  for (size_t t = 0; t < want.tables.size(); ++t) {
+    ASSERT_EQ(got.tables[t].filled, want.tables[t].filled);
+    std::vector<double> a(d), b(d);
+    for (int i = 0; i < want.tables[t].filled; ++i) {
+      for (int k = 0; k < d; ++k) {
+        a[k] += got.tables[t].slots[i * d + k];
+        b[k] += want.tables[t].slots[i * d + k];
+      }
+    }
+    for (int k = 0; k < d; ++k) EXPECT_NEAR(a[k], b[k], 1e-4) << t;
+  }
+
+  // Persisted under v2: reopening needs no rebuild.
+  auto reopened_state = NewState(v2);
+  auto reopened = Open(dir.path(), v2, reopened_state.get());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_FALSE((*reopened)->needs_rebuild());
+  EXPECT_EQ(reopened_state->history_items(), got.history_items);
+}
+
+TEST(HistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {
+  common::TempDir dir;
+  const std::vector<int64_t> items = WriteV1History(dir.path(), 10);
+  const common::Model& v2 = SharedTestModel("rm2", 2);
+  {
+    auto state = NewState(v2);
+    auto store = Open(dir.path(), v2, state.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto user_model = UserModel::Create(&v2, {});
+    ASSERT_TRUE(user_model.ok());
+    FakeCloud cloud(&v2);
+    cloud.available = false;
+    HistoryRebuilder::Options o;
+    o.initial_backoff = absl::Milliseconds(1);
+    HistoryRebuilder rebuilder(user_model->get(), &cloud, state.get(),
+                               store->get(), o);
+    rebuilder.Start();
+    while (rebuilder.report().attempts < 2) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+  auto state = NewState(v2);
+  auto store = Open(dir.path(), v2, state.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->needs_rebuild());
+  EXPECT_EQ(state->history_items(), items);
+}
+
+}  // namespace
+}  // namespace duet::edge
