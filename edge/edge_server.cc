@@ -1,5 +1,6 @@
 #include "edge/edge_server.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -17,6 +18,7 @@
 #include "edge/edge_service_impl.h"
 #include "edge/emulated_uplink.h"
 #include "edge/grpc_cloud_client.h"
+#include "edge/history_rebuilder.h"
 #include "edge/recommender.h"
 #include "edge/state_store.h"
 #include "edge/user_model.h"
@@ -45,6 +47,9 @@ struct EdgeServer::Impl {
   std::unique_ptr<Recommender> recommender;
   std::unique_ptr<EdgeServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
+  // After a model change: fetches the history's rows; reads `server`'s
+  // health service, so it goes first.
+  std::unique_ptr<HistoryRebuilder> rebuilder;
   int port = 0;
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
@@ -211,7 +216,19 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
       o.uplink_mbps > 0 ? o.uplink_mbps : common::kDuetUplinkMbps);
   ASSIGN_OR_RETURN(impl->energy, common::EnergyMeter::Create(std::move(eo)));
 
+  if (impl->store->needs_rebuild()) {
+    HistoryRebuilder::Options ro;
+    ro.batch_items = std::min(256, o.max_candidates);
+    Impl* raw = impl.get();
+    ro.on_done = [raw] {
+      raw->server->GetHealthCheckService()->SetServingStatus(true);
+    };
+    impl->rebuilder = std::make_unique<HistoryRebuilder>(
+        impl->user_model.get(), cloud, impl->state.get(), impl->store.get(),
+        std::move(ro));
+  }
   Recommender::Hooks hooks;
+  hooks.rebuilder = impl->rebuilder.get();
   hooks.store = impl->store.get();
   hooks.metrics = impl->metrics.get();
   hooks.energy = impl->energy.get();
@@ -232,6 +249,12 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   if (impl->server == nullptr || impl->port == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", o.listen, " (address in use or malformed)"));
+  }
+  if (impl->rebuilder != nullptr) {
+    // NOT_SERVING (and Recommend UNAVAILABLE) until the scratchpad holds
+    // this model's rows; the history's item ids are safe on disk meanwhile.
+    impl->server->GetHealthCheckService()->SetServingStatus(false);
+    impl->rebuilder->Start();
   }
   std::fprintf(
       stderr,
@@ -266,6 +289,7 @@ void EdgeServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  impl_->rebuilder.reset();
   impl_->uplink.reset();
   impl_->cloud.reset();
 }

@@ -35,3 +35,12 @@ duet_test(trained_model_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/trained_model_test.cc
   LIBS duet_test_process duet_test_util duet_model)
 add_dependencies(trained_model_test duet-edge duet-cloud duet-model)
+
+# A model release keeps the edge's history (issue 14, item 3): tiny v1 ->
+# v2 with real processes on one --state_dir, the scratchpad rebuilt from the
+# cloud's v2 rows equals the monolithic reference of v2; kill -9 and an
+# unreachable cloud during the rebuild.
+duet_test(edge_model_change_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/edge_model_change_test.cc
+  LIBS duet_test_process duet_test_util duet_model duet_edge_core)
+add_dependencies(edge_model_change_test duet-edge duet-cloud)
