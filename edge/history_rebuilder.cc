@@ -65,11 +65,13 @@ void HistoryRebuilder::Run() {
       if (stop_) return;
       report_.attempts = attempt;
     }
+    const absl::Time pass_start = absl::Now();
     const absl::Status s = Attempt(&pass);
     absl::MutexLock lock(&mu_);
     if (s.ok()) {
       pass.attempts = attempt;
       pass.duration = absl::Now() - start;
+      pass.pass_duration = absl::Now() - pass_start;
       report_ = pass;
       break;
     }
@@ -86,11 +88,13 @@ void HistoryRebuilder::Run() {
   const Report r = report();
   std::fprintf(stderr,
                "duet-edge: rebuilt the scratchpad of %d history items at "
-               "model %s: %d GetItemEmbeddings calls, %lld bytes, %s (%d "
-               "attempts); state persisted\n",
+               "model %s: %d GetItemEmbeddings calls, %lld bytes; %s (the "
+               "successful pass: probe, fetch, rebuild, persist), %s since "
+               "start (%d attempts)\n",
                r.items,
                common::ModelLabel(user_model_->model().config()).c_str(),
                r.calls, static_cast<long long>(r.bytes),
+               absl::FormatDuration(r.pass_duration).c_str(),
                absl::FormatDuration(r.duration).c_str(), r.attempts);
   if (options_.on_done) options_.on_done();
   absl::MutexLock lock(&mu_);

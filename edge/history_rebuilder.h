@@ -46,6 +46,7 @@ class HistoryRebuilder {
     int64_t bytes = 0;        // their response bytes
     int attempts = 0;         // passes, including failed ones
     absl::Duration duration;  // from Start to persisted
+    absl::Duration pass_duration;  // of the successful pass alone
   };
 
   HistoryRebuilder(const UserModel* user_model, CloudClient* cloud,

@@ -361,6 +361,42 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
   EXPECT_EQ(moved->history_items().size(), 120u);
 }
 
+TEST_F(StateStoreTest, ModelChangeWithOtherWidthsDropsOnlyTheProfile) {
+  // A snapshot of "the same model" whose static input was 3 wide.
+  auto writer = NewState(model_);
+  for (int64_t item : {4, 5, 6})
+    writer->PushInteraction(item, ItemRows(model_, item));
+  UserStateData old = writer->Export();
+  old.profile = {1.0f, 2.0f, 3.0f};
+  old.profile_version = 4;
+  old.memo_version = 4;
+  old.tables.resize(2);  // other tables, other rows: ignored
+  duet::v1::ModelConfig config = model_.config();
+  config.set_signature("0000000000000001");
+  ASSERT_TRUE(Open(model_, NewState(model_).get()).ok());  // creates the dir
+  Spit(SnapshotPath(), EncodeSnapshot(config, 0, old, 2));
+  std::remove(LogPath().c_str());
+  auto migrated = NewState(model_);
+  auto store = Open(model_, migrated.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->recovery_report(),
+              HasSubstr("dropped the profile (3 static features"));
+  const UserStateData data = migrated->Export();
+  EXPECT_EQ(data.history_items, (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(data.profile_version, 0u);
+  EXPECT_EQ(data.profile, std::vector<float>(model_.dims().static_in, 0.0f));
+
+  // An item the loaded model's catalog does not have: refused precisely.
+  old.history_items = {4, model_.catalog().num_items() + 7};
+  Spit(SnapshotPath(), EncodeSnapshot(config, 0, old, 2));
+  auto refused = NewState(model_);
+  EXPECT_THAT(Open(model_, refused.get()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       testing::AllOf(HasSubstr("snapshot.bin"),
+                                      HasSubstr("is not in its catalog"),
+                                      HasSubstr("--reset_state"))));
+}
+
 TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
   auto state = NewState(model_);
   {
