@@ -1,9 +1,11 @@
 // The duet-edge process: loads the model's edge part, restores the user's
 // state from --state_dir, connects to the cloud, and serves EdgeService,
 // grpc.health.v1 and server reflection, plus /metrics on its own port.
-// Create fails (with the precise status) on a bad model, corrupt or foreign
-// state, bad TLS files (common/rpc/tls.h), or a port in use. Shutdown is
-// graceful and idempotent.
+// A state of another version of the model is migrated (edge/state_store.h):
+// health is NOT_SERVING and queries UNAVAILABLE until a HistoryRebuilder has
+// refetched the history's rows from the cloud. Create fails (with the
+// precise status) on a bad model, corrupt or foreign state, bad TLS files
+// (common/rpc/tls.h), or a port in use. Shutdown is graceful and idempotent.
 #ifndef DUET_EDGE_EDGE_SERVER_H_
 #define DUET_EDGE_EDGE_SERVER_H_
 
