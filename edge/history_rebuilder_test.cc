@@ -51,7 +51,7 @@ std::vector<int64_t> WriteV1History(const std::string& dir, int count) {
   return state->history_items();
 }
 
-TEST(HistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
+TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   common::TempDir dir;
   const std::vector<int64_t> items = WriteV1History(dir.path(), 150);
   const common::Model& v2 = SharedTestModel("rm2", 2);
@@ -118,7 +118,7 @@ TEST(HistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   EXPECT_EQ(reopened_state->history_items(), got.history_items);
 }
 
-TEST(HistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {
+TEST(EdgeHistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {
   common::TempDir dir;
   const std::vector<int64_t> items = WriteV1History(dir.path(), 10);
   const common::Model& v2 = SharedTestModel("rm2", 2);
