@@ -147,6 +147,8 @@ void ScoringCore::GetItemEmbeddings(
         duet::v1::GetItemEmbeddingsResponse response;
         FillRelay(rt->model(), ids.data(), static_cast<int>(ids.size()),
                   response.mutable_items());
+        response.set_model_version(rt->model().config().version());
+        response.set_model_fingerprint(rt->model().fingerprint());
         metrics_->ObserveStage(Rpc::kGetItemEmbeddings, Stage::kTotal,
                                absl::ToDoubleSeconds(clock_->Now() - start));
         return response;

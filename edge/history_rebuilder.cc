@@ -89,7 +89,7 @@ void HistoryRebuilder::Run() {
   std::fprintf(stderr,
                "duet-edge: rebuilt the scratchpad of %d history items at "
                "model %s: %d GetItemEmbeddings calls, %lld bytes; %s (the "
-               "successful pass: probe, fetch, rebuild, persist), %s since "
+               "successful pass: fetch, rebuild, persist), %s since "
                "start (%d attempts)\n",
                r.items,
                common::ModelLabel(user_model_->model().config()).c_str(),
@@ -101,29 +101,8 @@ void HistoryRebuilder::Run() {
   done_ = true;
 }
 
-absl::Status HistoryRebuilder::ProbeCloudModel() {
-  // GetItemEmbeddings does not say which model its rows are of, but a
-  // ScoringSession query does check the user vector's signature: a cloud
-  // still on the old model answers FAILED_PRECONDITION.
-  const absl::Time deadline = absl::Now() + options_.call_timeout;
-  duet::v1::BeginQuery begin;
-  begin.add_candidate_ids(0);
-  begin.set_top_k(1);
-  begin.set_timeout_us(absl::ToInt64Microseconds(options_.call_timeout));
-  ASSIGN_OR_RETURN(std::unique_ptr<CloudQuery> query,
-                   cloud_->BeginQuery(begin, deadline));
-  const std::vector<float> c(user_model_->model().dims().dynamic_in, 0.0f);
-  UserModel::Output out;
-  RETURN_IF_ERROR(state_->ComputeUserVector(*user_model_, c.data(), &out));
-  duet::v1::UserVector vector;
-  user_model_->ToProto(out, query->id(), &vector);
-  RETURN_IF_ERROR(query->SendUserVector(vector));
-  return query->Await(deadline).status();
-}
-
 absl::Status HistoryRebuilder::Attempt(Report* report) {
   report->items = static_cast<int>(items_.size());
-  if (!items_.empty()) RETURN_IF_ERROR(ProbeCloudModel());
   std::vector<std::vector<float>> rows(items_.size());
   const int batch = std::max(1, options_.batch_items);
   for (size_t begin = 0; begin < items_.size(); begin += batch) {
@@ -141,6 +120,10 @@ absl::Status HistoryRebuilder::Attempt(Report* report) {
         cloud_->GetItemEmbeddings(ids, absl::Now() + options_.call_timeout));
     ++report->calls;
     report->bytes += static_cast<int64_t>(fetched.ByteSizeLong());
+    // A cloud still on the old model (or already on a newer one) answers
+    // with rows of that model: retried until it serves this edge's.
+    RETURN_IF_ERROR(
+        state_->CheckRowsModel(fetched, /*allow_unreported=*/false));
     for (const duet::v1::ItemEmbeddings& item : fetched.items()) {
       for (size_t i = begin; i < end; ++i) {
         if (items_[i] == item.item_id()) {
@@ -156,7 +139,6 @@ absl::Status HistoryRebuilder::Attempt(Report* report) {
       }
     }
   }
-  if (!items_.empty()) RETURN_IF_ERROR(ProbeCloudModel());
   const absl::Status rebuilt = state_->RebuildScratchpad(rows);
   if (!rebuilt.ok()) {
     return absl::InternalError(

@@ -1,10 +1,10 @@
 // Rebuilds the scratchpad after StateStore migrated a state of another model
-// (DESIGN §3 "Releases": rows are a cache of the history items): checks the
-// cloud serves this model (a one-candidate probe query, whose user vector
-// carries the signature), fetches the rows of the history items at it with
-// GetItemEmbeddings (`batch_items` per call, each with its own deadline),
-// checks the cloud still serves it, then UserState::RebuildScratchpad and
-// StateStore::Compact (the state is persisted under the new signature).
+// (DESIGN §3 "Releases": rows are a cache of the history items): fetches
+// the rows of the history items with GetItemEmbeddings (`batch_items` per
+// call, each with its own deadline), each response checked to be of this
+// edge's model (its version and fingerprint: a cloud still on the old model
+// is retried), then UserState::RebuildScratchpad and StateStore::Compact
+// (the state is persisted under the new signature).
 // Retries with capped exponential backoff until it succeeds or is
 // destroyed; the item ids stay on disk meanwhile. Until done, status() is
 // UNAVAILABLE saying why (Recommender refuses queries and writes with it).
@@ -62,9 +62,8 @@ class HistoryRebuilder {
 
  private:
   void Run();
-  // One pass: probe, fetch every batch, probe, import, persist.
+  // One pass: fetch every batch (of this model), import, persist.
   absl::Status Attempt(Report* report);
-  absl::Status ProbeCloudModel();
 
   const UserModel* const user_model_;
   CloudClient* const cloud_;

@@ -4,7 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/base/status_matchers.h"
+#include "common/model/model_config.h"
 #include "common/model/test_util.h"
 #include "edge/internal/fake_cloud.h"
 #include "edge/internal/test_model.h"
@@ -49,6 +51,36 @@ std::vector<int64_t> WriteV1History(const std::string& dir, int count) {
     state->PushInteraction(item, ItemRows(v1, item));
   }
   return state->history_items();
+}
+
+// A cloud still on the old model answers GetItemEmbeddings with its rows,
+// which say so: the rebuilder refuses them and keeps waiting, and nothing is
+// imported or persisted.
+TEST(EdgeHistoryRebuilderTest, RefusesRowsOfAnotherModel) {
+  common::TempDir dir;
+  WriteV1History(dir.path(), 150);
+  const common::Model& v1 = SharedTestModel("rm2", 1);
+  const common::Model& v2 = SharedTestModel("rm2", 2);
+  auto state = NewState(v2);
+  auto store = Open(dir.path(), v2, state.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto user_model = UserModel::Create(&v2, {});
+  ASSERT_TRUE(user_model.ok()) << user_model.status();
+  FakeCloud old_cloud(&v1);
+  HistoryRebuilder::Options o;
+  o.initial_backoff = absl::Milliseconds(1);
+  o.max_backoff = absl::Milliseconds(5);
+  HistoryRebuilder rebuilder(user_model->get(), &old_cloud, state.get(),
+                             store->get(), o);
+  rebuilder.Start();
+  while (rebuilder.report().attempts < 3) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_THAT(rebuilder.status(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr(absl::StrCat(
+                           "the cloud sent rows of model v1 (signature ",
+                           v1.config().signature(), "), this edge runs ",
+                           common::ModelLabel(v2.config())))));
+  EXPECT_TRUE((*store)->needs_rebuild());
 }
 
 TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {

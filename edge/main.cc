@@ -48,8 +48,10 @@ ABSL_FLAG(std::string, state_dir, "",
           "Directory of the user's persistent state (scratchpad, trackers, "
           "profile, memo); required. Created if missing.");
 ABSL_FLAG(bool, reset_state, false,
-          "Discard the stored state (e.g. corrupt, or of another model) and "
-          "start empty. Without it a bad state file stops the daemon.");
+          "Discard the stored state (e.g. corrupt, or of another model name) "
+          "and start empty. Without it a bad state file stops the daemon; a "
+          "state of another version of the same model is migrated (history "
+          "kept, rows refetched from the cloud).");
 ABSL_FLAG(std::string, user_precision, "int8",
           "User top MLP precision: int8 (post-training quantized: the model "
           "needs its int8 form, see duet-model quantize) or fp32 (also "

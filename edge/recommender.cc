@@ -154,6 +154,9 @@ Recommender::RecordInteraction(
   } else {
     ASSIGN_OR_RETURN(duet::v1::GetItemEmbeddingsResponse fetched,
                      cloud_->GetItemEmbeddings({item}, deadline));
+    // Rows of another model (a cloud already on the next release) would
+    // corrupt the scratchpad: the interaction fails and is not logged.
+    RETURN_IF_ERROR(state_->CheckRowsModel(fetched, /*allow_unreported=*/true));
     if (fetched.items_size() != 1 || fetched.items(0).item_id() != item) {
       return absl::InternalError(
           absl::StrFormat("GetItemEmbeddings for item %d returned %d entries",

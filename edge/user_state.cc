@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
@@ -66,6 +67,27 @@ absl::StatusOr<std::unique_ptr<UserState>> UserState::Create(
   const std::vector<float> zeros(model->dims().static_in, 0.0f);
   RETURN_IF_ERROR(state->memo_->ComputeNow(zeros, 0));
   return state;
+}
+
+absl::Status UserState::CheckRowsModel(
+    const duet::v1::GetItemEmbeddingsResponse& fetched,
+    bool allow_unreported) const {
+  if (fetched.model_fingerprint() == 0) {
+    if (allow_unreported) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the cloud's GetItemEmbeddings does not report the model of its rows "
+        "(a duet-cloud older than the edge); the edge needs rows of ",
+        common::ModelLabel(model_->config())));
+  }
+  if (fetched.model_fingerprint() != model_->fingerprint() ||
+      fetched.model_version() != model_->config().version()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the cloud sent rows of model v%d (signature %016x), this edge runs "
+        "%s",
+        fetched.model_version(), fetched.model_fingerprint(),
+        common::ModelLabel(model_->config())));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status UserState::ValidateInteractionRows(

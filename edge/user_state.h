@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/model/model.h"
+#include "duet/v1/scoring.pb.h"
 #include "edge/profile_memo.h"
 #include "edge/scratchpad.h"
 #include "edge/user_model.h"
@@ -76,6 +77,13 @@ class UserState {
   // INVALID_ARGUMENT naming the field for a wrong size or a NaN/Inf.
   absl::Status ValidateInteractionRows(absl::Span<const float> rows) const;
   absl::Status ValidateProfile(absl::Span<const float> s) const;
+  // FAILED_PRECONDITION naming both models unless `fetched` holds rows of
+  // this state's model (GetItemEmbeddingsResponse's version and
+  // fingerprint). A response that does not report its model (a cloud older
+  // than those fields) passes only when `allow_unreported`.
+  absl::Status CheckRowsModel(
+      const duet::v1::GetItemEmbeddingsResponse& fetched,
+      bool allow_unreported) const;
 
   // Appends one interaction with `item_id` and its rows (T_u * d floats,
   // validated); returns the new interactions_total.

@@ -58,6 +58,8 @@ class FakeCloud : public CloudClient {
     if (!available) return absl::UnavailableError("cloud is not connected");
     ++embedding_calls;
     duet::v1::GetItemEmbeddingsResponse response;
+    response.set_model_version(model_->config().version());
+    response.set_model_fingerprint(model_->fingerprint());
     for (int64_t id : ids) {
       auto* e = response.add_items();
       e->set_item_id(id);
