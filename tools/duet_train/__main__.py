@@ -85,10 +85,18 @@ def parse_args(argv):
                    f"(default {data.ClickModel.latent_dim})")
     p.add_argument("--batch-size", type=_positive(int), default=64,
                    help="queries per optimizer step (default 64)")
-    p.add_argument("--lr", type=_positive(float), default=1e-2,
-                   help="Adam learning rate of the MLPs (default 0.01)")
+    p.add_argument("--lr", type=_positive(float), default=3e-3,
+                   help="Adam learning rate of the MLPs (default 0.003)")
     p.add_argument("--embedding-lr", type=_positive(float), default=3e-2,
-                   help="Adam learning rate of the tables (default 0.03)")
+                   help="Adam learning rate of the tables (default 0.03),\n"
+                   "times min(1, 8 / bag) for a table whose bags (history\n"
+                   "length, lookups per item) are longer than 8")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="clip the gradient's L2 norm (default 1; 0: off)")
+    p.add_argument("--restarts", type=int, default=2,
+                   help="when a tower dies (no unit of u or v varies after\n"
+                   "an epoch), train again from other initial weights, at\n"
+                   "most this often (default 2)")
     p.add_argument("--threads", type=_positive(int), default=1,
                    help="torch threads (default 1: bitwise reproducible)")
     p.add_argument("--name", help="model name (default <preset>-trained)")
@@ -181,7 +189,8 @@ def run(args):
     model = DuetModel(c)
     options = train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
                                  lr=args.lr, embedding_lr=args.embedding_lr,
-                                 seed=args.seed)
+                                 grad_clip=args.grad_clip,
+                                 restarts=args.restarts, seed=args.seed)
     stats = train.train(model, d, options, log)
     train_s = time.perf_counter() - start
     print(f"train: {args.epochs} epochs, loss {stats[0].loss:.4f} -> "

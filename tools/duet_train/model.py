@@ -37,15 +37,22 @@ def _run(layers, x, relu_last=True):
 
 def _tables(specs, dim, bags):
     """SUM EmbeddingBags initialized N(0, 1/(dim * bag)), so that a pooled
-    vector starts with norm about 1 whatever the bag size. Dense gradients:
+    vector starts with norm about 1 whatever the bag size (kept as `.bag`,
+    which the trainer's per-table learning rate reads too). Dense gradients:
     with a bag of 120 lookups per item, coalescing sparse gradients for
     SparseAdam cost twice the whole step (measured on rm2 at rows 4000)."""
     tables = nn.ModuleList()
     for spec, bag in zip(specs, bags):
         t = nn.EmbeddingBag(spec["rows"], dim, mode="sum")
-        nn.init.normal_(t.weight, 0.0, (dim * bag) ** -0.5)
+        t.bag = bag
+        _init_table(t)
         tables.append(t)
     return tables
+
+
+def _init_table(table):
+    std = (table.embedding_dim * table.bag) ** -0.5
+    nn.init.normal_(table.weight, 0.0, std)
 
 
 class DuetModel(nn.Module):
@@ -85,6 +92,16 @@ class DuetModel(nn.Module):
         for t in range(len(config["item_tables"])):
             self.register_buffer(f"sparse_ids_{t}", torch.from_numpy(
                 catalog.sparse_ids(items, t)), persistent=False)
+
+    def reset_parameters(self):
+        """Draws every weight again from torch's generator, with the
+        constructor's initialization (the trainer's restart of a dead
+        tower)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+        for t in list(self.user_tables) + list(self.item_tables):
+            _init_table(t)
 
     def pooled_history(self, history):
         """[B, Tu * d]: p_1..p_Tu for item-id histories [B, H]."""
