@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from duet_train import accuracy, data
+from duet_train import accuracy, accuracy_report, data, train
 from conftest import TOOLS
 
 WRAPPER = os.path.join(TOOLS, "duet-accuracy")
@@ -49,10 +49,11 @@ def test_defaults_and_width_scales():
 
 
 def test_summary_and_paired_gap():
-    s = accuracy.summary([1.0, 2.0, 3.0])
+    s = accuracy_report.summary([1.0, 2.0, 3.0])
     assert (s["mean"], s["sd"], s["min"], s["max"]) == (2.0, 1.0, 1.0, 3.0)
-    assert accuracy.summary([5.0])["sd"] == 0.0
-    g = accuracy.paired_gap([0.9, 0.8, 0.7, np.nan], [0.8, 0.8, 0.9, 0.5])
+    assert accuracy_report.summary([5.0])["sd"] == 0.0
+    g = accuracy_report.paired_gap([0.9, 0.8, 0.7, np.nan],
+                                   [0.8, 0.8, 0.9, 0.5])
     assert g["queries"] == 3
     assert g["mean"] == pytest.approx((0.1 + 0.0 - 0.2) / 3)
     assert (g["wins"], g["losses"]) == (pytest.approx(1 / 3),
@@ -61,9 +62,9 @@ def test_summary_and_paired_gap():
 
 def test_top_k_overlap():
     a = np.array([[4.0, 3.0, 2.0, 1.0]])
-    assert accuracy.top_k_overlap(a, a, k=2) == 1.0
-    assert accuracy.top_k_overlap(a, -a, k=2) == 0.0
-    assert accuracy.top_k_overlap(a, -a, k=10) == 1.0  # k clipped to N
+    assert accuracy_report.top_k_overlap(a, a, k=2) == 1.0
+    assert accuracy_report.top_k_overlap(a, -a, k=2) == 0.0
+    assert accuracy_report.top_k_overlap(a, -a, k=10) == 1.0  # k clipped to N
 
 
 def _scores(rng, q=20, n=12):
@@ -77,7 +78,7 @@ def _scores(rng, q=20, n=12):
 def test_score_metrics_compares_every_evaluation():
     labels, relevance, ctr = _scores(np.random.default_rng(3))
     int8 = ctr + np.float32(0.01)
-    out = accuracy.score_metrics(labels, relevance, {
+    out = accuracy_report.score_metrics(labels, relevance, {
         "monolithic_fp32": ctr, "split_fp32": ctr + np.float32(1e-6),
         "split_int8": int8, "torch_ctr": ctr})
     a = out["agreement"]
@@ -100,7 +101,7 @@ def test_score_metrics_rejects_disagreeing_fp32(bad):
     scores = {"monolithic_fp32": ctr, "split_fp32": ctr, "torch_ctr": ctr}
     scores[bad] = ctr + np.float32(1e-4)
     with pytest.raises(ValueError, match=f"{bad} differs from monolithic"):
-        accuracy.score_metrics(labels, relevance, scores)
+        accuracy_report.score_metrics(labels, relevance, scores)
 
 
 def test_best_single_order_is_the_mean_planted_probability():
@@ -108,7 +109,7 @@ def test_best_single_order_is_the_mean_planted_probability():
                       history_len=3, train_users=10, queries_per_user=1,
                       train_candidates=8, heldout_users=6,
                       heldout_candidates=8)
-    score = accuracy.best_single_order(d.world, d.heldout)
+    score = accuracy_report.best_single_order(d.world, d.heldout)
     assert score.shape == (30,)
     # On each held-out query's own candidates the planted relevance averages
     # to the same score.
@@ -163,7 +164,7 @@ def _runs():
 
 
 def test_aggregate_summarizes_seeds_and_pairs_the_splits():
-    agg = accuracy.aggregate(_runs())
+    agg = accuracy_report.aggregate(_runs())
     models = {m["split"]: m for m in agg["models"]}
     assert models["personalized"]["seeds"] == [1, 2, 3]
     assert models["personalized"]["auc_split_fp32"]["mean"] == \
@@ -184,20 +185,20 @@ def test_aggregate_rejects_a_cost_that_changes_with_the_seed():
     runs = _runs()
     runs[2]["cost"] = dict(runs[2]["cost"], user_vector_values=25)
     with pytest.raises(ValueError, match="rm2 personalized: the cost"):
-        accuracy.aggregate(runs)
+        accuracy_report.aggregate(runs)
 
 
 def test_aggregate_without_both_splits_has_no_gap():
     runs = [r for r in _runs() if r["split"] == "paper"]
-    agg = accuracy.aggregate(runs)
+    agg = accuracy_report.aggregate(runs)
     assert agg["gaps"] == [] and len(agg["models"]) == 1
 
 
 def test_tables():
-    agg = accuracy.aggregate(_runs())
+    agg = accuracy_report.aggregate(_runs())
     agg["preset_costs"] = [{"preset": "rm2", "split": s, "cost": _cost(s)}
-                           for s in accuracy.SPLITS]
-    text = accuracy.format_tables(agg)
+                           for s in accuracy_report.SPLITS]
+    text = accuracy_report.format_tables(agg)
     assert text.startswith("Mean ± sample sd over 3 data seed(s)")
     for heading in ("### Accuracy on held-out clicks", "### Precision",
                     "### NDCG@10", "### Personalized − paper",
@@ -225,7 +226,7 @@ def test_runs_that_did_not_learn_are_named_and_left_out_of_one_gap():
     runs = _runs()
     # Seed 2's paper model has a dead user tower.
     runs[3] = _run("rm2", "paper", 2, 0.69, [0.5, 0.5, 0.5], user_units=0)
-    agg = accuracy.aggregate(runs)
+    agg = accuracy_report.aggregate(runs)
     paper = [m for m in agg["models"] if m["split"] == "paper"][0]
     assert paper["not_learned_seeds"] == [2]
     (gap,) = agg["gaps"]
@@ -234,16 +235,16 @@ def test_runs_that_did_not_learn_are_named_and_left_out_of_one_gap():
         [pytest.approx(0.08 / 3)] * 2
     assert gap["ndcg10"]["values"][1] == pytest.approx(
         (0.92 + 0.87 + 0.82) / 3 - 0.5)
-    text = accuracy.format_tables(agg)
+    text = accuracy_report.format_tables(agg)
     assert ("| rm2 (×0.25) | 2 | paper | 0.6900 | 0.7000 | 0.5000 | 0.8200 "
-            "| 0/24 | 5/8 | no |") in text
+            "| 0/24 | 5/8 | no | 0 |") in text
     assert "(seeds 1, 3)" in text
 
 
 def test_varying_units_and_recipe_line():
     x = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 3.0]])
-    assert accuracy.varying_units(x) == 1
-    agg = accuracy.aggregate(_runs())
+    assert train.varying_units(x) == 1
+    agg = accuracy_report.aggregate(_runs())
     agg["recipe"] = {"epochs": 6, "embedding_lr": 0.03}
     assert "Training: epochs 6, embedding lr 0.03." in \
-        accuracy.format_tables(agg).splitlines()[0]
+        accuracy_report.format_tables(agg).splitlines()[0]
