@@ -168,19 +168,8 @@ TEST_F(EdgeModelChangeTest, CloudDownAndKillDuringTheRebuildLoseNothing) {
   ASSERT_NO_FATAL_FAILURE(Release(/*seed=*/2, /*version=*/2));
 
   // No cloud: the edge starts, says it is rebuilding, retries.
-  std::vector<std::string> argv = {BinaryPath("edge/duet-edge"),
-                                   "--model",
-                                   ModelDir(),
-                                   "--cloud",
-                                   CloudTarget(),
-                                   "--listen",
-                                   EdgeTarget(),
-                                   "--metrics_listen",
-                                   "",
-                                   "--state_dir",
-                                   state_dir_};
-  argv.insert(argv.end(), kFp32.begin(), kFp32.end());
-  auto edge = Subprocess::Start(argv, dir_->path() + "/edge-rebuild.log");
+  auto edge =
+      Subprocess::Start(EdgeArgv(kFp32), dir_->path() + "/edge-rebuild.log");
   ASSERT_TRUE(edge.ok()) << edge.status();
   edge_ = *std::move(edge);
   const absl::Time until = absl::Now() + absl::Seconds(30);

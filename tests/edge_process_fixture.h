@@ -91,10 +91,10 @@ class EdgeProcessTest : public testing::Test {
     ASSERT_TRUE(healthy.ok()) << healthy;
   }
 
-  // duet-edge on edge_port_ with state in state_dir_; waits for SERVING
-  // and (if `wait_cloud`) for its cloud session to be READY.
-  void StartEdge(const std::vector<std::string>& extra = {},
-                 bool wait_cloud = true) {
+  // The command line of duet-edge on edge_port_ with state in state_dir_,
+  // talking to the cloud on cloud_port_, plus `extra` flags.
+  std::vector<std::string> EdgeArgv(
+      const std::vector<std::string>& extra = {}) const {
     std::vector<std::string> argv = {BinaryPath("edge/duet-edge"),
                                      "--model",
                                      ModelDir(),
@@ -107,6 +107,14 @@ class EdgeProcessTest : public testing::Test {
                                      "--state_dir",
                                      state_dir_};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+
+  // Starts EdgeArgv(extra); waits for SERVING and (if `wait_cloud`) for its
+  // cloud session to be READY.
+  void StartEdge(const std::vector<std::string>& extra = {},
+                 bool wait_cloud = true) {
+    const std::vector<std::string> argv = EdgeArgv(extra);
     auto edge =
         Subprocess::Start(argv, dir_->path() + "/edge-" + TestName() + ".log");
     ASSERT_TRUE(edge.ok()) << edge.status();
