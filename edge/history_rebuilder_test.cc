@@ -19,16 +19,9 @@ namespace {
 using common::StatusIs;
 using internal::FakeCloud;
 using internal::ItemRows;
+using internal::NewInlineUserState;
 using internal::SharedTestModel;
 using testing::HasSubstr;
-
-std::unique_ptr<UserState> NewState(const common::Model& m) {
-  UserState::Options o;
-  o.executor = [](std::function<void()> fn) { fn(); };
-  auto s = UserState::Create(&m, o);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return *std::move(s);
-}
 
 absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
                                                  const common::Model& m,
@@ -41,7 +34,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
 // v1 history of `count` interactions in `dir`; returns its item ids.
 std::vector<int64_t> WriteV1History(const std::string& dir, int count) {
   const common::Model& v1 = SharedTestModel("rm2", 1);
-  auto state = NewState(v1);
+  auto state = NewInlineUserState(v1);
   auto store = Open(dir, v1, state.get());
   EXPECT_TRUE(store.ok()) << store.status();
   std::mt19937 rng(3);
@@ -61,7 +54,7 @@ TEST(EdgeHistoryRebuilderTest, RefusesRowsOfAnotherModel) {
   WriteV1History(dir.path(), 150);
   const common::Model& v1 = SharedTestModel("rm2", 1);
   const common::Model& v2 = SharedTestModel("rm2", 2);
-  auto state = NewState(v2);
+  auto state = NewInlineUserState(v2);
   auto store = Open(dir.path(), v2, state.get());
   ASSERT_TRUE(store.ok()) << store.status();
   auto user_model = UserModel::Create(&v2, {});
@@ -87,7 +80,7 @@ TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   common::TempDir dir;
   const std::vector<int64_t> items = WriteV1History(dir.path(), 150);
   const common::Model& v2 = SharedTestModel("rm2", 2);
-  auto state = NewState(v2);
+  auto state = NewInlineUserState(v2);
   auto store = Open(dir.path(), v2, state.get());
   ASSERT_TRUE(store.ok()) << store.status();
   ASSERT_TRUE((*store)->needs_rebuild());
@@ -124,7 +117,7 @@ TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   EXPECT_GT(r.bytes, 120 * v2.dims().pooled * 4);
 
   // The scratchpad equals one fed v2's rows of the same items.
-  auto expected = NewState(v2);
+  auto expected = NewInlineUserState(v2);
   for (int64_t item : items)
     expected->PushInteraction(item, ItemRows(v2, item));
   const UserStateData got = state->Export(), want = expected->Export();
@@ -143,7 +136,7 @@ TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   }
 
   // Persisted under v2: reopening needs no rebuild.
-  auto reopened_state = NewState(v2);
+  auto reopened_state = NewInlineUserState(v2);
   auto reopened = Open(dir.path(), v2, reopened_state.get());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   EXPECT_FALSE((*reopened)->needs_rebuild());
@@ -155,7 +148,7 @@ TEST(EdgeHistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {
   const std::vector<int64_t> items = WriteV1History(dir.path(), 10);
   const common::Model& v2 = SharedTestModel("rm2", 2);
   {
-    auto state = NewState(v2);
+    auto state = NewInlineUserState(v2);
     auto store = Open(dir.path(), v2, state.get());
     ASSERT_TRUE(store.ok()) << store.status();
     auto user_model = UserModel::Create(&v2, {});
@@ -171,7 +164,7 @@ TEST(EdgeHistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {
       absl::SleepFor(absl::Milliseconds(1));
     }
   }
-  auto state = NewState(v2);
+  auto state = NewInlineUserState(v2);
   auto store = Open(dir.path(), v2, state.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE((*store)->needs_rebuild());

@@ -29,11 +29,7 @@ class RecommenderTest : public testing::Test {
     auto um = UserModel::Create(model_, {precision, wire});
     ASSERT_TRUE(um.ok());
     user_model_ = *std::move(um);
-    UserState::Options o;
-    o.executor = [](std::function<void()> fn) { fn(); };
-    auto st = UserState::Create(model_, o);
-    ASSERT_TRUE(st.ok());
-    state_ = *std::move(st);
+    state_ = internal::NewInlineUserState(*model_);
     cloud_ = std::make_unique<FakeCloud>(model_);
     Recommender::Options ro;
     ro.max_candidates = 64;

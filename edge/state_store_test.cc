@@ -17,6 +17,7 @@ namespace {
 
 using common::StatusIs;
 using internal::ItemRows;
+using internal::NewInlineUserState;
 using internal::SharedTestModel;
 using testing::HasSubstr;
 
@@ -31,13 +32,6 @@ void Spit(const std::string& path, const std::string& data) {
 
 class StateStoreTest : public testing::Test {
  protected:
-  std::unique_ptr<UserState> NewState(const common::Model& m) {
-    UserState::Options o;
-    o.executor = [](std::function<void()> fn) { fn(); };
-    auto s = UserState::Create(&m, o);
-    EXPECT_TRUE(s.ok()) << s.status();
-    return *std::move(s);
-  }
   absl::StatusOr<std::unique_ptr<StateStore>> Open(const common::Model& m,
                                                    UserState* state,
                                                    bool reset = false,
@@ -84,7 +78,7 @@ void ExpectSameState(const UserStateData& a, const UserStateData& b) {
 }
 
 TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   UserStateData before;
   {
     auto store = Open(model_, state.get(), false, /*snapshot_every=*/50);
@@ -97,7 +91,7 @@ TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
     EXPECT_EQ((*store)->records_in_log(), 36);
     before = state->Export();
   }
-  auto restored = NewState(model_);
+  auto restored = NewInlineUserState(model_);
   auto store = Open(model_, restored.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_THAT((*store)->recovery_report(),
@@ -110,7 +104,7 @@ TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
 }
 
 TEST_F(StateStoreTest, TornFinalRecordIsTruncated) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   std::string good_log;
   UserStateData before;
   {
@@ -128,7 +122,7 @@ TEST_F(StateStoreTest, TornFinalRecordIsTruncated) {
   for (size_t keep : {size_t{5}, record / 2, record - 1}) {
     SCOPED_TRACE(testing::Message() << "kept " << keep << " of " << record);
     Spit(LogPath(), full.substr(0, good_log.size() + keep));
-    auto restored = NewState(model_);
+    auto restored = NewInlineUserState(model_);
     auto store = Open(model_, restored.get());
     ASSERT_TRUE(store.ok()) << store.status();
     EXPECT_THAT((*store)->recovery_report(),
@@ -139,13 +133,13 @@ TEST_F(StateStoreTest, TornFinalRecordIsTruncated) {
   // A zero-filled tail (some filesystems extend the file before the data
   // lands) is torn too.
   Spit(LogPath(), good_log + std::string(100, '\0'));
-  auto restored = NewState(model_);
+  auto restored = NewInlineUserState(model_);
   ASSERT_TRUE(Open(model_, restored.get()).ok());
   EXPECT_EQ(restored->Export().interactions_total, 3u);
 }
 
 TEST_F(StateStoreTest, CorruptRecordBeforeTheEndIsDataLoss) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   {
     auto store = Open(model_, state.get());
     ASSERT_TRUE(store.ok());
@@ -154,7 +148,7 @@ TEST_F(StateStoreTest, CorruptRecordBeforeTheEndIsDataLoss) {
   std::string log = Slurp(LogPath());
   log[log.size() / 3] ^= 0x40;  // inside the first record's rows
   Spit(LogPath(), log);
-  auto restored = NewState(model_);
+  auto restored = NewInlineUserState(model_);
   EXPECT_THAT(Open(model_, restored.get()),
               StatusIs(absl::StatusCode::kDataLoss,
                        testing::AllOf(HasSubstr("interactions.log"),
@@ -163,7 +157,7 @@ TEST_F(StateStoreTest, CorruptRecordBeforeTheEndIsDataLoss) {
 }
 
 TEST_F(StateStoreTest, CorruptSnapshotIsDataLossUnlessReset) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   {
     auto store = Open(model_, state.get(), false, /*snapshot_every=*/2);
     ASSERT_TRUE(store.ok());
@@ -172,7 +166,7 @@ TEST_F(StateStoreTest, CorruptSnapshotIsDataLossUnlessReset) {
   std::string snap = Slurp(SnapshotPath());
   snap[snap.size() - 10] ^= 0x01;
   Spit(SnapshotPath(), snap);
-  auto restored = NewState(model_);
+  auto restored = NewInlineUserState(model_);
   EXPECT_THAT(Open(model_, restored.get()),
               StatusIs(absl::StatusCode::kDataLoss,
                        testing::AllOf(HasSubstr("snapshot.bin is corrupt"),
@@ -193,7 +187,7 @@ TEST_F(StateStoreTest, CorruptSnapshotIsDataLossUnlessReset) {
   EXPECT_EQ(restored->Export().interactions_total, 0u);
   Interact(**store, *restored, 2, 3);
   store->reset();
-  auto again = NewState(model_);
+  auto again = NewInlineUserState(model_);
   ASSERT_TRUE(Open(model_, again.get()).ok());
   EXPECT_EQ(again->Export().interactions_total, 2u);
 }
@@ -237,7 +231,7 @@ std::vector<double> PooledOf(const UserStateData& data, int d) {
 }
 
 TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   const std::vector<float> s(model_.dims().static_in, 0.25f);
   {
     auto store = Open(model_, state.get(), false, /*snapshot_every=*/100);
@@ -252,7 +246,7 @@ TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
   ASSERT_NE(v2.config().signature(), model_.config().signature());
   const std::string old_log = Slurp(LogPath());
 
-  auto migrated = NewState(v2);
+  auto migrated = NewInlineUserState(v2);
   auto store = Open(v2, migrated.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE((*store)->needs_rebuild());
@@ -282,7 +276,7 @@ TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
 
   // A crash between the rebuilt snapshot and the new log left the old
   // model's log beside it: its records are all in the snapshot.
-  auto again = NewState(v2);
+  auto again = NewInlineUserState(v2);
   {
     auto reopened = Open(v2, again.get());
     ASSERT_TRUE(reopened.ok()) << reopened.status();
@@ -291,7 +285,7 @@ TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
     ASSERT_TRUE((*reopened)->Compact(again->Export()).ok());
   }
   Spit(LogPath(), old_log);
-  auto leftover = NewState(v2);
+  auto leftover = NewInlineUserState(v2);
   auto reopened = Open(v2, leftover.get());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   EXPECT_THAT((*reopened)->recovery_report(), HasSubstr("replaced the log"));
@@ -299,14 +293,14 @@ TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
 }
 
 TEST_F(StateStoreTest, ModelChangeFromALogOnly) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   {
     auto store = Open(model_, state.get());
     ASSERT_TRUE(store.ok());
     Interact(**store, *state, 5, 1);
   }
   const common::Model& v2 = SharedTestModel("rm2", /*seed=*/2);
-  auto migrated = NewState(v2);
+  auto migrated = NewInlineUserState(v2);
   auto store = Open(v2, migrated.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE((*store)->needs_rebuild());
@@ -314,7 +308,7 @@ TEST_F(StateStoreTest, ModelChangeFromALogOnly) {
 }
 
 TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   {
     auto store = Open(model_, state.get());
     ASSERT_TRUE(store.ok());
@@ -324,7 +318,7 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
   // duet-edge before item ids: snapshot format 1 at sequence 130, empty log.
   Spit(SnapshotPath(), EncodeSnapshot(model_.config(), 130, before, 1));
   std::remove(LogPath().c_str());
-  auto restored = NewState(model_);
+  auto restored = NewInlineUserState(model_);
   {
     auto store = Open(model_, restored.get());
     ASSERT_TRUE(store.ok()) << store.status();
@@ -339,7 +333,7 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
   }
   // Another model needs ids the old format did not keep: refused precisely.
   const common::Model& v2 = SharedTestModel("rm2", /*seed=*/2);
-  auto migrated = NewState(v2);
+  auto migrated = NewInlineUserState(v2);
   EXPECT_THAT(
       Open(v2, migrated.get()),
       StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -349,12 +343,12 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
                               HasSubstr("--reset_state"))));
   // The old model, 20 interactions later, can move.
   {
-    auto again = NewState(model_);
+    auto again = NewInlineUserState(model_);
     auto store = Open(model_, again.get());
     ASSERT_TRUE(store.ok()) << store.status();
     Interact(**store, *again, 20, 3);
   }
-  auto moved = NewState(v2);
+  auto moved = NewInlineUserState(v2);
   auto store = Open(v2, moved.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE((*store)->needs_rebuild());
@@ -363,7 +357,7 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
 
 TEST_F(StateStoreTest, ModelChangeWithOtherWidthsDropsOnlyTheProfile) {
   // A snapshot of "the same model" whose static input was 3 wide.
-  auto writer = NewState(model_);
+  auto writer = NewInlineUserState(model_);
   for (int64_t item : {4, 5, 6})
     writer->PushInteraction(item, ItemRows(model_, item));
   UserStateData old = writer->Export();
@@ -373,10 +367,11 @@ TEST_F(StateStoreTest, ModelChangeWithOtherWidthsDropsOnlyTheProfile) {
   old.tables.resize(2);  // other tables, other rows: ignored
   duet::v1::ModelConfig config = model_.config();
   config.set_signature("0000000000000001");
-  ASSERT_TRUE(Open(model_, NewState(model_).get()).ok());  // creates the dir
+  ASSERT_TRUE(
+      Open(model_, NewInlineUserState(model_).get()).ok());  // creates the dir
   Spit(SnapshotPath(), EncodeSnapshot(config, 0, old, 2));
   std::remove(LogPath().c_str());
-  auto migrated = NewState(model_);
+  auto migrated = NewInlineUserState(model_);
   auto store = Open(model_, migrated.get());
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_THAT((*store)->recovery_report(),
@@ -389,7 +384,7 @@ TEST_F(StateStoreTest, ModelChangeWithOtherWidthsDropsOnlyTheProfile) {
   // An item the loaded model's catalog does not have: refused precisely.
   old.history_items = {4, model_.catalog().num_items() + 7};
   Spit(SnapshotPath(), EncodeSnapshot(config, 0, old, 2));
-  auto refused = NewState(model_);
+  auto refused = NewInlineUserState(model_);
   EXPECT_THAT(Open(model_, refused.get()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        testing::AllOf(HasSubstr("snapshot.bin"),
@@ -398,7 +393,7 @@ TEST_F(StateStoreTest, ModelChangeWithOtherWidthsDropsOnlyTheProfile) {
 }
 
 TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
-  auto state = NewState(model_);
+  auto state = NewInlineUserState(model_);
   {
     auto store = Open(model_, state.get(), false, /*snapshot_every=*/2);
     ASSERT_TRUE(store.ok());
@@ -406,7 +401,7 @@ TEST_F(StateStoreTest, ForeignModelIsFailedPrecondition) {
   }
   // Another model's history: its item ids mean other items.
   const common::Model& other = SharedTestModel("tiny", /*seed=*/1);
-  auto foreign = NewState(other);
+  auto foreign = NewInlineUserState(other);
   EXPECT_THAT(Open(other, foreign.get()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        testing::AllOf(HasSubstr("snapshot.bin holds the state "

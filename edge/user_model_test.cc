@@ -35,11 +35,7 @@ class UserModelTest : public testing::Test {
  protected:
   void SetUp() override {
     model_ = &SharedTestModel();
-    UserState::Options o;
-    o.executor = [](std::function<void()> fn) { fn(); };
-    auto state = UserState::Create(model_, o);
-    ASSERT_TRUE(state.ok()) << state.status();
-    state_ = *std::move(state);
+    state_ = internal::NewInlineUserState(*model_);
     s_ = Random(model_->dims().static_in, 1);
     c_ = Random(model_->dims().dynamic_in, 2);
     ASSERT_TRUE(state_->ReplayProfile(s_, 1).ok());

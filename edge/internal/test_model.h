@@ -1,6 +1,7 @@
 // A generated model shared by the tests of one binary: rm2 scaled to small
 // tables (its edge part is full size: 24 user tables x 120 rows x d 64, a
-// 48-value user vector), loaded with all three parts.
+// 96-value user vector with the default split), loaded with all three
+// parts; and a UserState whose profile memo recomputes inline.
 #ifndef DUET_EDGE_INTERNAL_TEST_MODEL_H_
 #define DUET_EDGE_INTERNAL_TEST_MODEL_H_
 
@@ -11,6 +12,7 @@
 
 #include "common/model/model.h"
 #include "common/model/test_util.h"
+#include "edge/user_state.h"
 #include "gtest/gtest.h"
 
 namespace duet::edge::internal {
@@ -43,6 +45,20 @@ inline const common::Model& SharedTestModel(const std::string& preset = "rm2",
     m.model = *std::move(model);
   }
   return *m.model;
+}
+
+// A fresh UserState of `model` whose memo recomputes run on the calling
+// thread, so a profile update is in the memo when it returns.
+inline std::unique_ptr<UserState> NewInlineUserState(
+    const common::Model& model) {
+  UserState::Options o;
+  o.executor = [](std::function<void()> fn) { fn(); };
+  auto state = UserState::Create(&model, o);
+  if (!state.ok()) {
+    ADD_FAILURE() << state.status();
+    std::abort();
+  }
+  return *std::move(state);
 }
 
 }  // namespace duet::edge::internal
