@@ -38,12 +38,8 @@ class EdgeFaultTest : public test::EdgeProcessTest {
  protected:
   grpc::Status Interact(v1::EdgeService::Stub* stub, int64_t item,
                         uint64_t* sequence) {
-    v1::RecordInteractionRequest r;
-    r.set_item_id(item);
     v1::RecordInteractionResponse res;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    const grpc::Status s = stub->RecordInteraction(&ctx, r, &res);
+    const grpc::Status s = RecordInteraction(item, &res, stub);
     *sequence = res.sequence();
     return s;
   }

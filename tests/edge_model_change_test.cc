@@ -42,12 +42,8 @@ class EdgeModelChangeTest : public EdgeProcessTest {
   }
 
   void Interact(int64_t item) {
-    v1::RecordInteractionRequest r;
-    r.set_item_id(item);
     v1::RecordInteractionResponse res;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    const grpc::Status s = stub_->RecordInteraction(&ctx, r, &res);
+    const grpc::Status s = RecordInteraction(item, &res);
     ASSERT_TRUE(s.ok()) << s.error_message();
     history_.push_back(item);
   }
@@ -59,11 +55,7 @@ class EdgeModelChangeTest : public EdgeProcessTest {
     for (int i = 0; i < current_->dims().static_in; ++i) {
       s_.push_back(dist(rng));
     }
-    v1::UpdateProfileRequest r;
-    r.mutable_static_features()->Assign(s_.begin(), s_.end());
-    v1::UpdateProfileResponse res;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub_->UpdateProfile(&ctx, r, &res).ok());
+    UpdateProfileAndWait(s_);
   }
 
   // v1: a profile and more interactions than the longest history.

@@ -169,6 +169,38 @@ class EdgeProcessTest : public testing::Test {
     return r;
   }
 
+  // RecordInteraction(item) with a 5 s deadline, on `stub` (default: the
+  // running edge's).
+  grpc::Status RecordInteraction(int64_t item,
+                                 v1::RecordInteractionResponse* response,
+                                 v1::EdgeService::Stub* stub = nullptr) {
+    v1::RecordInteractionRequest r;
+    r.set_item_id(item);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    return (stub != nullptr ? stub : stub_.get())
+        ->RecordInteraction(&ctx, r, response);
+  }
+
+  // UpdateProfile(s), then waits (10 s at most) until the edge's memoized
+  // static bottom MLP is of that profile: it is recomputed in the
+  // background, and a query before that runs on the previous one.
+  void UpdateProfileAndWait(const std::vector<float>& s) {
+    v1::UpdateProfileRequest r;
+    r.mutable_static_features()->Assign(s.begin(), s.end());
+    v1::UpdateProfileResponse res;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    const grpc::Status status = stub_->UpdateProfile(&ctx, r, &res);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    while (GetState().memo_version() != res.profile_version() &&
+           absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_EQ(GetState().memo_version(), res.profile_version());
+  }
+
   grpc::Status Recommend(const v1::RecommendRequest& request,
                          v1::RecommendResponse* response,
                          absl::Duration timeout = absl::Seconds(5)) {

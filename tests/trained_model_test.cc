@@ -101,27 +101,11 @@ class TrainedModelTest : public EdgeProcessTest {
   std::vector<float> RankAsUser(int64_t q,
                                 const std::vector<int64_t>& candidates) {
     if (model_->dims().static_in > 0) {
-      v1::UpdateProfileRequest r;
-      for (float x : Row<float>("static", common::DType::kF32, q)) {
-        r.add_static_features(x);
-      }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-      v1::UpdateProfileResponse res;
-      EXPECT_TRUE(stub_->UpdateProfile(&ctx, r, &res).ok());
-      const absl::Time until = absl::Now() + absl::Seconds(10);
-      while (GetState().memo_version() != res.profile_version() &&
-             absl::Now() < until) {
-        absl::SleepFor(absl::Milliseconds(5));
-      }
+      UpdateProfileAndWait(Row<float>("static", common::DType::kF32, q));
     }
     for (int64_t item : Row<int64_t>("history", common::DType::kI64, q)) {
-      v1::RecordInteractionRequest r;
-      r.set_item_id(item);
-      grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
       v1::RecordInteractionResponse res;
-      const grpc::Status s = stub_->RecordInteraction(&ctx, r, &res);
+      const grpc::Status s = RecordInteraction(item, &res);
       EXPECT_TRUE(s.ok()) << s.error_message();
     }
     v1::RecommendRequest request;
