@@ -40,3 +40,14 @@ def tiny_config(split="personalized", num_items=500, seed=12345):
 @pytest.fixture
 def tiny():
     return tiny_config()
+
+
+@pytest.fixture
+def duet_model():
+    """The C++ duet-model binary, for the checks that cross into C++. ctest
+    always passes it (DUET_MODEL, tools/CMakeLists.txt); a bare pytest run
+    without a build skips those checks, saying so."""
+    tool = cfg.find_duet_model()
+    if tool is None:
+        pytest.skip("duet-model not built (set DUET_MODEL to its path)")
+    return tool

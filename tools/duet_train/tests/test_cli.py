@@ -84,33 +84,23 @@ def test_small_run_writes_the_model_directory(tmp_path):
     assert np.all((held["torch_ctr"] > 0) & (held["torch_ctr"] < 1))
 
 
-def _tool_has(tool, command):
-    return subprocess.run([tool, command, "--help"], capture_output=True,
-                          check=False).returncode == 0
-
-
-def test_duet_model_verifies_scores_and_quantizes_it(tmp_path):
+def test_duet_model_verifies_scores_and_quantizes_it(tmp_path, duet_model):
     """The C++ side loads the directory unchanged: verify accepts it, its
     monolithic and split fp32 CTRs of the held-out queries equal torch's,
     and quantize adds an int8 user top MLP that verify accepts too."""
-    tool = cfg.find_duet_model()
-    if tool is None:
-        pytest.skip("duet-model not built (set DUET_MODEL to its path)")
+    tool = duet_model
     out = str(tmp_path / "model")
     proc = _run("--config", _config_file(tmp_path), "--out", out, "--users",
                 "100", "--epochs", "1", "--heldout-users", "8")
     assert proc.returncode == 0, proc.stderr
     _check(tool, "verify", out)
     held = os.path.join(out, "heldout.safetensors")
-    if _tool_has(tool, "score"):
-        scores = str(tmp_path / "scores.safetensors")
-        _check(tool, "score", out, "--queries", held, "--out", scores)
-        got, _ = safetensors.read(scores)
-        want = safetensors.read(held)[0]["torch_ctr"]
-        for name in ("monolithic_fp32", "split_fp32"):
-            np.testing.assert_allclose(got[name], want, atol=1e-5, rtol=0)
-    if not _tool_has(tool, "quantize"):
-        pytest.skip(f"{tool} has no quantize command")
+    scores = str(tmp_path / "scores.safetensors")
+    _check(tool, "score", out, "--queries", held, "--out", scores)
+    got, _ = safetensors.read(scores)
+    want = safetensors.read(held)[0]["torch_ctr"]
+    for name in ("monolithic_fp32", "split_fp32"):
+        np.testing.assert_allclose(got[name], want, atol=1e-5, rtol=0)
     _check(tool, "quantize", out, "--calibration",
            os.path.join(out, "calibration.safetensors"))
     assert "user_top_int8 {" in open(os.path.join(out, "model.pbtxt")).read()

@@ -66,10 +66,8 @@ def test_dims(tiny):
     assert cfg.history_length(tiny) == 6
 
 
-def test_duet_model_preset_json_is_what_the_tests_assume():
-    tool = cfg.find_duet_model()
-    if tool is None:
-        pytest.skip("duet-model not built (set DUET_MODEL to its path)")
+def test_duet_model_preset_json_is_what_the_tests_assume(duet_model):
+    tool = duet_model
     for split in ("personalized", "paper"):
         got = cfg.preset_config(tool, "tiny", split)
         want = tiny_config(split)

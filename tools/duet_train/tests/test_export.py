@@ -140,10 +140,8 @@ def test_model_pbtxt_fields(tmp_path, tiny):
     assert len(final["signature"]) == 16
 
 
-def test_duet_model_verify_accepts_the_directory(tmp_path, tiny):
-    tool = cfg.find_duet_model()
-    if tool is None:
-        pytest.skip("duet-model not built (set DUET_MODEL to its path)")
+def test_duet_model_verify_accepts_the_directory(tmp_path, tiny, duet_model):
+    tool = duet_model
     _, _, out = _export(tmp_path, tiny)
     proc = subprocess.run([tool, "verify", out], capture_output=True,
                           text=True, check=False)
