@@ -294,13 +294,14 @@ absl::StatusOr<ModelConfig> GenerateModel(ModelConfig config,
                        QuantizeMlp(user_top.Views(d.user_top_in), calib.data(),
                                    samples, Int8Arithmetic::kFull),
                        samples, &config));
+  const duet::v1::WeightFile& int8_file =
+      *internal::FileEntry(&config, kEdgeInt8File);
   say(absl::StrFormat("wrote %s/%s: %.1f MB in %.2f s (sha256 %s)", dir,
-                      kEdgeInt8File,
-                      config.files(config.files_size() - 1).size_bytes() / 1e6,
+                      kEdgeInt8File, int8_file.size_bytes() / 1e6,
                       std::chrono::duration<double>(
                           std::chrono::steady_clock::now() - int8_start)
                           .count(),
-                      config.files(config.files_size() - 1).sha256()));
+                      int8_file.sha256()));
 
   config.set_signature(ComputeSignature(config));
   RETURN_IF_ERROR(WriteConfig(dir + "/" + kConfigFile, config));
