@@ -27,6 +27,10 @@ const char* RpcName(Rpc rpc) {
       return "MonolithicScore";
     case Rpc::kGetItemEmbeddings:
       return "GetItemEmbeddings";
+    case Rpc::kGetEdgeModel:
+      return "GetEdgeModel";
+    case Rpc::kGetModelStatus:
+      return "GetModelStatus";
   }
   return "unknown";
 }
@@ -128,6 +132,49 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
                       .Register(r);
   reloads_ok_ = &reloads.Add({{"result", "ok"}});
   reloads_failed_ = &reloads.Add({{"result", "failed"}});
+  version_queries_ = &prometheus::BuildCounter()
+                          .Name("duet_model_version_queries_total")
+                          .Help(
+                              "Queries routed to each model version (the "
+                              "version their user vector is of)")
+                          .Register(r);
+  versions_ = &prometheus::BuildGauge()
+                   .Name("duet_model_versions")
+                   .Help(
+                       "1 per model version served: AVAILABLE, or RETIRING "
+                       "(outside the version policy, served until idle "
+                       "for the grace period)")
+                   .Register(r);
+  retired_ = &prometheus::BuildCounter()
+                  .Name("duet_model_versions_retired_total")
+                  .Help("Model versions retired after their grace period")
+                  .Register(r)
+                  .Add({});
+  edge_model_bytes_ = &prometheus::BuildCounter()
+                           .Name("duet_edge_model_bytes_sent_total")
+                           .Help(
+                               "Bytes of edge model parts streamed to "
+                               "devices by GetEdgeModel")
+                           .Register(r)
+                           .Add({});
+}
+
+prometheus::Counter* CloudMetrics::VersionQueries(uint32_t version) {
+  return &version_queries_->Add({{"version", absl::StrCat(version)}});
+}
+
+void CloudMetrics::SetServedVersions(
+    const std::vector<ServedVersion>& versions) {
+  absl::MutexLock lock(&versions_mu_);
+  for (prometheus::Gauge* g : version_series_) versions_->Remove(g);
+  version_series_.clear();
+  for (const ServedVersion& v : versions) {
+    prometheus::Gauge& g = versions_->Add({{"version", absl::StrCat(v.version)},
+                                           {"signature", v.signature},
+                                           {"state", v.state}});
+    g.Set(1);
+    version_series_.push_back(&g);
+  }
 }
 
 void CloudMetrics::ObserveStage(Rpc rpc, Stage stage, double seconds) {

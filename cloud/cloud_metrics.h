@@ -6,7 +6,9 @@
 #define DUET_CLOUD_CLOUD_METRICS_H_
 
 #include <array>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -27,9 +29,11 @@ enum class Rpc {
   kScoringSession,
   kScore,
   kMonolithicScore,
-  kGetItemEmbeddings
+  kGetItemEmbeddings,
+  kGetEdgeModel,
+  kGetModelStatus
 };
-inline constexpr int kNumRpcs = 4;
+inline constexpr int kNumRpcs = 6;
 const char* RpcName(Rpc rpc);
 
 enum class Stage { kQueue, kItemModel, kUserWait, kCombine, kTotal };
@@ -68,6 +72,23 @@ class CloudMetrics {
   void CountReload(bool ok) {
     (ok ? reloads_ok_ : reloads_failed_)->Increment();
   }
+  // duet_model_version_queries_total{version}: the counter of one version's
+  // routed queries (kept across its retirement: counters never go back).
+  prometheus::Counter* VersionQueries(uint32_t version);
+  // duet_model_versions{version,signature,state}: 1 per served version;
+  // replaces the previous set.
+  struct ServedVersion {
+    uint32_t version = 0;
+    std::string signature;
+    std::string state;
+  };
+  void SetServedVersions(const std::vector<ServedVersion>& versions);
+  // duet_model_versions_retired_total.
+  void CountRetired(int n) { retired_->Increment(n); }
+  // duet_edge_model_bytes_sent_total: GetEdgeModel's payload.
+  void AddEdgeModelBytes(int64_t n) {
+    edge_model_bytes_->Increment(static_cast<double>(n));
+  }
 
   const std::shared_ptr<prometheus::Registry>& registry() const {
     return registry_;
@@ -94,6 +115,12 @@ class CloudMetrics {
       ABSL_GUARDED_BY(placement_mu_);
   prometheus::Counter* reloads_ok_ = nullptr;
   prometheus::Counter* reloads_failed_ = nullptr;
+  prometheus::Family<prometheus::Counter>* version_queries_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* versions_ = nullptr;
+  absl::Mutex versions_mu_;
+  std::vector<prometheus::Gauge*> version_series_ ABSL_GUARDED_BY(versions_mu_);
+  prometheus::Counter* retired_ = nullptr;
+  prometheus::Counter* edge_model_bytes_ = nullptr;
 };
 
 }  // namespace duet::cloud

@@ -1,5 +1,6 @@
 #include "cloud/cloud_server.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -66,10 +67,12 @@ absl::Status CloudServer::Init() {
   lo.parts.user_tables = true;  // relay, GetItemEmbeddings, MonolithicScore
   lo.verify_checksums = o.verify_checksums;
   const absl::Time load_start = absl::Now();
+  ASSIGN_OR_RETURN(const std::string first_dir,
+                   InitialModelDir(o.model_dir, o.core.versions));
   ASSIGN_OR_RETURN(std::unique_ptr<common::Model> model,
-                   common::Model::Load(o.model_dir, lo));
+                   common::Model::Load(first_dir, lo));
   Log(absl::StrFormat("loaded %s from %s in %.2f s",
-                      common::ModelLabel(model->config()), o.model_dir,
+                      common::ModelLabel(model->config()), first_dir,
                       absl::ToDoubleSeconds(absl::Now() - load_start)));
   info_->SetModel(model->config().name(),
                   absl::StrCat(model->config().version()),
@@ -89,17 +92,6 @@ absl::Status CloudServer::Init() {
   Log(absl::StrFormat("strategy selector (%.2f s):\n%s",
                       absl::ToDoubleSeconds(absl::Now() - calib_start),
                       core_->selector().DebugString()));
-
-  ModelWatcher::Options wo;
-  wo.dir = o.model_dir;
-  wo.poll_interval = absl::Milliseconds(o.reload_poll_ms);
-  wo.load = lo;
-  wo.log = Log;
-  wo.on_reloaded = [info = info_.get()](const common::Model& m) {
-    info->SetModel(m.config().name(), absl::StrCat(m.config().version()),
-                   m.config().signature());
-  };
-  ASSIGN_OR_RETURN(watcher_, ModelWatcher::Create(core_.get(), std::move(wo)));
 
   service_ = std::make_unique<ScoringServiceImpl>(core_.get());
   grpc::EnableDefaultHealthCheckService(true);
@@ -132,7 +124,42 @@ absl::Status CloudServer::Init() {
   health->SetServingStatus(kServiceName, true);
   Log(absl::StrCat("serving ", kServiceName, " on ",
                    common::WithBoundPort(o.listen, port_)));
+
+  ModelWatcher::Options wo;
+  wo.dir = o.model_dir;
+  wo.poll_interval = absl::Milliseconds(o.reload_poll_ms);
+  wo.load = lo;
+  wo.release_policy_path = o.release_policy;
+  wo.log = Log;
+  wo.on_versions_changed = [this] { OnVersionsChanged(); };
+  ASSIGN_OR_RETURN(watcher_, ModelWatcher::Create(core_.get(), std::move(wo)));
+  // The release policy and the other versions the policy keeps, before the
+  // first poll interval passes.
+  watcher_->CheckNow(/*force=*/false);
+  OnVersionsChanged();
   return absl::OkStatus();
+}
+
+void CloudServer::OnVersionsChanged() {
+  const common::Model& newest = core_->runtime()->model();
+  info_->SetModel(newest.config().name(),
+                  absl::StrCat(newest.config().version()),
+                  newest.config().signature());
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  absl::MutexLock lock(&health_mu_);
+  std::vector<std::string> names;
+  for (const ServedModels::Info& v : core_->served().List()) {
+    names.push_back(absl::StrCat(kServiceName, "/v", v.version));
+  }
+  for (const std::string& old : version_health_) {
+    if (std::find(names.begin(), names.end(), old) == names.end()) {
+      health->SetServingStatus(old, false);
+    }
+  }
+  for (const std::string& name : names) {
+    health->SetServingStatus(name, !shut_down_);
+  }
+  version_health_ = std::move(names);
 }
 
 void CloudServer::Run() {

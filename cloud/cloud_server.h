@@ -6,14 +6,18 @@
 // the server stops. SIGHUP makes the ModelWatcher check the model directory
 // at once (it also polls it): a new version is loaded in the background and
 // swapped in. Create() must run before any other thread exists (it blocks
-// SIGTERM/SIGINT/SIGHUP so only Run() receives them).
+// SIGTERM/SIGINT/SIGHUP so only Run() receives them). Health also answers
+// per served model version: service "duet.v1.ScoringService/v<N>".
 #ifndef DUET_CLOUD_CLOUD_SERVER_H_
 #define DUET_CLOUD_CLOUD_SERVER_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/model_watcher.h"
 #include "cloud/scoring_core.h"
@@ -42,6 +46,8 @@ struct CloudServerOptions {
   // Poll model_dir/model.pbtxt for a new version this often; 0: only on
   // SIGHUP.
   int reload_poll_ms = 1000;
+  // Empty: model_dir/release.pbtxt (ModelWatcher).
+  std::string release_policy;
 };
 
 class CloudServer {
@@ -62,6 +68,9 @@ class CloudServer {
   explicit CloudServer(CloudServerOptions options)
       : options_(std::move(options)) {}
   absl::Status Init();
+  // After versions were added or retired: duet_model_info (the newest) and
+  // one health service name per served version.
+  void OnVersionsChanged();
 
   CloudServerOptions options_;
   std::unique_ptr<common::MetricsServer> metrics_server_;
@@ -71,6 +80,9 @@ class CloudServer {
   std::unique_ptr<ModelWatcher> watcher_;
   std::unique_ptr<ScoringServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  // Health service names "duet.v1.ScoringService/v<N>" set SERVING.
+  absl::Mutex health_mu_;
+  std::vector<std::string> version_health_ ABSL_GUARDED_BY(health_mu_);
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -3,6 +3,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cloud/cloud_server.h"
 #include "common/base/status_macros.h"
 #include "common/cli/flags.h"
@@ -53,11 +56,28 @@ ABSL_FLAG(int, max_connection_age_grace_s, 120,
           "deadline (a stream may open just before the GOAWAY), so GOAWAY "
           "never cuts a live stream.");
 ABSL_FLAG(int, reload_poll_ms, 1000,
-          "Hot model reload: check --model's model.pbtxt this often (ms; 0: "
-          "only on SIGHUP). A new version is loaded and verified in the "
-          "background while serving continues, then swapped in; queries in "
-          "flight finish on the old one; a failed load keeps the old model. "
+          "Model releases: check --model this often (ms; 0: only on SIGHUP). "
+          "--model is either one model (DIR/model.pbtxt) or versions in "
+          "DIR/<version>/. A new version is loaded and verified in the "
+          "background and served BESIDE the old ones: each query runs on the "
+          "version its user vector is of; a failed load changes nothing. "
           "Write model.pbtxt last and replace weight files by rename.");
+ABSL_FLAG(int, keep_versions, 2,
+          "Model releases: serve the latest K versions (by number) loaded; "
+          "older ones are retired once idle for --version_grace_s.");
+ABSL_FLAG(std::string, model_versions, "",
+          "Model releases: serve exactly these versions (comma-separated, "
+          "e.g. 3,4) of a versioned --model (DIR/<version>/) instead of the "
+          "latest --keep_versions.");
+ABSL_FLAG(int, version_grace_s, 60,
+          "Model releases: a version outside the policy is retired only after "
+          "no query used it for this long (s).");
+ABSL_FLAG(std::string, release_policy, "",
+          "Model releases: the release policy file (duet.v1.ReleasePolicy, "
+          "text format: target_version, canary_version, canary_percent, "
+          "canary_devices), re-read when it changes. Default: "
+          "--model/release.pbtxt. Absent: every device's target is the "
+          "newest served version.");
 ABSL_FLAG(bool, verify_checksums, true,
           "Check the SHA-256 of every weight file at load.");
 
@@ -86,7 +106,27 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   if (o.reload_poll_ms < 0) {
     return absl::InvalidArgumentError("--reload_poll_ms must be >= 0");
   }
+  o.release_policy = absl::GetFlag(FLAGS_release_policy);
   ScoringCoreOptions& c = o.core;
+  c.versions.keep_latest = absl::GetFlag(FLAGS_keep_versions);
+  if (c.versions.keep_latest < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--keep_versions is ", c.versions.keep_latest, ", must be >= 1"));
+  }
+  for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_model_versions),
+                                            ',', absl::SkipWhitespace())) {
+    uint32_t version = 0;
+    if (!absl::SimpleAtoi(v, &version) || version == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--model_versions: '", v, "' is not a version number (> 0)"));
+    }
+    c.versions.versions.push_back(version);
+  }
+  const int grace = absl::GetFlag(FLAGS_version_grace_s);
+  if (grace < 0) {
+    return absl::InvalidArgumentError("--version_grace_s must be >= 0");
+  }
+  c.versions.grace = absl::Seconds(grace);
   c.workers = absl::GetFlag(FLAGS_workers);
   c.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   c.max_candidates = shared.max_candidates;

@@ -1,9 +1,12 @@
 #include "cloud/model_watcher.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model/model_config.h"
@@ -21,8 +24,10 @@ absl::StatusOr<std::unique_ptr<ModelWatcher>> ModelWatcher::Create(
   }
   auto watcher =
       std::unique_ptr<ModelWatcher>(new ModelWatcher(core, std::move(options)));
-  watcher->config_path_ =
-      absl::StrCat(watcher->options_.dir, "/", common::kConfigFile);
+  watcher->release_path_ =
+      watcher->options_.release_policy_path.empty()
+          ? absl::StrCat(watcher->options_.dir, "/", kReleasePolicyFile)
+          : watcher->options_.release_policy_path;
   watcher->thread_ = std::thread([w = watcher.get()] { w->Loop(); });
   return watcher;
 }
@@ -50,16 +55,77 @@ int64_t ModelWatcher::reloads_failed() const {
   return failed_;
 }
 
-ModelWatcher::FileState ModelWatcher::Stat() const {
+ModelWatcher::FileState ModelWatcher::Stat(const std::string& path) {
   FileState state;
   struct stat st;
-  if (::stat(config_path_.c_str(), &st) != 0) return state;
+  if (::stat(path.c_str(), &st) != 0) return state;
   state.exists = true;
   state.inode = st.st_ino;
   state.mtime_ns =
       static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   state.size = st.st_size;
   return state;
+}
+
+std::vector<std::pair<uint32_t, std::string>> VersionDirs(
+    const std::string& dir) {
+  std::vector<std::pair<uint32_t, std::string>> out;
+  struct stat st;
+  if (::stat(absl::StrCat(dir, "/", common::kConfigFile).c_str(), &st) == 0) {
+    return out;
+  }
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (const struct dirent* e = ::readdir(d)) {
+    uint32_t version = 0;
+    if (!absl::SimpleAtoi(e->d_name, &version) || version == 0 ||
+        absl::StrCat(version) != e->d_name) {
+      continue;
+    }
+    const std::string sub = absl::StrCat(dir, "/", e->d_name);
+    if (::stat(absl::StrCat(sub, "/", common::kConfigFile).c_str(), &st) == 0) {
+      out.emplace_back(version, sub);
+    }
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  return out;
+}
+
+namespace {
+
+// The version directories `policy` wants, newest first.
+std::vector<std::pair<uint32_t, std::string>> WantedDirs(
+    const std::string& dir, const VersionPolicy& policy) {
+  std::vector<std::pair<uint32_t, std::string>> wanted;
+  for (auto& [version, path] : VersionDirs(dir)) {
+    const bool want =
+        policy.versions.empty()
+            ? static_cast<int>(wanted.size()) < policy.keep_latest
+            : std::find(policy.versions.begin(), policy.versions.end(),
+                        version) != policy.versions.end();
+    if (want) wanted.emplace_back(version, std::move(path));
+  }
+  return wanted;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> InitialModelDir(const std::string& dir,
+                                            const VersionPolicy& policy) {
+  struct stat st;
+  if (::stat(absl::StrCat(dir, "/", common::kConfigFile).c_str(), &st) == 0) {
+    return dir;
+  }
+  const auto wanted = WantedDirs(dir, policy);
+  if (wanted.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no model in ", dir, ": neither ", dir, "/", common::kConfigFile,
+        " nor ", dir, "/<version>/", common::kConfigFile,
+        policy.versions.empty() ? "" : " for the versions asked for"));
+  }
+  return wanted.front().second;
 }
 
 void ModelWatcher::Log(const std::string& line) const {
@@ -89,67 +155,137 @@ void ModelWatcher::Loop() {
   }
 }
 
-ModelWatcher::Result ModelWatcher::Fail(absl::Status status) {
+ModelWatcher::Result ModelWatcher::Fail(absl::Status status,
+                                        const std::string& what) {
   core_->metrics().CountReload(false);
   {
     absl::MutexLock lock(&mu_);
     ++failed_;
   }
-  Log(absl::StrCat("model reload from ", options_.dir,
-                   " FAILED, still serving ",
-                   common::ModelLabel(core_->runtime()->model().config()), ": ",
-                   status.ToString()));
+  Log(absl::StrCat("model load from ", what, " FAILED, still serving ",
+                   core_->served().Describe(), ": ", status.ToString()));
   return {Outcome::kFailed, std::move(status)};
 }
 
-ModelWatcher::Result ModelWatcher::CheckNow(bool force) {
-  absl::MutexLock check_lock(&check_mu_);
-  const FileState state = Stat();
-  if (!force && state == seen_) return {};
+void ModelWatcher::CheckReleasePolicy(bool force) {
+  const FileState state = Stat(release_path_);
+  auto seen = seen_.find(release_path_);
+  if (!force && seen != seen_.end() && seen->second == state) return;
+  const bool had = seen != seen_.end() && seen->second.exists;
+  seen_[release_path_] = state;
+  if (!state.exists) {
+    if (had) {
+      Log(absl::StrCat(release_path_,
+                       " removed: every device's target is the newest "
+                       "served version"));
+    }
+    core_->SetReleasePolicy(std::make_shared<const ReleasePolicy>());
+    return;
+  }
+  absl::StatusOr<ReleasePolicy> policy = ReleasePolicy::ReadFile(release_path_);
+  if (!policy.ok()) {
+    Log(absl::StrCat("release policy NOT changed (still: ",
+                     core_->release_policy()->Describe(),
+                     "): ", policy.status().ToString()));
+    return;
+  }
+  Log(absl::StrCat("release policy from ", release_path_, ": ",
+                   policy->Describe()));
+  core_->SetReleasePolicy(
+      std::make_shared<const ReleasePolicy>(*std::move(policy)));
+}
+
+ModelWatcher::Result ModelWatcher::CheckModelDir(const std::string& dir,
+                                                 bool force) {
+  const std::string config_path = absl::StrCat(dir, "/", common::kConfigFile);
+  const FileState state = Stat(config_path);
+  FileState& seen = seen_[config_path];
+  if (state.exists && !force && state == seen) return {};
   // Remembered before the attempt: a failed version is not retried on
   // every poll, only after the next change (or a forced check).
-  seen_ = state;
+  seen = state;
   if (!state.exists) {
-    return Fail(absl::NotFoundError(
-        absl::StrCat(config_path_, " does not exist (or cannot be read)")));
-  }
-  absl::StatusOr<duet::v1::ModelConfig> config =
-      common::ReadConfig(config_path_);
-  if (!config.ok()) return Fail(config.status());
-  const std::shared_ptr<ModelRuntime> serving = core_->runtime();
-  const duet::v1::ModelConfig& old_config = serving->model().config();
-  if (config->signature() == old_config.signature()) {
-    if (force) {
-      Log(absl::StrCat("model reload: ", config_path_, " names ",
-                       common::ModelLabel(*config),
-                       ", which is already serving; nothing to do"));
+    // A generator removes model.pbtxt before it writes the next version.
+    if (!waiting_logged_) {
+      Log(absl::StrCat(config_path,
+                       " is absent (a new version being "
+                       "written?); waiting, still serving ",
+                       core_->served().Describe()));
+      waiting_logged_ = true;
     }
     return {};
   }
-  Log(absl::StrCat("model reload: ", common::ModelLabel(*config), " found in ",
-                   options_.dir, ", loading beside ",
-                   common::ModelLabel(old_config)));
+  waiting_logged_ = false;
+  absl::StatusOr<duet::v1::ModelConfig> config =
+      common::ReadConfig(config_path);
+  if (!config.ok()) return Fail(config.status(), dir);
+  if (core_->served().Contains(config->signature())) {
+    if (force) {
+      Log(absl::StrCat("model check: ", config_path, " names ",
+                       common::ModelLabel(*config),
+                       ", which is already served; nothing to do"));
+    }
+    return {};
+  }
+  Log(absl::StrCat("model release: ", common::ModelLabel(*config), " found in ",
+                   dir, ", loading beside ", core_->served().Describe()));
   const absl::Time start = absl::Now();
   absl::StatusOr<std::unique_ptr<common::Model>> model =
-      common::Model::Load(options_.dir, options_.load);
-  if (!model.ok()) return Fail(model.status());
+      common::Model::Load(dir, options_.load);
+  if (!model.ok()) return Fail(model.status(), dir);
   const absl::Time loaded = absl::Now();
   absl::StatusOr<std::shared_ptr<ModelRuntime>> fresh =
-      core_->Reload(*std::move(model));
-  if (!fresh.ok()) return Fail(fresh.status());
+      core_->AddVersion(*std::move(model));
+  if (!fresh.ok()) return Fail(fresh.status(), dir);
   core_->metrics().CountReload(true);
   {
     absl::MutexLock lock(&mu_);
     ++ok_;
   }
   Log(absl::StrFormat(
-      "model reloaded: now serving %s (was %s); load + checksums %.2f s, "
-      "runtime + calibration %.2f s",
+      "model loaded: %s; load + checksums %.2f s, runtime + calibration "
+      "%.2f s; serving %s",
       common::ModelLabel((*fresh)->model().config()),
-      common::ModelLabel(old_config), absl::ToDoubleSeconds(loaded - start),
-      absl::ToDoubleSeconds(absl::Now() - loaded)));
-  if (options_.on_reloaded) options_.on_reloaded((*fresh)->model());
+      absl::ToDoubleSeconds(loaded - start),
+      absl::ToDoubleSeconds(absl::Now() - loaded), core_->served().Describe()));
   return {Outcome::kReloaded, absl::OkStatus()};
+}
+
+ModelWatcher::Result ModelWatcher::CheckNow(bool force) {
+  absl::MutexLock check_lock(&check_mu_);
+  CheckReleasePolicy(force);
+  Result result;
+  const auto versioned = WantedDirs(options_.dir, core_->served().policy());
+  std::vector<std::string> dirs;
+  if (versioned.empty()) {
+    dirs.push_back(options_.dir);
+  } else {
+    for (const auto& [version, path] : versioned) dirs.push_back(path);
+  }
+  for (const std::string& dir : dirs) {
+    Result r = CheckModelDir(dir, force);
+    if (r.outcome == Outcome::kFailed && result.outcome != Outcome::kFailed) {
+      result = r;
+    } else if (r.outcome == Outcome::kReloaded &&
+               result.outcome == Outcome::kUnchanged) {
+      result = r;
+    }
+  }
+  const std::vector<ServedModels::Retired> retired =
+      core_->ApplyVersionPolicy(core_->release_policy()->Pinned());
+  for (const ServedModels::Retired& r : retired) {
+    Log(absl::StrFormat(
+        "model retired: v%d (signature %s) after %d queries and %s idle; "
+        "serving %s",
+        r.version, r.signature, r.queries,
+        absl::FormatDuration(core_->served().policy().grace),
+        core_->served().Describe()));
+  }
+  if ((result.outcome == Outcome::kReloaded || !retired.empty()) &&
+      options_.on_versions_changed) {
+    options_.on_versions_changed();
+  }
+  return result;
 }
 
 }  // namespace duet::cloud

@@ -1,12 +1,23 @@
-// ModelWatcher: hot model reload for duet-cloud. Watches DIR/model.pbtxt
-// (inode, mtime, size) every poll interval; when it changed and names a
-// signature other than the serving model's, loads the model (checksums
-// verified, on the watcher's own thread while queries keep running) and
-// hands it to ScoringCore::Reload, which swaps it in atomically. Trigger()
-// (SIGHUP) checks at once, even when nothing seems to have changed.
-// Every attempt is logged; its result is counted in
-// duet_model_reloads_total{result}. A failed attempt keeps the old model and
-// is not retried until model.pbtxt changes again or Trigger() is called.
+// ModelWatcher: model releases for duet-cloud. Every poll interval (and at
+// once on Trigger(), SIGHUP) it checks the model directory in one of two
+// layouts:
+//  * single: DIR/model.pbtxt. When it names a signature that is not served,
+//    the model is loaded (checksums verified, on the watcher's thread while
+//    queries keep running) and served BESIDE the versions already served
+//    (ScoringCore::AddVersion). While model.pbtxt is absent (a generator
+//    removes it before writing a new version) the watcher waits: not a
+//    failure.
+//  * versioned: DIR/<version>/model.pbtxt (TF Serving's layout, no
+//    DIR/model.pbtxt). The versions the policy wants — the latest
+//    keep_latest by number, or its explicit list — are loaded when not
+//    served.
+// It also reads the release policy (DIR/release.pbtxt unless another path
+// is given; absent: every device's target is the newest version) and then
+// applies the version policy, which retires versions outside it once idle
+// for the grace period. Each file is re-read only when its (inode, mtime,
+// size) changed, or on Trigger(). Every attempt is logged; results are
+// counted in duet_model_reloads_total{result}. A failed load keeps what is
+// served and is not retried until the file changes again or Trigger().
 // model.pbtxt must be written last (the generator does: weights first, then
 // an atomic rename), and weight files must be replaced by rename, never
 // rewritten in place: the serving model memory-maps them.
@@ -16,9 +27,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -39,10 +53,12 @@ class ModelWatcher {
     // The poll interval runs on it; null: the real clock.
     common::Clock* clock = nullptr;
     common::LoadOptions load;  // parts must include cloud
+    // Empty: DIR/release.pbtxt.
+    std::string release_policy_path;
     // One line per event (loaded, failed, unchanged on Trigger). May be empty.
     std::function<void(const std::string&)> log;
-    // After a successful swap, with the new model (e.g. duet_model_info).
-    std::function<void(const common::Model&)> on_reloaded;
+    // After a version was added or retired (e.g. duet_model_info, health).
+    std::function<void()> on_versions_changed;
   };
 
   enum class Outcome { kUnchanged, kReloaded, kFailed };
@@ -85,18 +101,25 @@ class ModelWatcher {
         options_(std::move(options)),
         clock_(options_.clock != nullptr ? options_.clock
                                          : common::Clock::Real()) {}
-  FileState Stat() const;
+  static FileState Stat(const std::string& path);
   void Loop();
   void Log(const std::string& line) const;
-  Result Fail(absl::Status status);
+  Result Fail(absl::Status status, const std::string& what);
+  // Loads DIR-or-version-dir `dir` when `force` or its model.pbtxt changed
+  // since the last check and its signature is not served.
+  Result CheckModelDir(const std::string& dir, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(check_mu_);
+  void CheckReleasePolicy(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(check_mu_);
 
   ScoringCore* const core_;
   const Options options_;
   common::Clock* const clock_;
-  std::string config_path_;
+  std::string release_path_;
 
   absl::Mutex check_mu_;  // one check at a time
-  FileState seen_ ABSL_GUARDED_BY(check_mu_);
+  // By model.pbtxt (or release policy) path.
+  std::map<std::string, FileState> seen_ ABSL_GUARDED_BY(check_mu_);
+  bool waiting_logged_ ABSL_GUARDED_BY(check_mu_) = false;
 
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -105,6 +128,16 @@ class ModelWatcher {
   int64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
+
+// The version subdirectories of `dir` (DIR/<n>/model.pbtxt, n a decimal
+// number > 0), newest first; empty when `dir` has its own model.pbtxt.
+std::vector<std::pair<uint32_t, std::string>> VersionDirs(
+    const std::string& dir);
+// The directory duet-cloud loads first: `dir` in the single layout, else
+// the newest version directory `policy` wants. NOT_FOUND saying what was
+// looked for when there is none.
+absl::StatusOr<std::string> InitialModelDir(const std::string& dir,
+                                            const VersionPolicy& policy);
 
 }  // namespace duet::cloud
 

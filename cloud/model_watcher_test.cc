@@ -72,6 +72,8 @@ absl::Status Query(ScoringCore& core, const common::Model& m) {
   duet::v1::BeginQuery begin;
   for (int i = 0; i < 8; ++i) begin.add_candidate_ids(i * 13);
   begin.set_top_k(3);
+  begin.set_model_version(m.config().version());
+  begin.set_model_fingerprint(m.fingerprint());
   absl::Notification done;
   absl::Status status;
   auto q = core.Begin(begin, absl::InfiniteFuture(), Rpc::kScore,
@@ -122,9 +124,9 @@ class ModelWatcherTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       log_.push_back(line);
     };
-    wo.on_reloaded = [this](const common::Model& m) {
+    wo.on_versions_changed = [this] {
       absl::MutexLock lock(&mu_);
-      reloaded_.push_back(m.config().version());
+      newest_.push_back(core_->model().config().version());
     };
     auto w = ModelWatcher::Create(core_.get(), wo);
     EXPECT_TRUE(w.ok()) << w.status();
@@ -159,7 +161,7 @@ class ModelWatcherTest : public ::testing::Test {
   std::unique_ptr<ScoringCore> core_;
   absl::Mutex mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint32_t> reloaded_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> newest_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST_F(ModelWatcherTest, UnchangedDirectoryDoesNothing) {
@@ -167,13 +169,13 @@ TEST_F(ModelWatcherTest, UnchangedDirectoryDoesNothing) {
   EXPECT_EQ(w->CheckNow(false).outcome, ModelWatcher::Outcome::kUnchanged);
   // Forced: the file names the serving signature, so still nothing to do.
   EXPECT_EQ(w->CheckNow(true).outcome, ModelWatcher::Outcome::kUnchanged);
-  EXPECT_THAT(Log(), HasSubstr("already serving"));
+  EXPECT_THAT(Log(), HasSubstr("already served"));
   EXPECT_EQ(w->reloads_ok() + w->reloads_failed(), 0);
   EXPECT_EQ(Reloads("ok"), 0);
   EXPECT_EQ(Reloads("failed"), 0);
 }
 
-TEST_F(ModelWatcherTest, NewVersionIsSwappedIn) {
+TEST_F(ModelWatcherTest, NewVersionIsServedBesideTheOld) {
   auto w = MakeWatcher(absl::ZeroDuration());
   auto v2_dir = Generate(2);
   Install(v2_dir->path(), served_->path());
@@ -182,14 +184,106 @@ TEST_F(ModelWatcherTest, NewVersionIsSwappedIn) {
   EXPECT_EQ(core_->model().config().version(), 2u);
   auto v2 = Load(v2_dir->path());
   EXPECT_TRUE(Query(*core_, *v2).ok());
-  const absl::Status stale = Query(*core_, *v1_);
-  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(stale.message(), HasSubstr("for model tiny v1"));
-  EXPECT_THAT(stale.message(), HasSubstr("this server runs tiny v2"));
+  // Devices still on v1 keep being served (the files on disk are v2's now).
+  EXPECT_TRUE(Query(*core_, *v1_).ok());
   EXPECT_EQ(Reloads("ok"), 1);
-  EXPECT_THAT(Log(), HasSubstr("now serving tiny v2"));
+  EXPECT_THAT(Log(), HasSubstr("model loaded: tiny v2"));
+  EXPECT_THAT(Log(), HasSubstr("serving tiny v2 (signature"));
+  // Without a release policy every device's target is the newest.
+  const auto target = core_->TargetFor("any-device");
+  ASSERT_TRUE(target.has_value());
+  EXPECT_EQ(target->version(), 2u);
+  EXPECT_EQ(target->fingerprint(), v2->fingerprint());
   absl::MutexLock lock(&mu_);
-  EXPECT_THAT(reloaded_, ::testing::ElementsAre(2u));
+  EXPECT_THAT(newest_, ::testing::ElementsAre(2u));
+}
+
+TEST_F(ModelWatcherTest, AbsentConfigWhileANewVersionIsWrittenIsNoFailure) {
+  auto w = MakeWatcher(absl::ZeroDuration());
+  fs::remove(served_->path() + "/model.pbtxt");  // what a generator does first
+  EXPECT_EQ(w->CheckNow(false).outcome, ModelWatcher::Outcome::kUnchanged);
+  EXPECT_EQ(w->CheckNow(false).outcome, ModelWatcher::Outcome::kUnchanged);
+  EXPECT_EQ(Reloads("failed"), 0);
+  EXPECT_THAT(Log(), HasSubstr("model.pbtxt is absent (a new version being "
+                               "written?); waiting, still serving tiny v1 "));
+  EXPECT_TRUE(Query(*core_, *v1_).ok());
+  auto v2_dir = Generate(2);
+  Install(v2_dir->path(), served_->path());
+  EXPECT_EQ(w->CheckNow(false).outcome, ModelWatcher::Outcome::kReloaded);
+}
+
+TEST_F(ModelWatcherTest, VersionedLayoutServesTheLatestKeepVersions) {
+  common::TempDir base;
+  for (uint32_t v : {2u, 3u}) {
+    fs::create_directory(base.path() + "/" + std::to_string(v));
+    auto dir = Generate(v);
+    Install(dir->path(), base.path() + "/" + std::to_string(v));
+  }
+  fs::create_directory(base.path() + "/notaversion");
+  EXPECT_EQ(InitialModelDir(base.path(), {}).value(), base.path() + "/3");
+  VersionPolicy only2;
+  only2.versions = {2};
+  EXPECT_EQ(InitialModelDir(base.path(), only2).value(), base.path() + "/2");
+  EXPECT_EQ(InitialModelDir(served_->path(), {}).value(), served_->path());
+  only2.versions = {7};
+  EXPECT_EQ(InitialModelDir(base.path(), only2).status().code(),
+            absl::StatusCode::kNotFound);
+
+  ModelWatcher::Options wo;
+  wo.dir = base.path();
+  wo.poll_interval = absl::ZeroDuration();
+  wo.load.parts.user_tables = true;
+  auto w = ModelWatcher::Create(core_.get(), wo);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ((*w)->CheckNow(false).outcome, ModelWatcher::Outcome::kReloaded);
+  const std::vector<ServedModels::Info> list = core_->served().List();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].version, 3u);
+  EXPECT_EQ(list[0].state, ServedModels::State::kAvailable);
+  EXPECT_EQ(list[1].version, 2u);
+  EXPECT_EQ(list[1].state, ServedModels::State::kAvailable);
+  // v1 (loaded first, not in DIR) is outside "the latest 2": retiring, and
+  // still served until it has been idle for the grace period.
+  EXPECT_EQ(list[2].version, 1u);
+  EXPECT_EQ(list[2].state, ServedModels::State::kRetiring);
+  EXPECT_TRUE(Query(*core_, *v1_).ok());
+}
+
+TEST_F(ModelWatcherTest, ReleasePolicyFileSetsTargetsAndPinsVersions) {
+  auto w = MakeWatcher(absl::ZeroDuration());
+  auto v2_dir = Generate(2);
+  Install(v2_dir->path(), served_->path());
+  {
+    std::ofstream f(served_->path() + "/release.pbtxt");
+    f << "target_version: 1\ncanary_version: 2\ncanary_devices: \"dev-a\"\n";
+  }
+  ASSERT_EQ(w->CheckNow(false).outcome, ModelWatcher::Outcome::kReloaded);
+  EXPECT_THAT(Log(), HasSubstr("every device: v1; canary v2: 0% of devices "
+                               "and dev-a"));
+  EXPECT_EQ(core_->TargetFor("dev-a")->version(), 2u);
+  EXPECT_EQ(core_->TargetFor("dev-b")->version(), 1u);
+  EXPECT_EQ(core_->TargetFor("")->version(), 1u);
+  // A bad edit keeps the policy in force.
+  {
+    std::ofstream f(served_->path() + "/release.pbtxt");
+    f << "target_version: 1\ncanary_percent: 150\n";
+  }
+  w->CheckNow(false);
+  EXPECT_THAT(Log(), HasSubstr("release policy NOT changed (still: every "
+                               "device: v1; canary v2"));
+  EXPECT_THAT(Log(), HasSubstr("canary_percent is 150, must be in [0, 100]"));
+  EXPECT_EQ(core_->TargetFor("dev-a")->version(), 2u);
+  // A target that is not served is announced to nobody.
+  {
+    std::ofstream f(served_->path() + "/release.pbtxt");
+    f << "target_version: 5\n";
+  }
+  w->CheckNow(false);
+  EXPECT_FALSE(core_->TargetFor("dev-b").has_value());
+  // Removed: the newest for everyone.
+  fs::remove(served_->path() + "/release.pbtxt");
+  w->CheckNow(false);
+  EXPECT_EQ(core_->TargetFor("dev-b")->version(), 2u);
 }
 
 TEST_F(ModelWatcherTest, CorruptWeightsKeepOldModelUntilNextChange) {

@@ -117,10 +117,15 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
                            RuntimeOptions(o.calibration_budget), pool_.get()));
   metrics_->SetPlacement(rt->placement());
   SetCacheBreakEven(*rt);
-  {
-    absl::MutexLock lock(&runtime_mu_);
-    runtime_ = std::move(rt);
+  if (o.versions.keep_latest < 1 && o.versions.versions.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "keep_latest is %d, must be >= 1", o.versions.keep_latest));
   }
+  if (o.versions.grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("version grace must be >= 0");
+  }
+  served_ = std::make_unique<ServedModels>(o.versions);
+  Serve(std::move(rt));
   deadlines_ = std::make_unique<common::DeadlineQueue<std::weak_ptr<Query>>>(
       clock_, [this](std::vector<std::weak_ptr<Query>> expired) {
         Expire(std::move(expired));
@@ -128,38 +133,114 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::Reload(
+absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::AddVersion(
     std::unique_ptr<const common::Model> model) {
   absl::MutexLock reload_lock(&reload_mu_);
   if (model == nullptr || !model->has_cloud()) {
     return absl::InvalidArgumentError(
         "a reloaded model needs its cloud part loaded");
   }
-  const std::shared_ptr<ModelRuntime> old = runtime();
+  const std::shared_ptr<ModelRuntime> newest = runtime();
   // MonolithicScore, the relay and GetItemEmbeddings must not disappear
-  // with a reload.
-  if (old->model().has_user_tables() && !model->has_user_tables()) {
+  // with a release.
+  if (newest->model().has_user_tables() && !model->has_user_tables()) {
     return absl::InvalidArgumentError(
         absl::StrCat("reloaded model ", common::ModelLabel(model->config()),
                      " lacks the user tables the serving model has"));
   }
-  if (old->monolithic() != nullptr &&
+  if (newest->monolithic() != nullptr &&
       !(model->has_edge() && model->has_user_tables())) {
     return absl::InvalidArgumentError(
         absl::StrCat("reloaded model ", common::ModelLabel(model->config()),
                      " lacks the edge part MonolithicScore needs"));
+  }
+  if (model->config().name() != newest->model().config().name()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", common::ModelLabel(model->config()),
+                     " is not a version of the served model ",
+                     newest->model().config().name()));
+  }
+  if (served_->Contains(model->config().signature())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(common::ModelLabel(model->config()), " is served"));
   }
   ASSIGN_OR_RETURN(
       std::shared_ptr<ModelRuntime> rt,
       ModelRuntime::Create(std::move(model),
                            RuntimeOptions(options_.reload_calibration_budget),
                            pool_.get()));
-  metrics_->SetPlacement(rt->placement());
-  metrics_->SetCacheEntries(0);
-  SetCacheBreakEven(*rt);
-  absl::MutexLock lock(&runtime_mu_);
-  runtime_ = rt;
+  Serve(rt);
+  if (runtime() == rt) {
+    metrics_->SetPlacement(rt->placement());
+    metrics_->SetCacheEntries(0);
+    SetCacheBreakEven(*rt);
+  }
+  const std::vector<ServedModels::Retired> retired =
+      served_->Apply(clock_->Now(), pinned_);
+  metrics_->CountRetired(static_cast<int>(retired.size()));
+  PublishVersions();
   return rt;
+}
+
+void ScoringCore::Serve(std::shared_ptr<ModelRuntime> rt) {
+  const common::Model& model = rt->model();
+  absl::StatusOr<EdgePart> edge = ReadEdgePart(model.dir(), model.config());
+  std::shared_ptr<const EdgePart> part;
+  absl::Status edge_error;
+  if (edge.ok()) {
+    part = std::make_shared<const EdgePart>(*std::move(edge));
+  } else {
+    edge_error = edge.status();
+  }
+  prometheus::Counter* counter =
+      metrics_->VersionQueries(model.config().version());
+  served_->Add(std::move(rt), std::move(part), std::move(edge_error), counter,
+               clock_->Now());
+  PublishVersions();
+}
+
+void ScoringCore::PublishVersions() {
+  std::vector<CloudMetrics::ServedVersion> versions;
+  for (const ServedModels::Info& v : served_->List()) {
+    versions.push_back({v.version, v.signature, ServedStateName(v.state)});
+  }
+  metrics_->SetServedVersions(versions);
+}
+
+void ScoringCore::SetReleasePolicy(
+    std::shared_ptr<const ReleasePolicy> policy) {
+  const std::vector<uint32_t> pinned = policy->Pinned();
+  {
+    absl::MutexLock lock(&release_mu_);
+    release_ = std::move(policy);
+  }
+  ApplyVersionPolicy(pinned);
+}
+
+std::shared_ptr<const ReleasePolicy> ScoringCore::release_policy() const {
+  absl::MutexLock lock(&release_mu_);
+  return release_;
+}
+
+std::optional<duet::v1::ModelTarget> ScoringCore::TargetFor(
+    std::string_view device_id) const {
+  return release_policy()->TargetFor(device_id, *served_);
+}
+
+std::vector<ServedModels::Retired> ScoringCore::ApplyVersionPolicy(
+    const std::vector<uint32_t>& pinned) {
+  absl::MutexLock reload_lock(&reload_mu_);
+  pinned_ = pinned;
+  std::vector<ServedModels::Retired> retired =
+      served_->Apply(clock_->Now(), pinned_);
+  metrics_->CountRetired(static_cast<int>(retired.size()));
+  PublishVersions();
+  if (!retired.empty()) {
+    const std::shared_ptr<ModelRuntime> rt = runtime();
+    metrics_->SetPlacement(rt->placement());
+    SetCacheBreakEven(*rt);
+  }
+  return retired;
 }
 
 void ScoringCore::SetCacheBreakEven(const ModelRuntime& rt) {
@@ -169,8 +250,7 @@ void ScoringCore::SetCacheBreakEven(const ModelRuntime& rt) {
 }
 
 std::shared_ptr<ModelRuntime> ScoringCore::runtime() const {
-  absl::MutexLock lock(&runtime_mu_);
-  return runtime_;
+  return served_->Newest();
 }
 
 ScoringCore::~ScoringCore() {
@@ -222,6 +302,8 @@ ScoringCore::QuerySpec ScoringCore::QuerySpec::Of(
   spec.top_k = begin.top_k();
   spec.relay_top = begin.relay_top();
   spec.timeout_us = begin.timeout_us();
+  spec.model_version = begin.model_version();
+  spec.model_fingerprint = begin.model_fingerprint();
   return spec;
 }
 
@@ -250,13 +332,21 @@ absl::Status ScoringCore::ValidateBegin(const QuerySpec& spec,
 
 absl::Status ScoringCore::ValidateUserVector(
     const duet::v1::UserVector& uv) const {
-  return cloud::ValidateUserVector(uv, runtime()->model());
+  ASSIGN_OR_RETURN(std::shared_ptr<ModelRuntime> rt,
+                   served_->Find(uv.model_version(), uv.model_fingerprint()));
+  return cloud::ValidateUserVector(uv, rt->model());
 }
 
 absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     const QuerySpec& spec, absl::Time deadline, Rpc rpc, Done done) {
   const absl::Time now = clock_->Now();
-  std::shared_ptr<ModelRuntime> rt = runtime();
+  absl::StatusOr<std::shared_ptr<ModelRuntime>> routed =
+      served_->Route(spec.model_version, spec.model_fingerprint, now);
+  if (!routed.ok()) {
+    metrics_->CountQuery(rpc, routed.status().code());
+    return routed.status();
+  }
+  std::shared_ptr<ModelRuntime> rt = *std::move(routed);
   if (absl::Status s = ValidateBegin(spec, *rt); !s.ok()) {
     metrics_->CountQuery(rpc, s.code());
     return s;

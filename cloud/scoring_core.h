@@ -12,8 +12,12 @@
 //    deadline passed; pending work for it is skipped).
 // MonolithicScore and GetItemEmbeddings (scoring_side_rpcs.cc) run on the
 // same pool. User vectors are checked by user_vector_checks.h.
-// Reload() builds a runtime for a new model (while queries keep running) and
-// swaps it in atomically; queries admitted before finish on the old one.
+// Several model versions are served side by side (ServedModels): each query
+// is routed by the model version its BeginQuery (or user vector) names and
+// keeps that runtime to the end. AddVersion() builds a runtime for a new
+// model while queries keep running and puts it beside the others;
+// ApplyVersionPolicy() retires versions the policy no longer keeps once they
+// have been idle for its grace period.
 // Thread-safe. Done callbacks run on pool threads, the deadline thread or
 // the caller's thread, and must not call back into the same query.
 #ifndef DUET_CLOUD_SCORING_CORE_H_
@@ -25,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -34,6 +39,8 @@
 #include "absl/types/span.h"
 #include "cloud/cloud_metrics.h"
 #include "cloud/model_runtime.h"
+#include "cloud/release_policy.h"
+#include "cloud/served_models.h"
 #include "common/base/clock.h"
 #include "common/base/deadline_queue.h"
 #include "common/base/thread_pool.h"
@@ -62,6 +69,9 @@ struct ScoringCoreOptions {
   // The selector's calibration for a reloaded model: it runs beside live
   // queries, so it is kept shorter.
   absl::Duration reload_calibration_budget = absl::Milliseconds(500);
+  // Which versions stay served (latest K or a list) and the idle grace
+  // period before one outside the policy is retired.
+  VersionPolicy versions;
   // Null: a private registry (tests).
   std::shared_ptr<prometheus::Registry> registry;
   // Deadlines and stage timings; null: the real clock. Tests pass a
@@ -97,7 +107,9 @@ class ScoringCore {
     absl::Span<const int64_t> candidates;  // read during Begin only
     int top_k = 0;
     int relay_top = 0;
-    int64_t timeout_us = 0;  // 0: the default timeout
+    int64_t timeout_us = 0;          // 0: the default timeout
+    uint32_t model_version = 0;      // 0: the newest served version
+    uint64_t model_fingerprint = 0;  // 0: any of model_version
     static QuerySpec Of(const duet::v1::BeginQuery& begin);
   };
 
@@ -112,15 +124,16 @@ class ScoringCore {
       Done done) {
     return Begin(QuerySpec::Of(begin), deadline, rpc, std::move(done));
   }
-  // Completes `query` (or fails it: wrong model version is
-  // FAILED_PRECONDITION, bad length / NaN / Inf / bad quantization is
-  // INVALID_ARGUMENT, a second vector for the query INVALID_ARGUMENT).
+  // Completes `query` (or fails it: a vector of another model version than
+  // the query was routed to is FAILED_PRECONDITION, bad length / NaN / Inf /
+  // bad quantization is INVALID_ARGUMENT, a second vector for the query
+  // INVALID_ARGUMENT).
   void ProvideUserVector(const std::shared_ptr<Query>& query,
                          const duet::v1::UserVector& user_vector);
   // Ends the query with CANCELLED (no-op if it already ended).
   void Cancel(const std::shared_ptr<Query>& query);
   // The checks ProvideUserVector applies, without a query, against the
-  // current model.
+  // served version the vector names (FAILED_PRECONDITION when none).
   absl::Status ValidateUserVector(const duet::v1::UserVector& uv) const;
 
   void MonolithicScore(const duet::v1::MonolithicScoreRequest& request,
@@ -134,14 +147,29 @@ class ScoringCore {
 
   // Builds a runtime for `model` (placement, engine, a fresh item cache,
   // selector calibrated within options.reload_calibration_budget) while
-  // queries keep running on the current one, then swaps it in and returns
-  // it. On error the current runtime stays. Reloads are serialized.
-  absl::StatusOr<std::shared_ptr<ModelRuntime>> Reload(
+  // queries keep running, reads its edge part (for GetEdgeModel) and serves
+  // it beside the versions already served; then applies the version policy
+  // with the versions pinned last. On error nothing changes.
+  // ALREADY_EXISTS when its signature is served. Serialized.
+  absl::StatusOr<std::shared_ptr<ModelRuntime>> AddVersion(
       std::unique_ptr<const common::Model> model);
+  // Enforces options.versions at the clock's now, never retiring `pinned`
+  // (e.g. the release policy's targets); returns the versions retired.
+  std::vector<ServedModels::Retired> ApplyVersionPolicy(
+      const std::vector<uint32_t>& pinned);
 
-  // The runtime new queries are admitted under.
+  const ServedModels& served() const { return *served_; }
+  // The release policy (which version devices should run); its versions are
+  // pinned (never retired while named). Applies the version policy.
+  void SetReleasePolicy(std::shared_ptr<const ReleasePolicy> policy);
+  std::shared_ptr<const ReleasePolicy> release_policy() const;
+  // The version `device_id` should run (Scores.target), or nullopt when the
+  // policy names a version that is not served.
+  std::optional<duet::v1::ModelTarget> TargetFor(
+      std::string_view device_id) const;
+  // The newest served version: queries that name no version get it.
   std::shared_ptr<ModelRuntime> runtime() const;
-  // Of the current runtime: valid until the next Reload.
+  // Of the newest runtime: valid until it is retired.
   const common::Model& model() const { return runtime()->model(); }
   const PlacementPlan& placement() const { return runtime()->placement(); }
   const StrategySelector& selector() const { return runtime()->selector(); }
@@ -157,6 +185,9 @@ class ScoringCore {
   absl::Status Init(std::unique_ptr<const common::Model> model);
   ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
   void SetCacheBreakEven(const ModelRuntime& rt);
+  // Adds `rt` to served_ with its edge part and updates the version metrics.
+  void Serve(std::shared_ptr<ModelRuntime> rt);
+  void PublishVersions();
   absl::Status ValidateBegin(const QuerySpec& spec,
                              const ModelRuntime& rt) const;
   absl::Status Admit(Rpc rpc);
@@ -193,9 +224,12 @@ class ScoringCore {
   std::unique_ptr<CloudMetrics> metrics_;
   std::unique_ptr<common::ThreadPool> pool_;
 
-  mutable absl::Mutex runtime_mu_;
-  std::shared_ptr<ModelRuntime> runtime_ ABSL_GUARDED_BY(runtime_mu_);
-  absl::Mutex reload_mu_;  // serializes Reload
+  std::unique_ptr<ServedModels> served_;
+  absl::Mutex reload_mu_;  // serializes AddVersion and ApplyVersionPolicy
+  std::vector<uint32_t> pinned_ ABSL_GUARDED_BY(reload_mu_);
+  mutable absl::Mutex release_mu_;
+  std::shared_ptr<const ReleasePolicy> release_ ABSL_GUARDED_BY(release_mu_) =
+      std::make_shared<const ReleasePolicy>();
 
   std::atomic<int> inflight_{0};
   std::atomic<bool> draining_{false};

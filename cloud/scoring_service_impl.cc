@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -126,6 +127,12 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
   spec.candidates = request->candidate_ids();
   spec.top_k = request->top_k();
   spec.relay_top = request->relay_top();
+  spec.model_version = request->user_vector().model_version();
+  spec.model_fingerprint = request->user_vector().model_fingerprint();
+  if (std::optional<duet::v1::ModelTarget> target =
+          core_->TargetFor(request->device_id())) {
+    *response->mutable_target() = *target;
+  }
   auto query = core_->Begin(
       spec, Deadline(context), Rpc::kScore,
       [reactor, response](absl::StatusOr<duet::v1::Scores> result) {

@@ -1,8 +1,10 @@
 // ScoringServiceImpl: the gRPC callback-API adapter of duet.v1.ScoringService
-// onto ScoringCore. Holds no query state of its own: a ScoringSession stream
-// lives in a reactor that owns a SessionMultiplexer; unary RPCs hand their
-// request to the core and finish from the core's completion callback. No
-// compute runs on gRPC threads. Thread-safe; borrows the core.
+// onto ScoringCore. Every answer to a query carries the device's target
+// version (the release policy's; ModelTarget) when there is one. Holds no query
+// state of its own: a ScoringSession stream lives in a reactor that owns a
+// SessionMultiplexer; unary RPCs hand their request to the core and finish from
+// the core's completion callback. No compute runs on gRPC threads. Thread-safe;
+// borrows the core.
 #ifndef DUET_CLOUD_SCORING_SERVICE_IMPL_H_
 #define DUET_CLOUD_SCORING_SERVICE_IMPL_H_
 
@@ -30,6 +32,14 @@ class ScoringServiceImpl final
       grpc::CallbackServerContext* context,
       const duet::v1::GetItemEmbeddingsRequest* request,
       duet::v1::GetItemEmbeddingsResponse* response) override;
+  // Model releases (release_rpcs.cc).
+  grpc::ServerWriteReactor<duet::v1::EdgeModelChunk>* GetEdgeModel(
+      grpc::CallbackServerContext* context,
+      const duet::v1::GetEdgeModelRequest* request) override;
+  grpc::ServerUnaryReactor* GetModelStatus(
+      grpc::CallbackServerContext* context,
+      const duet::v1::GetModelStatusRequest* request,
+      duet::v1::ModelStatus* response) override;
 
  private:
   ScoringCore* const core_;

@@ -56,7 +56,8 @@ void ScoringCore::MonolithicScore(
     const duet::v1::MonolithicScoreRequest& request, absl::Time deadline,
     MonolithicDone done) {
   constexpr Rpc rpc = Rpc::kMonolithicScore;
-  std::shared_ptr<ModelRuntime> rt = runtime();
+  // The newest version: raw user inputs fit every version.
+  std::shared_ptr<ModelRuntime> rt = *served_->Route(0, 0, clock_->Now());
   if (rt->monolithic() == nullptr) {
     return Reject(rpc,
                   absl::FailedPreconditionError("MonolithicScore needs the "
@@ -123,7 +124,10 @@ void ScoringCore::GetItemEmbeddings(
     const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline,
     EmbeddingsDone done) {
   constexpr Rpc rpc = Rpc::kGetItemEmbeddings;
-  std::shared_ptr<ModelRuntime> rt = runtime();
+  absl::StatusOr<std::shared_ptr<ModelRuntime>> routed = served_->Route(
+      request.model_version(), request.model_fingerprint(), clock_->Now());
+  if (!routed.ok()) return Reject(rpc, routed.status(), done);
+  std::shared_ptr<ModelRuntime> rt = *std::move(routed);
   if (!rt->model().has_user_tables()) {
     return Reject(rpc,
                   absl::FailedPreconditionError(

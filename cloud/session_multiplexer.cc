@@ -9,13 +9,15 @@ namespace duet::cloud {
 
 SessionMultiplexer::~SessionMultiplexer() { CancelAll(); }
 
-void SessionMultiplexer::EmitError(uint64_t query_id,
-                                   const absl::Status& status) {
+void SessionMultiplexer::EmitError(
+    uint64_t query_id, const absl::Status& status,
+    const std::optional<duet::v1::ModelTarget>& target) {
   duet::v1::SessionResponse response;
   duet::v1::QueryError* error = response.mutable_error();
   error->set_query_id(query_id);
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
+  if (target.has_value()) *error->mutable_target() = *target;
   emit_(std::move(response));
 }
 
@@ -56,19 +58,26 @@ void SessionMultiplexer::OnBegin(const duet::v1::BeginQuery& begin) {
   }
   auto query =
       core_->Begin(begin, deadline_, Rpc::kScoringSession,
-                   [this, id](absl::StatusOr<duet::v1::Scores> result) {
+                   [this, id, device = begin.device_id()](
+                       absl::StatusOr<duet::v1::Scores> result) {
+                     // The device's target rides on every answer (a release in
+                     // progress).
+                     const std::optional<duet::v1::ModelTarget> target =
+                         core_->TargetFor(device);
                      absl::MutexLock lock(&mu_);
                      open_.erase(id);
                      if (!result.ok()) {
-                       EmitError(id, result.status());
+                       EmitError(id, result.status(), target);
                        return;
                      }
                      duet::v1::SessionResponse response;
                      *response.mutable_scores() = std::move(*result);
+                     if (target.has_value())
+                       *response.mutable_scores()->mutable_target() = *target;
                      emit_(std::move(response));
                    });
   if (!query.ok()) {
-    EmitError(id, query.status());
+    EmitError(id, query.status(), core_->TargetFor(begin.device_id()));
     return;
   }
   open_.emplace(id, *std::move(query));

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -40,8 +41,9 @@ class SessionMultiplexer {
   void OnBegin(const duet::v1::BeginQuery& begin);
   void OnUserVector(const duet::v1::UserVector& uv);
   void OnCancel(const duet::v1::CancelQuery& cancel);
-  void EmitError(uint64_t query_id, const absl::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EmitError(uint64_t query_id, const absl::Status& status,
+                 const std::optional<duet::v1::ModelTarget>& target =
+                     std::nullopt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<ScoringCore::Query> Find(uint64_t id) const;
 
   ScoringCore* const core_;
