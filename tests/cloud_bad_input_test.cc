@@ -207,9 +207,11 @@ class CloudBadInputTest : public ::testing::Test {
     v1::ScoreResponse response;
     return Of(stub_->MonolithicScore(&context, r, &response));
   }
-  static Outcome Embeddings(const std::vector<int64_t>& ids) {
+  static Outcome Embeddings(const std::vector<int64_t>& ids,
+                            uint32_t version = 0) {
     v1::GetItemEmbeddingsRequest r;
     for (int64_t i : ids) r.add_item_ids(i);
+    r.set_model_version(version);
     grpc::ClientContext context;
     SetDeadline(&context);
     v1::GetItemEmbeddingsResponse response;
@@ -291,6 +293,21 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
        [&] { return Stream({Begin(1, ids, -3)}); }},
       {"begin: top_k > N", C::INVALID_ARGUMENT, "top_k is 9, must be in [1, 8]",
        [&] { return Stream({Begin(1, ids, 9)}); }},
+      {"begin: model_version not served", C::FAILED_PRECONDITION,
+       "model tiny v5 is not served; this server serves tiny v1",
+       [&] {
+         return Stream({Edited(Begin(1, ids, 2), [](v1::BeginQuery* b) {
+           b->set_model_version(5);
+         })});
+       }},
+      {"begin: fingerprint not the served one's", C::FAILED_PRECONDITION,
+       "model tiny v1 (signature 0000000000000063) is not served",
+       [&] {
+         return Stream({Edited(Begin(1, ids, 2), [](v1::BeginQuery* b) {
+           b->set_model_version(1);
+           b->set_model_fingerprint(99);
+         })});
+       }},
       {"begin: negative relay_top", C::INVALID_ARGUMENT,
        "relay_top is -1, must be >= 0",
        [&] {
@@ -535,7 +552,9 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
                                })));
        }},
       {"score: wrong model_version", C::FAILED_PRECONDITION,
-       "user vector is for model tiny v7",
+       absl::StrFormat("model tiny v7 (signature %s) is not served; this "
+                       "server serves tiny v1 (signature %s)",
+                       sig, sig),
        [&] {
          return Score(ScoreReq(ids, 2, EditedVector(0, [](v1::UserVector* u) {
                                  u->set_model_version(7);
@@ -620,6 +639,23 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
       {"embeddings: too many ids", C::INVALID_ARGUMENT,
        "item_ids has 129 ids, this server accepts at most 128",
        [&] { return Embeddings(Ids(kMaxCandidates + 1)); }},
+      {"embeddings: model_version not served", C::FAILED_PRECONDITION,
+       "model tiny v4 is not served; this server serves tiny v1",
+       [&] { return Embeddings({1}, 4); }},
+      // --- Model releases --------------------------------------------------
+      {"edge model: model_version not served", C::FAILED_PRECONDITION,
+       "model tiny v3 is not served; this server serves tiny v1",
+       [&] {
+         v1::GetEdgeModelRequest r;
+         r.set_model_version(3);
+         grpc::ClientContext context;
+         SetDeadline(&context);
+         auto reader = stub_->GetEdgeModel(&context, r);
+         v1::EdgeModelChunk chunk;
+         while (reader->Read(&chunk)) {
+         }
+         return Of(reader->Finish());
+       }},
       // --- Transport -------------------------------------------------------
       {"oversized message (> max receive size)", C::RESOURCE_EXHAUSTED,
        "larger than max",

@@ -1,13 +1,17 @@
-// Hot model reload of a real duet-cloud (issue 7). The server starts on
-// rm2 v1 while a stream client and a unary client send queries without
-// pause and a third thread checks health; v2 is written into the model
-// directory (generated elsewhere, weight files renamed in, model.pbtxt
-// last) and swapped in: health stays SERVING, no query fails except v1
-// vectors admitted after the swap (FAILED_PRECONDITION naming both
-// versions), v1 queries admitted before it score as v1, v2 vectors score as
-// v2. Then a corrupted v3 (one byte flipped in cloud.safetensors) is refused
-// and v2 keeps serving. A second test reloads on SIGHUP with polling off.
-// Every RPC has a deadline; every wait is bounded.
+// Model releases on a real duet-cloud (issues 7 and 14). The server starts
+// on rm2 v1 (--keep_versions=1, a short --version_grace_s) while a stream
+// client and a unary client send queries without pause and a third thread
+// checks health; v2 is written into the model directory (generated
+// elsewhere, weight files renamed in, model.pbtxt last) and served BESIDE
+// v1: health stays SERVING, no query fails, v1 vectors keep scoring as v1
+// and v2 vectors as v2; GetModelStatus lists both and the target v2, and
+// GetEdgeModel streams v2's edge part whose bytes match its checksums. Once
+// the clients moved to v2 and v1 was idle for the grace period, v1 is
+// retired (health of "duet.v1.ScoringService/v1" NOT_SERVING, a v1 vector
+// FAILED_PRECONDITION naming the served version). Then a corrupted v3 (one
+// byte flipped in cloud.safetensors) is refused and v2 keeps serving. A
+// second test loads on SIGHUP with polling off. Every RPC has a deadline;
+// every wait is bounded.
 #include <signal.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/format/sha256.h"
 #include "common/model/model.h"
 #include "common/model/model_config.h"
 #include "common/model/reference_model.h"
@@ -190,7 +195,6 @@ std::unique_ptr<Server> StartServer(const Version& v1,
 struct Tally {
   absl::Mutex mu;
   std::map<uint32_t, int> ok ABSL_GUARDED_BY(mu);
-  int refused_v1 ABSL_GUARDED_BY(mu) = 0;  // FAILED_PRECONDITION, both named
   std::vector<std::string> unexpected ABSL_GUARDED_BY(mu);
 
   int Ok(uint32_t version) {
@@ -200,8 +204,8 @@ struct Tally {
 };
 
 // Checks one outcome of a query sent with version `sent`'s vector.
-void Record(Tally& tally, const Version& sent, const Version& v1,
-            const Version& v2, int code, const std::string& message,
+void Record(Tally& tally, const Version& sent, int code,
+            const std::string& message,
             const google::protobuf::RepeatedPtrField<v1::ScoredItem>* items) {
   const uint32_t version = sent.model->config().version();
   absl::MutexLock lock(&tally.mu);
@@ -221,15 +225,6 @@ void Record(Tally& tally, const Version& sent, const Version& v1,
     }
     return;
   }
-  const std::string both = absl::StrCat(
-      "user vector is for model rm2 v1 (signature ",
-      v1.model->config().signature(), "), this server runs rm2 v2 (signature ",
-      v2.model->config().signature(), ")");
-  if (version == 1 && code == grpc::FAILED_PRECONDITION &&
-      absl::StrContains(message, both)) {
-    ++tally.refused_v1;
-    return;
-  }
   tally.unexpected.push_back(
       absl::StrCat("v", version, " vector: code ", code, ": ", message));
 }
@@ -240,7 +235,8 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   auto v3 = MakeVersion("rm2", 0.0005, 3);
   ASSERT_TRUE(v1 && v2 && v3);
   ASSERT_NE(v1->model->config().signature(), v2->model->config().signature());
-  auto server = StartServer(*v1, {"--reload_poll_ms=100"});
+  auto server = StartServer(*v1, {"--reload_poll_ms=100", "--keep_versions=1",
+                                  "--version_grace_s=2"});
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_info",
                               {"version=\"1\""}),
@@ -262,6 +258,9 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
       begin.mutable_begin()->set_query_id(id);
       for (int64_t i : sent->ids) begin.mutable_begin()->add_candidate_ids(i);
       begin.mutable_begin()->set_top_k(kTopK);
+      begin.mutable_begin()->set_model_version(sent->model->config().version());
+      begin.mutable_begin()->set_model_fingerprint(sent->model->fingerprint());
+      begin.mutable_begin()->set_device_id("stream-client");
       SessionRequest user;
       *user.mutable_user_vector() = VectorOf(*sent, id);
       SessionResponse r;
@@ -271,10 +270,14 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
         return;
       }
       if (r.has_scores()) {
-        Record(tally, *sent, *v1, *v2, grpc::OK, "", &r.scores().items());
+        Record(tally, *sent, grpc::OK, "", &r.scores().items());
+        const uint32_t target = r.scores().target().version();
+        if (target != 1 && target != 2) {
+          absl::MutexLock lock(&tally.mu);
+          tally.unexpected.push_back(absl::StrCat("target v", target));
+        }
       } else {
-        Record(tally, *sent, *v1, *v2, r.error().code(), r.error().message(),
-               nullptr);
+        Record(tally, *sent, r.error().code(), r.error().message(), nullptr);
       }
     }
     stream->WritesDone();
@@ -290,7 +293,7 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
       const Version* sent = current.load();
       v1::ScoreResponse response;
       const grpc::Status s = server->Score(*sent, &response);
-      Record(tally, *sent, *v1, *v2, s.error_code(), s.error_message(),
+      Record(tally, *sent, s.error_code(), s.error_message(),
              &response.items());
     }
   });
@@ -335,21 +338,85 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_info",
                               {"version=\"1\""}),
             -1);
-  // A v1 vector now gets FAILED_PRECONDITION naming both versions.
+  // Both versions are served: v1 clients keep going.
+  ASSERT_TRUE(wait_ok(1, 20));
   {
-    v1::ScoreResponse response;
-    const grpc::Status s = server->Score(*v1, &response);
-    EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
-    EXPECT_THAT(
-        s.error_message(),
-        HasSubstr(absl::StrCat("user vector is for model rm2 v1 (signature ",
-                               v1->model->config().signature(),
-                               "), this server runs rm2 v2 (signature ",
-                               v2->model->config().signature(), ")")));
+    grpc::ClientContext context;
+    context.set_deadline(In(10));
+    v1::GetModelStatusRequest request;
+    request.set_device_id("dev-1");
+    v1::ModelStatus status;
+    ASSERT_TRUE(server->stub->GetModelStatus(&context, request, &status).ok());
+    ASSERT_EQ(status.versions_size(), 2);
+    EXPECT_EQ(status.versions(0).version(), 2u);
+    EXPECT_EQ(status.versions(0).state(), "AVAILABLE");
+    EXPECT_EQ(status.versions(1).version(), 1u);
+    EXPECT_EQ(status.versions(1).state(), "RETIRING");
+    EXPECT_GT(status.versions(1).queries_total(), 20);
+    EXPECT_EQ(status.target().version(), 2u);
+    EXPECT_EQ(status.target().fingerprint(), v2->model->fingerprint());
+    EXPECT_EQ(status.release(), "every device: the newest served version");
+  }
+  {
+    // The edge part of the device's target, in chunks, checksums intact.
+    grpc::ClientContext context;
+    context.set_deadline(In(20));
+    v1::GetEdgeModelRequest request;
+    request.set_device_id("dev-1");
+    auto reader = server->stub->GetEdgeModel(&context, request);
+    v1::EdgeModelChunk chunk;
+    ASSERT_TRUE(reader->Read(&chunk));
+    const v1::ModelConfig config = chunk.config();
+    EXPECT_EQ(config.signature(), v2->model->config().signature());
+    EXPECT_THAT(chunk.files(), ::testing::ElementsAre("edge.safetensors",
+                                                      "edge_int8.safetensors"));
+    std::map<std::string, std::string> files;
+    while (reader->Read(&chunk)) {
+      std::string& bytes = files[chunk.file()];
+      EXPECT_EQ(chunk.offset(), static_cast<int64_t>(bytes.size()));
+      bytes += chunk.data();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    ASSERT_EQ(files.size(), 2u);
+    for (const auto& f : config.files()) {
+      if (!files.count(f.name())) continue;
+      EXPECT_EQ(static_cast<int64_t>(files[f.name()].size()), f.size_bytes());
+      EXPECT_EQ(
+          common::Sha256Hex(files[f.name()].data(), files[f.name()].size()),
+          f.sha256())
+          << f.name();
+    }
   }
   // Clients move to v2 (as edges do once they load the new edge model).
   current = v2.get();
   ASSERT_TRUE(wait_ok(2, 20));
+  // v1, idle for the grace period, is retired.
+  ASSERT_TRUE(server->WaitMetric("duet_model_versions_retired_total", {}, 1))
+      << server->process->ReadLog();
+  {
+    v1::ScoreResponse response;
+    const grpc::Status s = server->Score(*v1, &response);
+    EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(),
+                HasSubstr(absl::StrCat("model rm2 v1 (signature ",
+                                       v1->model->config().signature(),
+                                       ") is not served; this server serves "
+                                       "rm2 v2")));
+    auto health = grpc::health::v1::Health::NewStub(server->channel);
+    for (const auto& [service, want] :
+         {std::pair{"duet.v1.ScoringService/v1",
+                    grpc::health::v1::HealthCheckResponse::NOT_SERVING},
+          std::pair{"duet.v1.ScoringService/v2",
+                    grpc::health::v1::HealthCheckResponse::SERVING}}) {
+      grpc::ClientContext context;
+      context.set_deadline(In(5));
+      grpc::health::v1::HealthCheckRequest request;
+      request.set_service(service);
+      grpc::health::v1::HealthCheckResponse response;
+      ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+      EXPECT_EQ(response.status(), want) << service;
+    }
+  }
 
   // A corrupted v3: refused, v2 keeps serving.
   Install(v3->dir.path(), server->dir.path(), /*corrupt=*/true);
@@ -361,7 +428,8 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   for (auto& t : threads) t.join();
 
   const std::string log = server->process->ReadLog();
-  EXPECT_THAT(log, HasSubstr("model reloaded: now serving rm2 v2"));
+  EXPECT_THAT(log, HasSubstr("model loaded: rm2 v2"));
+  EXPECT_THAT(log, HasSubstr("model retired: v1"));
   EXPECT_THAT(log, HasSubstr("FAILED, still serving rm2 v2"));
   EXPECT_THAT(log, HasSubstr("cloud.safetensors has SHA-256"));
   EXPECT_EQ(test::MetricValue(server->Metrics(), "duet_model_reloads_total",
@@ -376,10 +444,14 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   EXPECT_GT(health_checks.load(), 0);
   absl::MutexLock lock(&tally.mu);
   EXPECT_THAT(tally.unexpected, ::testing::IsEmpty());
+  EXPECT_EQ(
+      test::MetricValue(server->Metrics(), "duet_model_version_queries_total",
+                        {"version=\"1\""}),
+      tally.ok[1]);  // every routed v1 query succeeded
   std::printf(
-      "reload: %d v1 OK, %d v1 refused after the swap, %d v2 OK, %d "
-      "health checks all SERVING\n",
-      tally.ok[1], tally.refused_v1, tally.ok[2], health_checks.load());
+      "release: %d v1 OK, %d v2 OK, 0 failed, %d health checks all "
+      "SERVING\n",
+      tally.ok[1], tally.ok[2], health_checks.load());
 }
 
 TEST(CloudReloadTest, SighupReloadsWithPollingOff) {
@@ -398,8 +470,7 @@ TEST(CloudReloadTest, SighupReloadsWithPollingOff) {
       server->WaitMetric("duet_model_reloads_total", {"result=\"ok\""}, 1))
       << server->process->ReadLog();
   EXPECT_TRUE(server->Score(*v2, &response).ok());
-  EXPECT_EQ(server->Score(*v1, &response).error_code(),
-            grpc::FAILED_PRECONDITION);
+  EXPECT_TRUE(server->Score(*v1, &response).ok());  // served beside v2
   EXPECT_TRUE(server->process->Running());
   EXPECT_THAT(server->process->ReadLog(), HasSubstr("received SIGHUP"));
 }
