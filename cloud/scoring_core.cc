@@ -1,5 +1,7 @@
 #include "cloud/scoring_core.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -239,6 +241,12 @@ std::vector<ServedModels::Retired> ScoringCore::ApplyVersionPolicy(
     const std::shared_ptr<ModelRuntime> rt = runtime();
     metrics_->SetPlacement(rt->placement());
     SetCacheBreakEven(*rt);
+#ifdef __GLIBC__
+    // A retired runtime frees tens of MB of heap (item cache, buffers,
+    // packed weights) at once: hand it back to the system rather than keep
+    // it in malloc's arenas for a release that may be weeks away.
+    ::malloc_trim(0);
+#endif
   }
   return retired;
 }

@@ -172,6 +172,7 @@ TEST(ScoringCoreVersionsTest, VersionOutsidePolicyRetiresAfterIdleGrace) {
   std::vector<ServedModels::Info> list = core->served().List();
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[1].state, ServedModels::State::kRetiring);
+  const std::weak_ptr<ModelRuntime> v1_runtime = *core->served().Find(1, 0);
   // Still served while devices use it: each query restarts the grace.
   clock.Advance(absl::Seconds(8));
   ASSERT_TRUE(RunQuery(*core, BeginOn(*v1, ids, 2), Fp32Vector(*v1, u)).ok());
@@ -189,6 +190,8 @@ TEST(ScoringCoreVersionsTest, VersionOutsidePolicyRetiresAfterIdleGrace) {
   ASSERT_EQ(retired.size(), 1u);
   EXPECT_EQ(retired[0].version, 1u);
   EXPECT_EQ(retired[0].queries, 1);
+  // Nothing holds the retired runtime: its model and memory are released.
+  EXPECT_TRUE(v1_runtime.expired());
   auto gone = RunQuery(*core, BeginOn(*v1, ids, 2), Fp32Vector(*v1, u));
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(gone.status().message(), HasSubstr("model tiny v1 (signature"));
