@@ -1,21 +1,50 @@
 // The edge's view of duet-cloud (the seam between the core and gRPC):
 // start a query (BeginQuery, so the cloud begins the item side at once),
-// send its user vector, await its scores; fetch user-table rows of items.
-// GrpcCloudClient implements it over ScoringSession streams; tests use a
-// fake. Implementations are thread-safe and never block past a deadline.
+// send its user vector, await its scores; fetch user-table rows of items at
+// a model version; and, for model releases, download a version's edge part
+// (GetEdgeModel) and ask which versions are served (GetModelStatus).
+// GrpcCloudClient implements it over ScoringSession streams and unary calls
+// on the same channel; tests use a fake. Implementations are thread-safe and
+// never block past a deadline.
 #ifndef DUET_EDGE_CLOUD_CLIENT_H_
 #define DUET_EDGE_CLOUD_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/time/time.h"
+#include "absl/types/optional.h"
 #include "duet/v1/scoring.pb.h"
 
 namespace duet::edge {
+
+// A query's error status carries the QueryError's target (the version the
+// cloud wants this device on) as a payload of this type URL.
+inline constexpr char kModelTargetPayload[] =
+    "type.googleapis.com/duet.v1.ModelTarget";
+
+inline void SetTargetPayload(const duet::v1::ModelTarget& target,
+                             absl::Status* status) {
+  status->SetPayload(kModelTargetPayload,
+                     absl::Cord(target.SerializeAsString()));
+}
+// The target an error status carries, if any.
+inline std::optional<duet::v1::ModelTarget> TargetPayload(
+    const absl::Status& status) {
+  const absl::optional<absl::Cord> payload =
+      status.GetPayload(kModelTargetPayload);
+  duet::v1::ModelTarget target;
+  if (!payload.has_value() || !target.ParseFromString(std::string(*payload))) {
+    return std::nullopt;
+  }
+  return target;
+}
 
 // One open query. Destroying it before Await returned abandons the query
 // (the cloud is told to cancel it).
@@ -26,8 +55,9 @@ class CloudQuery {
   virtual uint64_t id() const = 0;
   // `vector.query_id` is set by the caller to id().
   virtual absl::Status SendUserVector(const duet::v1::UserVector& vector) = 0;
-  // The Scores, the cloud's QueryError as a status, UNAVAILABLE if the
-  // connection broke, DEADLINE_EXCEEDED at `deadline`.
+  // The Scores, the cloud's QueryError as a status (with its target as a
+  // payload, see TargetPayload), UNAVAILABLE if the connection broke,
+  // DEADLINE_EXCEEDED at `deadline`.
   virtual absl::StatusOr<duet::v1::Scores> Await(absl::Time deadline) = 0;
 };
 
@@ -38,8 +68,21 @@ class CloudClient {
   // the cloud is not connected.
   virtual absl::StatusOr<std::unique_ptr<CloudQuery>> BeginQuery(
       duet::v1::BeginQuery begin, absl::Time deadline) = 0;
+  // Rows of `request.item_ids` at `request.model_version` (0: the newest
+  // served); the response names the model of its rows.
   virtual absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> GetItemEmbeddings(
-      const std::vector<int64_t>& item_ids, absl::Time deadline) = 0;
+      const duet::v1::GetItemEmbeddingsRequest& request,
+      absl::Time deadline) = 0;
+  // Streams the edge part of a version: `on_chunk` sees every chunk in
+  // order; an error it returns cancels the stream and is returned. The
+  // status of the stream otherwise (DEADLINE_EXCEEDED at `deadline`).
+  using EdgeModelChunkFn =
+      std::function<absl::Status(const duet::v1::EdgeModelChunk&)>;
+  virtual absl::Status GetEdgeModel(
+      const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
+      const EdgeModelChunkFn& on_chunk) = 0;
+  virtual absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
+      const duet::v1::GetModelStatusRequest& request, absl::Time deadline) = 0;
   // "READY", "CONNECTING", "TRANSIENT_FAILURE", "IDLE", "SHUTDOWN".
   virtual std::string ConnectionState() const = 0;
 };

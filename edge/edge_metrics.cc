@@ -45,6 +45,21 @@ EdgeMetrics::EdgeMetrics(std::shared_ptr<prometheus::Registry> registry)
       "duet_cloud_streams_opened_total",
       "ScoringSession streams opened to the cloud (first opens, reconnects "
       "and age rotations)");
+  model_updates_ = &prometheus::BuildCounter()
+                        .Name("duet_edge_model_updates_total")
+                        .Help(
+                            "Model update attempts by result (switched, "
+                            "switched_rebuilding, failed)")
+                        .Register(r);
+  download_bytes_ = counter("duet_edge_model_download_bytes_total",
+                            "Bytes of edge models received (GetEdgeModel)");
+  update_seconds_ =
+      &prometheus::BuildHistogram()
+           .Name("duet_edge_model_update_seconds")
+           .Help("Model update duration, download start to switched")
+           .Register(r)
+           .Add({}, prometheus::Histogram::BucketBoundaries{
+                        0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
   memo_seconds_ = &prometheus::BuildHistogram()
                        .Name("duet_memo_recompute_duration_seconds")
                        .Help("Duration of a static bottom MLP recompute")
@@ -82,6 +97,10 @@ void EdgeMetrics::SetInt8Arithmetic(const std::string& arithmetic,
 void EdgeMetrics::CountQuery(absl::StatusCode code) {
   queries_->Add({{"side", "edge"}, {"code", absl::StatusCodeToString(code)}})
       .Increment();
+}
+
+void EdgeMetrics::CountModelUpdate(const std::string& result) {
+  model_updates_->Add({{"result", result}}).Increment();
 }
 
 void EdgeMetrics::MemoRecomputed(absl::Duration took) {

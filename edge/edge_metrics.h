@@ -38,6 +38,15 @@ class EdgeMetrics {
   prometheus::Counter& cloud_streams_opened() { return *streams_opened_; }
   prometheus::Gauge& cloud_streams_ready() { return *streams_ready_; }
 
+  // Model updates (ModelUpdater): duet_edge_model_updates_total{result}
+  // ("switched": history rebuilt during the switch; "switched_rebuilding":
+  // switched, history left to the background rebuilder; "failed": an
+  // attempt that will be retried), duet_edge_model_download_bytes_total,
+  // duet_edge_model_update_seconds (download start to switched).
+  void CountModelUpdate(const std::string& result);
+  prometheus::Counter& model_download_bytes() { return *download_bytes_; }
+  prometheus::Histogram& model_update_seconds() { return *update_seconds_; }
+
   // duet_int8_arithmetic_info{arithmetic,isa,implementation} = 1: how the
   // int8 user top MLP runs on this device (common/kernels/int8_arithmetic.h).
   void SetInt8Arithmetic(const std::string& arithmetic, const std::string& isa,
@@ -50,6 +59,9 @@ class EdgeMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* queries_;
+  prometheus::Family<prometheus::Counter>* model_updates_;
+  prometheus::Counter* download_bytes_;
+  prometheus::Histogram* update_seconds_;
   prometheus::Histogram *user_model_, *cloud_, *total_, *memo_seconds_;
   prometheus::Counter *uplink_bytes_, *downlink_bytes_, *scratchpad_updates_,
       *memo_recomputes_, *relay_hits_, *embedding_fetches_, *streams_opened_;

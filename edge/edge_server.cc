@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -15,45 +17,64 @@
 #include "common/obs/energy_meter.h"
 #include "common/obs/metrics.h"
 #include "edge/edge_metrics.h"
+#include "edge/edge_runtime.h"
 #include "edge/edge_service_impl.h"
 #include "edge/emulated_uplink.h"
+#include "edge/file_system.h"
 #include "edge/grpc_cloud_client.h"
-#include "edge/history_rebuilder.h"
-#include "edge/recommender.h"
-#include "edge/state_store.h"
+#include "edge/model_updater.h"
 #include "edge/user_model.h"
-#include "edge/user_state.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace duet::edge {
 
-// Members in dependency order: destroyed in reverse, the server first.
+// Members in dependency order: destroyed in reverse, the updater (whose
+// thread reports health to `server`) first.
 struct EdgeServer::Impl {
   std::unique_ptr<common::MetricsServer> metrics_server;
   std::shared_ptr<prometheus::Registry> registry;
   std::unique_ptr<common::InfoMetrics> info;
-  std::unique_ptr<common::Model> model;
   std::unique_ptr<common::ThreadPool> background;  // memo recomputes
   std::unique_ptr<EdgeMetrics> metrics;
-  std::unique_ptr<UserModel> user_model;
-  std::unique_ptr<UserState> state;
-  std::unique_ptr<StateStore> store;
   std::unique_ptr<GrpcCloudClient> cloud;
   // Around `cloud` when --uplink_mbps / --uplink_rtt_ms emulate a slow link.
   std::unique_ptr<EmulatedUplink> uplink;
   std::unique_ptr<common::EnergyMeter> energy;
-  std::unique_ptr<Recommender> recommender;
   std::unique_ptr<EdgeServiceImpl> service;
   std::unique_ptr<grpc::Server> server;
-  // After a model change: fetches the history's rows; reads `server`'s
-  // health service, so it goes first.
-  std::unique_ptr<HistoryRebuilder> rebuilder;
+  // The running model and user state, and the model updates.
+  std::unique_ptr<ModelUpdater> updater;
   int port = 0;
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
 };
+
+namespace {
+
+// The device's id for the cloud's release policy: `<state_dir>/device_id`,
+// written once with a random id (it must stay the same across restarts, or
+// a staged release would move the device in and out of the canary).
+absl::StatusOr<std::string> LoadOrCreateDeviceId(const std::string& state_dir) {
+  FileSystem* fs = PosixFileSystem();
+  const std::string path = absl::StrCat(state_dir, "/", kDeviceIdFile);
+  absl::StatusOr<std::string> stored = fs->ReadFile(path);
+  if (stored.ok()) {
+    const std::string id(absl::StripAsciiWhitespace(*stored));
+    if (!id.empty()) return id;
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
+  absl::BitGen rng;
+  const std::string id =
+      absl::StrFormat("edge-%016x", absl::Uniform<uint64_t>(rng));
+  RETURN_IF_ERROR(fs->CreateDirs(state_dir));
+  RETURN_IF_ERROR(fs->WriteFileAtomically(path, id + "\n"));
+  return id;
+}
+
+}  // namespace
 
 EdgeServer::EdgeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -87,6 +108,14 @@ absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& o) {
   }
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
+  }
+  if (o.model_check_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--model_check_interval_s must be >= 0 (0: never poll)");
+  }
+  if (o.device_id.find_first_of(" \t\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device_id '", o.device_id, "' must not contain whitespace"));
   }
   if (absl::Status link =
           EmulatedUplink::Validate({o.uplink_mbps, o.uplink_rtt});
@@ -154,38 +183,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
                    o.int8_arithmetic.c_str(), kernels.Describe().c_str());
     }
   }
-  ASSIGN_OR_RETURN(impl->model, common::Model::Load(o.model_dir, load));
-  const auto& config = impl->model->config();
-  impl->info->SetModel(config.name(), absl::StrCat(config.version()),
-                       config.signature());
-
   impl->background = std::make_unique<common::ThreadPool>(1, "edge-memo");
   impl->metrics = std::make_unique<EdgeMetrics>(impl->registry);
-  const char* arithmetic =
-      impl->model->has_user_top_int8()
-          ? common::Int8ArithmeticName(impl->model->int8_arithmetic())
-          : "none";
-  impl->metrics->SetInt8Arithmetic(arithmetic, kernels.isa,
-                                   kernels.implementation);
-  ASSIGN_OR_RETURN(impl->user_model,
-                   UserModel::Create(impl->model.get(), um_options));
-  UserState::Options so;
-  common::ThreadPool* pool = impl->background.get();
-  so.executor = [pool](std::function<void()> fn) {
-    pool->Schedule(std::move(fn));
-  };
   EdgeMetrics* metrics = impl->metrics.get();
-  so.on_memo_recompute = [metrics](absl::Duration d) {
-    metrics->MemoRecomputed(d);
-  };
-  ASSIGN_OR_RETURN(impl->state,
-                   UserState::Create(impl->model.get(), std::move(so)));
-  StateStore::Options store;
-  store.dir = o.state_dir;
-  store.reset = o.reset_state;
-  store.snapshot_every = o.snapshot_every;
-  ASSIGN_OR_RETURN(impl->store,
-                   StateStore::Open(store, *impl->model, impl->state.get()));
 
   GrpcCloudClient::Options co;
   co.target = o.cloud_target;
@@ -216,29 +216,57 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
       o.uplink_mbps > 0 ? o.uplink_mbps : common::kDuetUplinkMbps);
   ASSIGN_OR_RETURN(impl->energy, common::EnergyMeter::Create(std::move(eo)));
 
-  if (impl->store->needs_rebuild()) {
-    HistoryRebuilder::Options ro;
-    ro.batch_items = std::min(256, o.max_candidates);
-    Impl* raw = impl.get();
-    ro.on_done = [raw] {
-      raw->server->GetHealthCheckService()->SetServingStatus(true);
-    };
-    impl->rebuilder = std::make_unique<HistoryRebuilder>(
-        impl->user_model.get(), cloud, impl->state.get(), impl->store.get(),
-        std::move(ro));
+  ModelUpdater::Options uo;
+  uo.model_dir = o.model_dir;
+  if (o.device_id.empty()) {
+    ASSIGN_OR_RETURN(uo.device_id, LoadOrCreateDeviceId(o.state_dir));
+  } else {
+    uo.device_id = o.device_id;
   }
-  Recommender::Hooks hooks;
-  hooks.rebuilder = impl->rebuilder.get();
-  hooks.store = impl->store.get();
-  hooks.metrics = impl->metrics.get();
-  hooks.energy = impl->energy.get();
-  Recommender::Options ro;
-  ro.max_candidates = o.max_candidates;
-  ro.relay_cache_items = o.relay_cache_items;
-  impl->recommender = std::make_unique<Recommender>(
-      impl->user_model.get(), cloud, impl->state.get(), hooks, ro);
-  impl->service = std::make_unique<EdgeServiceImpl>(impl->recommender.get(),
-                                                    o.default_timeout);
+  uo.updates = o.model_updates;
+  uo.check_interval = o.model_check_interval;
+  uo.batch_items = std::min(256, o.max_candidates);
+  uo.metrics = metrics;
+  EdgeRuntime::Options& ro = uo.runtime;
+  ro.load = load;
+  ro.user_model = um_options;
+  common::ThreadPool* pool = impl->background.get();
+  ro.state.executor = [pool](std::function<void()> fn) {
+    pool->Schedule(std::move(fn));
+  };
+  ro.state.on_memo_recompute = [metrics](absl::Duration d) {
+    metrics->MemoRecomputed(d);
+  };
+  ro.store.dir = o.state_dir;
+  ro.store.reset = o.reset_state;
+  ro.store.snapshot_every = o.snapshot_every;
+  ro.recommender.max_candidates = o.max_candidates;
+  ro.recommender.relay_cache_items = o.relay_cache_items;
+  ro.hooks.metrics = metrics;
+  ro.hooks.energy = impl->energy.get();
+  ro.cloud = cloud;
+  common::InfoMetrics* info = impl->info.get();
+  uo.on_model = [info](const duet::v1::ModelConfig& config) {
+    info->SetModel(config.name(), absl::StrCat(config.version()),
+                   config.signature());
+  };
+  Impl* raw = impl.get();
+  // Health follows the history: NOT_SERVING only while queries wait for a
+  // rebuild (a migrated state at start-up); a switch keeps SERVING.
+  uo.on_serving = [raw](bool serving) {
+    raw->server->GetHealthCheckService()->SetServingStatus(serving);
+  };
+  ASSIGN_OR_RETURN(impl->updater, ModelUpdater::Create(std::move(uo)));
+  const std::shared_ptr<EdgeRuntime> rt = impl->updater->runtime();
+  const auto& config = rt->model().config();
+  const char* arithmetic =
+      rt->model().has_user_top_int8()
+          ? common::Int8ArithmeticName(rt->model().int8_arithmetic())
+          : "none";
+  impl->metrics->SetInt8Arithmetic(arithmetic, kernels.isa,
+                                   kernels.implementation);
+  impl->service =
+      std::make_unique<EdgeServiceImpl>(impl->updater.get(), o.default_timeout);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -250,21 +278,28 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", o.listen, " (address in use or malformed)"));
   }
-  if (impl->rebuilder != nullptr) {
-    // NOT_SERVING (and Recommend UNAVAILABLE) until the scratchpad holds
-    // this model's rows; the history's item ids are safe on disk meanwhile.
-    impl->server->GetHealthCheckService()->SetServingStatus(false);
-    impl->rebuilder->Start();
-  }
+  // A migrated state: NOT_SERVING (and Recommend UNAVAILABLE) until the
+  // scratchpad holds this model's rows; the history's item ids are safe on
+  // disk meanwhile.
+  impl->updater->Start();
   std::fprintf(
       stderr,
+      "duet-edge: %s\n"
+      "duet-edge: device %s; model updates %s (status poll %s)\n"
       "duet-edge: model %s, user top MLP %s (int8 arithmetic %s: %s), wire "
       "%s; state %s: %s\n"
       "duet-edge: serving EdgeService on %s, cloud %s (%d streams, "
       "rotated every %s), metrics %s\n",
+      impl->updater->startup_report().c_str(),
+      rt->recommender().GetState().device_id().c_str(),
+      o.model_updates ? "on" : "off (--model_updates=false)",
+      o.model_check_interval > absl::ZeroDuration()
+          ? absl::StrCat("every ", absl::FormatDuration(o.model_check_interval))
+                .c_str()
+          : "off",
       common::ModelLabel(config).c_str(), o.user_precision.c_str(), arithmetic,
       kernels.Describe().c_str(), o.wire.c_str(), o.state_dir.c_str(),
-      impl->store->recovery_report().c_str(),
+      rt->store().recovery_report().c_str(),
       common::WithBoundPort(o.listen, impl->port).c_str(),
       o.cloud_target.c_str(), o.cloud_streams,
       o.cloud_stream_max_age > absl::ZeroDuration()
@@ -289,7 +324,7 @@ void EdgeServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
-  impl_->rebuilder.reset();
+  impl_->updater.reset();
   impl_->uplink.reset();
   impl_->cloud.reset();
 }

@@ -1,6 +1,9 @@
-// The duet-edge process: loads the model's edge part, restores the user's
-// state from --state_dir, connects to the cloud, and serves EdgeService,
+// The duet-edge process: loads the model's edge part (the downloaded
+// version models/CURRENT names, else --model), restores the user's state
+// from --state_dir, connects to the cloud, and serves EdgeService,
 // grpc.health.v1 and server reflection, plus /metrics on its own port.
+// A ModelUpdater follows the version the cloud announces for this device
+// (download, verify, switch between queries; health stays SERVING).
 // A state of another version of the model is migrated (edge/state_store.h):
 // health is NOT_SERVING and queries UNAVAILABLE until a HistoryRebuilder has
 // refetched the history's rows from the cloud. Create fails (with the
@@ -17,6 +20,9 @@
 #include "common/rpc/tls.h"
 
 namespace duet::edge {
+
+// The device id duet-edge generates once when --device_id is not given.
+inline constexpr char kDeviceIdFile[] = "device_id";
 
 struct EdgeServerOptions {
   std::string model_dir;
@@ -41,6 +47,13 @@ struct EdgeServerOptions {
   absl::Duration uplink_rtt = absl::ZeroDuration();
   int snapshot_every = 1000;
   bool verify_checksums = true;
+  // Model releases (ModelUpdater): the device's id for the release policy
+  // (empty: <state_dir>/device_id, generated once); whether to download
+  // and switch to the announced version; the GetModelStatus poll (zero:
+  // never).
+  std::string device_id;
+  bool model_updates = true;
+  absl::Duration model_check_interval = absl::Seconds(60);
 };
 
 // INVALID_ARGUMENT naming the flag when an option is missing or out of range

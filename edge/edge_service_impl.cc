@@ -27,27 +27,27 @@ absl::Time EdgeServiceImpl::Deadline(const grpc::ServerContext& context) const {
 grpc::Status EdgeServiceImpl::Recommend(
     grpc::ServerContext* context, const duet::v1::RecommendRequest* request,
     duet::v1::RecommendResponse* response) {
-  return Reply(recommender_->Recommend(*request, Deadline(*context)), response);
+  return Reply(updater_->Recommend(*request, Deadline(*context)), response);
 }
 
 grpc::Status EdgeServiceImpl::RecordInteraction(
     grpc::ServerContext* context,
     const duet::v1::RecordInteractionRequest* request,
     duet::v1::RecordInteractionResponse* response) {
-  return Reply(recommender_->RecordInteraction(*request, Deadline(*context)),
+  return Reply(updater_->RecordInteraction(*request, Deadline(*context)),
                response);
 }
 
 grpc::Status EdgeServiceImpl::UpdateProfile(
     grpc::ServerContext*, const duet::v1::UpdateProfileRequest* request,
     duet::v1::UpdateProfileResponse* response) {
-  return Reply(recommender_->UpdateProfile(*request), response);
+  return Reply(updater_->UpdateProfile(*request), response);
 }
 
 grpc::Status EdgeServiceImpl::GetState(grpc::ServerContext*,
                                        const duet::v1::GetStateRequest*,
                                        duet::v1::EdgeState* response) {
-  *response = recommender_->GetState();
+  *response = updater_->GetState();
   return grpc::Status::OK;
 }
 

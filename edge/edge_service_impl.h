@@ -1,22 +1,23 @@
 // EdgeService over gRPC: a thin, stateless adapter from RPCs to the
-// Recommender. It uses the synchronous API: the app on the device issues few
-// concurrent calls, each handler's only wait (the cloud's Scores) is bounded
-// by the call's deadline, and the sync server's thread pool grows with
-// load; the callback API would save threads the device does not need.
-// Deadline: the caller's, else --default_timeout_ms.
+// ModelUpdater, which owns the running model's Recommender (each call keeps
+// the runtime it started on, across a model switch). It uses the synchronous
+// API: the app on the device issues few concurrent calls, each handler's only
+// wait (the cloud's Scores) is bounded by the call's deadline, and the sync
+// server's thread pool grows with load; the callback API would save threads the
+// device does not need. Deadline: the caller's, else --default_timeout_ms.
 #ifndef DUET_EDGE_EDGE_SERVICE_IMPL_H_
 #define DUET_EDGE_EDGE_SERVICE_IMPL_H_
 
 #include "absl/time/time.h"
 #include "duet/v1/edge.grpc.pb.h"
-#include "edge/recommender.h"
+#include "edge/model_updater.h"
 
 namespace duet::edge {
 
 class EdgeServiceImpl final : public duet::v1::EdgeService::Service {
  public:
-  EdgeServiceImpl(Recommender* recommender, absl::Duration default_timeout)
-      : recommender_(recommender), default_timeout_(default_timeout) {}
+  EdgeServiceImpl(ModelUpdater* updater, absl::Duration default_timeout)
+      : updater_(updater), default_timeout_(default_timeout) {}
 
   grpc::Status Recommend(grpc::ServerContext* context,
                          const duet::v1::RecommendRequest* request,
@@ -36,7 +37,7 @@ class EdgeServiceImpl final : public duet::v1::EdgeService::Service {
  private:
   absl::Time Deadline(const grpc::ServerContext& context) const;
 
-  Recommender* const recommender_;
+  ModelUpdater* const updater_;
   const absl::Duration default_timeout_;
 };
 

@@ -82,12 +82,23 @@ absl::StatusOr<std::unique_ptr<CloudQuery>> EmulatedUplink::BeginQuery(
 }
 
 absl::StatusOr<duet::v1::GetItemEmbeddingsResponse>
-EmulatedUplink::GetItemEmbeddings(const std::vector<int64_t>& item_ids,
-                                  absl::Time deadline) {
-  duet::v1::GetItemEmbeddingsRequest request;
-  request.mutable_item_ids()->Assign(item_ids.begin(), item_ids.end());
+EmulatedUplink::GetItemEmbeddings(
+    const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline) {
   Transmit(request.ByteSizeLong());
-  return inner_->GetItemEmbeddings(item_ids, deadline);
+  return inner_->GetItemEmbeddings(request, deadline);
+}
+
+absl::Status EmulatedUplink::GetEdgeModel(
+    const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
+    const EdgeModelChunkFn& on_chunk) {
+  Transmit(request.ByteSizeLong());
+  return inner_->GetEdgeModel(request, deadline, on_chunk);
+}
+
+absl::StatusOr<duet::v1::ModelStatus> EmulatedUplink::GetModelStatus(
+    const duet::v1::GetModelStatusRequest& request, absl::Time deadline) {
+  Transmit(request.ByteSizeLong());
+  return inner_->GetModelStatus(request, deadline);
 }
 
 std::string EmulatedUplink::ConnectionState() const {

@@ -40,7 +40,15 @@ class EmulatedUplink : public CloudClient {
   absl::StatusOr<std::unique_ptr<CloudQuery>> BeginQuery(
       duet::v1::BeginQuery begin, absl::Time deadline) override;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> GetItemEmbeddings(
-      const std::vector<int64_t>& item_ids, absl::Time deadline) override;
+      const duet::v1::GetItemEmbeddingsRequest& request,
+      absl::Time deadline) override;
+  // Downstream (the model's bytes) is not delayed: only the request.
+  absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
+                            absl::Time deadline,
+                            const EdgeModelChunkFn& on_chunk) override;
+  absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
+      const duet::v1::GetModelStatusRequest& request,
+      absl::Time deadline) override;
   std::string ConnectionState() const override;
 
   // When a message of `bytes` sent now would arrive; reserves the link.

@@ -101,7 +101,10 @@ TEST(EmulatedUplinkTest, ADeadlinePassedOnTheLinkNeverReachesTheCloud) {
 TEST(EmulatedUplinkTest, PassesTheInnerClientsAnswersThrough) {
   FakeCloud cloud(&SharedTestModel());
   EmulatedUplink link(&cloud, {}, nullptr);  // a free link, real clock
-  auto rows = link.GetItemEmbeddings({3, 4}, absl::InfiniteFuture());
+  duet::v1::GetItemEmbeddingsRequest get;
+  get.add_item_ids(3);
+  get.add_item_ids(4);
+  auto rows = link.GetItemEmbeddings(get, absl::InfiniteFuture());
   ASSERT_TRUE(rows.ok()) << rows.status();
   EXPECT_EQ(rows->items_size(), 2);
   EXPECT_EQ(link.ConnectionState(), "READY");

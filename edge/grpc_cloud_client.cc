@@ -423,9 +423,12 @@ void GrpcCloudClient::Dispatch(Session* session,
     // per returned item for rm2). The next Read overwrites `response`.
     pending->result = std::move(*response->mutable_scores());
   } else {
-    pending->result =
-        absl::Status(static_cast<absl::StatusCode>(response->error().code()),
-                     absl::StrCat("cloud: ", response->error().message()));
+    absl::Status error(static_cast<absl::StatusCode>(response->error().code()),
+                       absl::StrCat("cloud: ", response->error().message()));
+    if (response->error().has_target()) {
+      SetTargetPayload(response->error().target(), &error);
+    }
+    pending->result = std::move(error);
   }
   pending->done.Notify();
 }
@@ -479,22 +482,55 @@ absl::StatusOr<std::unique_ptr<CloudQuery>> GrpcCloudClient::BeginQuery(
 }
 
 absl::StatusOr<duet::v1::GetItemEmbeddingsResponse>
-GrpcCloudClient::GetItemEmbeddings(const std::vector<int64_t>& item_ids,
-                                   absl::Time deadline) {
-  duet::v1::GetItemEmbeddingsRequest request;
-  request.mutable_item_ids()->Assign(item_ids.begin(), item_ids.end());
+GrpcCloudClient::GetItemEmbeddings(
+    const duet::v1::GetItemEmbeddingsRequest& request, absl::Time deadline) {
   grpc::ClientContext context;
   context.set_deadline(ToChrono(deadline));
   duet::v1::GetItemEmbeddingsResponse response;
   const grpc::Status status =
       stub_->GetItemEmbeddings(&context, request, &response);
-  if (!status.ok()) {
-    const absl::Status s = common::FromGrpcStatus(status);
-    return absl::Status(
-        s.code(), absl::StrCat("GetItemEmbeddings at ", options_.target, ": ",
-                               s.message()));
-  }
+  if (!status.ok()) return CallError("GetItemEmbeddings", status);
   return response;
+}
+
+absl::Status GrpcCloudClient::GetEdgeModel(
+    const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
+    const EdgeModelChunkFn& on_chunk) {
+  grpc::ClientContext context;
+  context.set_deadline(ToChrono(deadline));
+  std::unique_ptr<grpc::ClientReader<duet::v1::EdgeModelChunk>> reader =
+      stub_->GetEdgeModel(&context, request);
+  duet::v1::EdgeModelChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (absl::Status s = on_chunk(chunk); !s.ok()) {
+      // Cancelling makes Finish return at once instead of draining the
+      // rest of the stream.
+      context.TryCancel();
+      reader->Finish().IgnoreError();
+      return s;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return CallError("GetEdgeModel", status);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<duet::v1::ModelStatus> GrpcCloudClient::GetModelStatus(
+    const duet::v1::GetModelStatusRequest& request, absl::Time deadline) {
+  grpc::ClientContext context;
+  context.set_deadline(ToChrono(deadline));
+  duet::v1::ModelStatus response;
+  const grpc::Status status =
+      stub_->GetModelStatus(&context, request, &response);
+  if (!status.ok()) return CallError("GetModelStatus", status);
+  return response;
+}
+
+absl::Status GrpcCloudClient::CallError(const char* call,
+                                        const grpc::Status& status) const {
+  const absl::Status s = common::FromGrpcStatus(status);
+  return absl::Status(
+      s.code(), absl::StrCat(call, " at ", options_.target, ": ", s.message()));
 }
 
 bool GrpcCloudClient::AnyLaneReady() const {

@@ -5,8 +5,9 @@
 // query_id, and a reader thread per stream dispatches Scores / QueryError to
 // the waiting query. round_robin picks a backend per call, not per message,
 // so it is the lanes' several streams that spread queries over replicas:
-// BeginQuery takes the next ready lane in turn. GetItemEmbeddings is a unary
-// call on the channel.
+// BeginQuery takes the next ready lane in turn. GetItemEmbeddings and
+// GetModelStatus are unary calls on the channel, GetEdgeModel a
+// server-streaming one.
 //
 // Failure: when a stream breaks, its open queries fail with UNAVAILABLE and
 // its lane reopens a stream once the channel is READY again, backing off
@@ -81,7 +82,14 @@ class GrpcCloudClient : public CloudClient {
   absl::StatusOr<std::unique_ptr<CloudQuery>> BeginQuery(
       duet::v1::BeginQuery begin, absl::Time deadline) override;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> GetItemEmbeddings(
-      const std::vector<int64_t>& item_ids, absl::Time deadline) override;
+      const duet::v1::GetItemEmbeddingsRequest& request,
+      absl::Time deadline) override;
+  absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
+                            absl::Time deadline,
+                            const EdgeModelChunkFn& on_chunk) override;
+  absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
+      const duet::v1::GetModelStatusRequest& request,
+      absl::Time deadline) override;
   // "READY" while at least one lane takes queries, else the channel's state
   // ("CONNECTING" while the channel is READY but no stream is open yet).
   std::string ConnectionState() const override;
@@ -116,6 +124,8 @@ class GrpcCloudClient : public CloudClient {
   int ReadyStreamsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyLaneReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A failed unary or server-streaming call as a status naming it.
+  absl::Status CallError(const char* call, const grpc::Status& status) const;
 
   const Options options_;
   common::Clock* const clock_;

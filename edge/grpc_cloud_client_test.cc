@@ -98,6 +98,31 @@ class FakeScoringService final : public v1::ScoringService::Service {
     return grpc::Status::OK;
   }
 
+  // Five one-byte chunks of edge.safetensors; version 9 is not served.
+  grpc::Status GetEdgeModel(
+      grpc::ServerContext*, const v1::GetEdgeModelRequest* request,
+      grpc::ServerWriter<v1::EdgeModelChunk>* writer) override {
+    if (request->model_version() == 9) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "model version 9 is not served");
+    }
+    for (int i = 0; i < 5; ++i) {
+      v1::EdgeModelChunk chunk;
+      chunk.set_file("edge.safetensors");
+      chunk.set_offset(i);
+      chunk.set_data("x");
+      if (!writer->Write(chunk)) break;
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status GetModelStatus(grpc::ServerContext*,
+                              const v1::GetModelStatusRequest* request,
+                              v1::ModelStatus* response) override {
+    response->set_model_name(request->device_id());
+    response->mutable_target()->set_version(7);
+    return grpc::Status::OK;
+  }
+
   int streams() const {
     absl::MutexLock lock(&mu_);
     return streams_;
@@ -204,6 +229,53 @@ TEST(GrpcCloudClientTest, NoOpenStreamFailsAtOnceWithUnavailable) {
                HasSubstr("none of 2 streams open")));
   EXPECT_NE((*client)->ConnectionState(), "READY");
   EXPECT_EQ((*client)->ready_streams(), 0);
+}
+
+// The release calls: GetEdgeModel hands over every chunk in order, an error
+// of the consumer ends the stream and is returned as is, and the cloud's
+// errors keep their code with the call named; GetModelStatus answers.
+TEST(GrpcCloudClientTest, ReleaseCallsPassChunksStatusAndErrorsThrough) {
+  const int port = PickFreePort();
+  FakeServer server(port, absl::ZeroDuration());
+  GrpcCloudClient::Options o;
+  o.target = absl::StrCat("127.0.0.1:", port);
+  o.streams = 1;
+  auto client = GrpcCloudClient::Create(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  std::vector<int64_t> offsets;
+  auto collect = [&offsets](const v1::EdgeModelChunk& chunk) {
+    offsets.push_back(chunk.offset());
+    return absl::OkStatus();
+  };
+  v1::GetEdgeModelRequest request;
+  request.set_model_version(2);
+  ASSERT_TRUE((*client)->GetEdgeModel(request, deadline, collect).ok());
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+
+  offsets.clear();
+  auto refuse_third = [&offsets](const v1::EdgeModelChunk& chunk) {
+    offsets.push_back(chunk.offset());
+    return chunk.offset() == 2 ? absl::DataLossError("bad chunk 2")
+                               : absl::OkStatus();
+  };
+  EXPECT_THAT((*client)->GetEdgeModel(request, deadline, refuse_third),
+              StatusIs(absl::StatusCode::kDataLoss, "bad chunk 2"));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 1, 2}));
+
+  request.set_model_version(9);
+  EXPECT_THAT(
+      (*client)->GetEdgeModel(request, deadline, collect),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               HasSubstr(absl::StrCat("GetEdgeModel at 127.0.0.1:", port,
+                                      ": model version 9 is not served"))));
+
+  v1::GetModelStatusRequest status_request;
+  status_request.set_device_id("dev");
+  auto status = (*client)->GetModelStatus(status_request, deadline);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->model_name(), "dev");
+  EXPECT_EQ(status->target().version(), 7u);
 }
 
 TEST(GrpcCloudClientTest, StreamsSpreadQueriesOverBackends) {

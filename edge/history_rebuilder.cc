@@ -21,16 +21,23 @@ HistoryRebuilder::HistoryRebuilder(const UserModel* user_model,
       options_(std::move(options)),
       items_(state->history_items()) {}
 
-HistoryRebuilder::~HistoryRebuilder() {
+HistoryRebuilder::~HistoryRebuilder() { Stop(); }
+
+void HistoryRebuilder::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (done_) return;
+    stop_ = false;
+  }
+  thread_ = std::thread([this] { Run(); });
+}
+
+void HistoryRebuilder::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
-}
-
-void HistoryRebuilder::Start() {
-  thread_ = std::thread([this] { Run(); });
 }
 
 absl::Status HistoryRebuilder::status() const {
@@ -115,9 +122,13 @@ absl::Status HistoryRebuilder::Attempt(Report* report) {
     std::vector<int64_t> ids(items_.begin() + begin, items_.begin() + end);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    duet::v1::GetItemEmbeddingsRequest get;
+    get.mutable_item_ids()->Assign(ids.begin(), ids.end());
+    get.set_model_version(user_model_->model().config().version());
+    get.set_model_fingerprint(user_model_->model().fingerprint());
     ASSIGN_OR_RETURN(
         duet::v1::GetItemEmbeddingsResponse fetched,
-        cloud_->GetItemEmbeddings(ids, absl::Now() + options_.call_timeout));
+        cloud_->GetItemEmbeddings(get, absl::Now() + options_.call_timeout));
     ++report->calls;
     report->bytes += static_cast<int64_t>(fetched.ByteSizeLong());
     // A cloud still on the old model (or already on a newer one) answers

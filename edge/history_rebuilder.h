@@ -55,6 +55,10 @@ class HistoryRebuilder {
   ~HistoryRebuilder();
 
   void Start();
+  // Stops retrying and joins; status() stays UNAVAILABLE unless it had
+  // finished. Start may be called again (a model switch that stopped it
+  // and then did not happen).
+  void Stop();
   // OK once rebuilt and persisted; UNAVAILABLE with the progress before.
   absl::Status status() const;
   bool WaitUntilDone(absl::Duration timeout) const;

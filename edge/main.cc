@@ -76,6 +76,27 @@ ABSL_FLAG(double, uplink_mbps, 0,
 ABSL_FLAG(double, uplink_rtt_ms, 0,
           "Emulated round-trip time in ms; each upstream message is delayed "
           "by half of it.");
+ABSL_FLAG(std::string, device_id, "",
+          "This device's id for the cloud's release policy (canary by id or "
+          "by hash), sent in every BeginQuery. Empty: an id generated once "
+          "and kept in <state_dir>/device_id.");
+ABSL_FLAG(bool, model_updates, true,
+          "Follow the model version the cloud announces for this device: "
+          "download its edge part in the background (GetEdgeModel; sizes, "
+          "SHA-256 and signature checked), install it under "
+          "<state_dir>/models/<version>-<signature>/, and switch between "
+          "queries (the old version answers meanwhile; the history's rows "
+          "are refetched at the new version; health stays SERVING). "
+          "<state_dir>/models/CURRENT names the version a restart runs "
+          "(instead of --model, when it loads and is of the same model). "
+          "Failures are retried with backoff (1 s doubling to 60 s) and "
+          "shown in GetState.model_update. false: never download, only "
+          "report the target (GetState.target_model_version).");
+ABSL_FLAG(int, model_check_interval_s, 60,
+          "Ask the cloud for this device's target version (GetModelStatus) "
+          "at start and every this many seconds, besides the target every "
+          "response carries and a query refused FAILED_PRECONDITION (a "
+          "retired version), which asks at once. 0: no periodic poll.");
 ABSL_FLAG(int, snapshot_every, 1000,
           "Interaction-log records between compactions into a snapshot.");
 
@@ -127,6 +148,10 @@ int main(int argc, char** argv) {
   o.uplink_mbps = absl::GetFlag(FLAGS_uplink_mbps);
   o.uplink_rtt = absl::Milliseconds(absl::GetFlag(FLAGS_uplink_rtt_ms));
   o.snapshot_every = absl::GetFlag(FLAGS_snapshot_every);
+  o.device_id = absl::GetFlag(FLAGS_device_id);
+  o.model_updates = absl::GetFlag(FLAGS_model_updates);
+  o.model_check_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_model_check_interval_s));
 
   if (const absl::Status valid = duet::edge::ValidateEdgeServerOptions(o);
       !valid.ok()) {

@@ -79,9 +79,14 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
   begin.set_top_k(request.top_k());
   begin.set_timeout_us(std::max<int64_t>(1, Micros(deadline - start)));
   begin.set_relay_top(options_.relay_cache_items > 0 ? request.top_k() : 0);
+  begin.set_model_version(model_.config().version());
+  begin.set_model_fingerprint(model_.fingerprint());
+  begin.set_device_id(options_.device_id);
   const absl::Time cloud_start = absl::Now();
-  ASSIGN_OR_RETURN(std::unique_ptr<CloudQuery> query,
-                   cloud_->BeginQuery(begin, deadline));
+  absl::StatusOr<std::unique_ptr<CloudQuery>> begun =
+      cloud_->BeginQuery(begin, deadline);
+  if (!begun.ok()) return ReportRefusal(begun.status());
+  std::unique_ptr<CloudQuery> query = *std::move(begun);
   begin.set_query_id(query->id());
 
   // Per-thread output buffers: the user model allocates nothing per query.
@@ -96,8 +101,12 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
   const absl::Duration user_model_time = absl::Now() - model_start;
   RETURN_IF_ERROR(query->SendUserVector(vector));
 
-  ASSIGN_OR_RETURN(duet::v1::Scores scores, query->Await(deadline));
+  absl::StatusOr<duet::v1::Scores> awaited = query->Await(deadline);
+  if (!awaited.ok()) return ReportRefusal(awaited.status());
+  duet::v1::Scores scores = *std::move(awaited);
   const absl::Time end = absl::Now();
+  if (scores.has_target() && hooks_.on_target)
+    hooks_.on_target(scores.target());
   // Sized before the items move into the response, and only when counted
   // (a Scores with relayed rows is several KB to walk).
   const int64_t downlink = hooks_.metrics != nullptr
@@ -136,6 +145,18 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
   return response;
 }
 
+absl::Status Recommender::ReportRefusal(absl::Status status) const {
+  if (std::optional<duet::v1::ModelTarget> target = TargetPayload(status);
+      target.has_value() && hooks_.on_target) {
+    hooks_.on_target(*target);
+  }
+  if (status.code() == absl::StatusCode::kFailedPrecondition &&
+      hooks_.on_model_refused) {
+    hooks_.on_model_refused(status);
+  }
+  return status;
+}
+
 absl::StatusOr<duet::v1::RecordInteractionResponse>
 Recommender::RecordInteraction(
     const duet::v1::RecordInteractionRequest& request, absl::Time deadline) {
@@ -152,8 +173,12 @@ Recommender::RecordInteraction(
     rows = *std::move(cached);
     relayed = true;
   } else {
+    duet::v1::GetItemEmbeddingsRequest get;
+    get.add_item_ids(item);
+    get.set_model_version(model_.config().version());
+    get.set_model_fingerprint(model_.fingerprint());
     ASSIGN_OR_RETURN(duet::v1::GetItemEmbeddingsResponse fetched,
-                     cloud_->GetItemEmbeddings({item}, deadline));
+                     cloud_->GetItemEmbeddings(get, deadline));
     // Rows of another model (a cloud already on the next release) would
     // corrupt the scratchpad: the interaction fails and is not logged.
     RETURN_IF_ERROR(state_->CheckRowsModel(fetched, /*allow_unreported=*/true));
@@ -234,6 +259,8 @@ duet::v1::EdgeState Recommender::GetState() const {
       model_.has_user_top_int8()
           ? common::Int8ArithmeticName(model_.int8_arithmetic())
           : "none");
+  s.set_device_id(options_.device_id);
+  s.set_history_items(static_cast<int>(info.history_items));
   return s;
 }
 

@@ -6,12 +6,19 @@
 // item's rows from the relay cache (no RPC) or fetches them once, logs them
 // durably (if a StateStore is given) and pushes them into the scratchpad;
 // UpdateProfile persists s and starts the background memo recompute.
+// Every BeginQuery names this edge's model (version, fingerprint) and device;
+// a version the cloud announces for the device (Scores.target, a
+// QueryError's target) goes to Hooks::on_target, and a query the cloud
+// refuses as FAILED_PRECONDITION (e.g. this version retired) to
+// Hooks::on_model_refused: the owner (ModelUpdater) decides what to do.
 // Borrows everything it is given. Thread-safe.
 #ifndef DUET_EDGE_RECOMMENDER_H_
 #define DUET_EDGE_RECOMMENDER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -35,6 +42,7 @@ class Recommender {
   struct Options {
     int max_candidates = 1024;
     int relay_cache_items = 256;  // 0: no relay cache, no relay requested
+    std::string device_id;  // BeginQuery.device_id (the release policy's key)
   };
   // Optional collaborators (nullptr: not used).
   struct Hooks {
@@ -45,6 +53,12 @@ class Recommender {
     // and UpdateProfile fail with its UNAVAILABLE status: the scratchpad
     // holds no rows of this model yet.
     const HistoryRebuilder* rebuilder = nullptr;
+    // Called on the query's thread with every target the cloud announces
+    // (also when it equals this model); must be cheap and not block.
+    std::function<void(const duet::v1::ModelTarget&)> on_target;
+    // Called on the query's thread when the cloud refused a query with
+    // FAILED_PRECONDITION (its message names the versions it serves).
+    std::function<void(const absl::Status&)> on_model_refused;
   };
 
   Recommender(const UserModel* user_model, CloudClient* cloud, UserState* state,
@@ -64,6 +78,8 @@ class Recommender {
       const duet::v1::RecommendRequest& request) const;
 
   const RelayCache& relay_cache() const { return relay_cache_; }
+  const UserModel& user_model() const { return *user_model_; }
+  UserState& state() const { return *state_; }
 
  private:
   absl::Status Serving() const {
@@ -72,6 +88,8 @@ class Recommender {
   }
   absl::StatusOr<duet::v1::RecommendResponse> RecommendImpl(
       const duet::v1::RecommendRequest& request, absl::Time deadline);
+  // Hands a failed query's target / refusal to the hooks; returns `status`.
+  absl::Status ReportRefusal(absl::Status status) const;
 
   const UserModel* const user_model_;
   const common::Model& model_;

@@ -124,8 +124,9 @@ TEST_F(RecommenderTest, DownlinkBytesCountTheReturnedItems) {
   Recommender::Options ro;
   ro.max_candidates = 64;
   ro.relay_cache_items = 0;
-  Recommender rec(user_model_.get(), cloud_.get(), state_.get(),
-                  Recommender::Hooks{nullptr, &metrics, nullptr}, ro);
+  Recommender::Hooks hooks;
+  hooks.metrics = &metrics;
+  Recommender rec(user_model_.get(), cloud_.get(), state_.get(), hooks, ro);
   auto got = rec.Recommend(Request(30), Deadline());
   ASSERT_TRUE(got.ok()) << got.status();
   // The cloud's Scores carried these 30 items (plus an id and timings); the
@@ -134,6 +135,67 @@ TEST_F(RecommenderTest, DownlinkBytesCountTheReturnedItems) {
   *items_only.mutable_items() = got->items();
   EXPECT_GE(metrics.downlink_bytes().Value(),
             static_cast<double>(items_only.ByteSizeLong()));
+}
+
+// The cloud routes by the query's model and device, and the rows an
+// interaction appends must be of this edge's model: every request names it.
+TEST_F(RecommenderTest, RequestsNameTheModelAndDeviceAndTargetsReachTheHook) {
+  Init(Precision::kInt8, Precision::kInt8, /*relay_items=*/0);
+  const common::Model& v2 = SharedTestModel("rm2", 2, 2);
+  cloud_->Serve(&v2);  // the newest served is v2: version 0 would get it
+  cloud_->SetTarget(&v2);
+  std::vector<duet::v1::ModelTarget> targets;
+  Recommender::Hooks hooks;
+  hooks.on_target = [&targets](const duet::v1::ModelTarget& t) {
+    targets.push_back(t);
+  };
+  Recommender::Options ro;
+  ro.max_candidates = 64;
+  ro.relay_cache_items = 0;
+  ro.device_id = "phone-42";
+  Recommender rec(user_model_.get(), cloud_.get(), state_.get(), hooks, ro);
+  ASSERT_TRUE(rec.Recommend(Request(5), Deadline()).ok());
+  const duet::v1::BeginQuery begin = cloud_->begun().back();
+  EXPECT_EQ(begin.model_version(), model_->config().version());
+  EXPECT_EQ(begin.model_fingerprint(), model_->fingerprint());
+  EXPECT_EQ(begin.device_id(), "phone-42");
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].version(), 2u);
+  EXPECT_EQ(targets[0].fingerprint(), v2.fingerprint());
+
+  duet::v1::RecordInteractionRequest r;
+  r.set_item_id(11);
+  ASSERT_TRUE(rec.RecordInteraction(r, Deadline()).ok());
+  const duet::v1::GetItemEmbeddingsRequest get =
+      cloud_->embedding_requests().back();
+  EXPECT_EQ(get.model_version(), model_->config().version());
+  EXPECT_EQ(get.model_fingerprint(), model_->fingerprint());
+  EXPECT_EQ(rec.GetState().device_id(), "phone-42");
+  EXPECT_EQ(rec.GetState().history_items(), 1);
+}
+
+TEST_F(RecommenderTest, ARefusedQueryReachesTheHookWithItsTarget) {
+  Init(Precision::kInt8, Precision::kInt8);
+  const common::Model& v2 = SharedTestModel("rm2", 2, 2);
+  internal::FakeCloud v2_only(&v2);
+  v2_only.SetTarget(&v2);
+  std::vector<absl::Status> refused;
+  Recommender::Hooks hooks;
+  hooks.on_model_refused = [&refused](const absl::Status& s) {
+    refused.push_back(s);
+  };
+  Recommender rec(user_model_.get(), &v2_only, state_.get(), hooks, {});
+  EXPECT_THAT(rec.Recommend(Request(5), Deadline()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("model version 1 is not served")));
+  ASSERT_EQ(refused.size(), 1u);
+  absl::Status with_target = absl::FailedPreconditionError("retired");
+  duet::v1::ModelTarget t;
+  t.set_version(2);
+  SetTargetPayload(t, &with_target);
+  ASSERT_TRUE(TargetPayload(with_target).has_value());
+  EXPECT_EQ(TargetPayload(with_target)->version(), 2u);
+  EXPECT_FALSE(TargetPayload(absl::FailedPreconditionError("x")).has_value());
 }
 
 TEST_F(RecommenderTest, Int8IsCloseToReference) {

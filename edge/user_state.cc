@@ -251,6 +251,7 @@ UserStateInfo UserState::Info() const {
   absl::ReaderMutexLock lock(&mu_);
   info.interactions_total = interactions_total_;
   info.profile_version = profile_version_;
+  info.history_items = static_cast<int>(history_items_.size());
   for (int t = 0; t < scratchpad_.num_tables(); ++t) {
     UserStateInfo::Table& table = info.tables.emplace_back();
     table.name = model_->config().user_tables(t).name();

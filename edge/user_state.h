@@ -60,6 +60,7 @@ struct UserStateInfo {
   uint64_t interactions_total = 0;
   uint64_t profile_version = 0;
   uint64_t memo_version = 0;
+  int history_items = 0;  // item ids behind the scratchpad
 };
 
 class UserState {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "common/model/model.h"
@@ -22,15 +23,19 @@ struct TestModel {
   std::unique_ptr<common::Model> model;
 };
 
-// Generated on first use per (preset, seed); lives until the process exits,
-// which removes its directory.
+// Generated on first use per (preset, seed, version); lives until the
+// process exits, which removes its directory. Two versions of a release:
+// SharedTestModel("rm2", 1, 1) and SharedTestModel("rm2", 2, 2).
 inline const common::Model& SharedTestModel(const std::string& preset = "rm2",
-                                            uint64_t seed = 1) {
-  static std::map<std::pair<std::string, uint64_t>, TestModel> models;
-  TestModel& m = models[{preset, seed}];
+                                            uint64_t seed = 1,
+                                            uint32_t version = 1) {
+  static std::map<std::tuple<std::string, uint64_t, uint32_t>, TestModel>
+      models;
+  TestModel& m = models[{preset, seed, version}];
   if (m.model == nullptr) {
     m.dir = std::make_unique<common::TempDir>();
-    auto config = common::GenerateTestModel(preset, 0.001, m.dir->path(), seed);
+    auto config =
+        common::GenerateTestModel(preset, 0.001, m.dir->path(), seed, version);
     if (!config.ok()) {
       ADD_FAILURE() << config.status();
       std::abort();

@@ -44,8 +44,19 @@ class CountingCloudClient : public edge::CloudClient {
     return std::unique_ptr<edge::CloudQuery>(new Query(std::move(*q)));
   }
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> GetItemEmbeddings(
-      const std::vector<int64_t>& item_ids, absl::Time deadline) override {
-    return inner_->GetItemEmbeddings(item_ids, deadline);
+      const duet::v1::GetItemEmbeddingsRequest& request,
+      absl::Time deadline) override {
+    return inner_->GetItemEmbeddings(request, deadline);
+  }
+  absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
+                            absl::Time deadline,
+                            const EdgeModelChunkFn& on_chunk) override {
+    return inner_->GetEdgeModel(request, deadline, on_chunk);
+  }
+  absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
+      const duet::v1::GetModelStatusRequest& request,
+      absl::Time deadline) override {
+    return inner_->GetModelStatus(request, deadline);
   }
   std::string ConnectionState() const override {
     return inner_->ConnectionState();
@@ -109,8 +120,12 @@ class FleetTarget : public Target {
       const std::vector<int64_t> batch(
           items.begin() + i,
           items.begin() + std::min(items.size(), i + batch_size));
+      duet::v1::GetItemEmbeddingsRequest get;
+      get.mutable_item_ids()->Assign(batch.begin(), batch.end());
+      get.set_model_version(model_->config().version());
+      get.set_model_fingerprint(model_->fingerprint());
       auto rows =
-          clouds_[0]->GetItemEmbeddings(batch, absl::Now() + absl::Seconds(30));
+          clouds_[0]->GetItemEmbeddings(get, absl::Now() + absl::Seconds(30));
       if (rows.status().code() == absl::StatusCode::kInvalidArgument &&
           batch_size > 1) {
         batch_size /= 2;
