@@ -318,6 +318,33 @@ def build():
                 f"duet_memo_recompute_duration_seconds_bucket[{RATE}])))", n)
          for q, n in (("0.5", "p50"), ("0.99", "p99"))], "s"), 12, 8)
 
+    L.row("Model releases")
+    L.add(timeseries(
+        "Queries per model version (cloud)",
+        "duet_model_version_queries_total: queries routed to each served "
+        "version (the version their user vector is of). During a release the "
+        "canary's share moves to the new version, then everyone's; a version "
+        "outside the policy is retired once its rate has been zero for "
+        "--version_grace_s.",
+        [target(f"sum by (version) (rate(duet_model_version_queries_total"
+                f"[{RATE}]))", "v{{version}}")], "reqps"), 8, 8)
+    L.add(timeseries(
+        "Versions served (cloud)",
+        "duet_model_versions: 1 per served version and state (AVAILABLE, or "
+        "RETIRING: outside the version policy, served until idle).",
+        [target("sum by (version, state) (duet_model_versions)",
+                "v{{version}} {{state}}")], "short"), 8, 8)
+    L.add(timeseries(
+        "Edge model updates",
+        "duet_edge_model_updates_total by result (switched; "
+        "switched_rebuilding: the history rows are fetched after the swap; "
+        "failed: retried with backoff; a zero line when no update happened) "
+        "and the edges' download rate.",
+        [target(f"sum by (result) (rate(duet_edge_model_updates_total"
+                f"[{RATE}])) or on() vector(0)", "{{result}}"),
+         target(f"sum(rate(duet_edge_model_download_bytes_total[{RATE}]))",
+                "download bytes/s")], "short"), 8, 8)
+
     L.row("Processes")
     L.add(timeseries(
         "CPU cores used",
