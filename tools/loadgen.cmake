@@ -17,8 +17,10 @@ add_library(duet_loadgen_lib STATIC
 target_link_libraries(duet_loadgen_lib PUBLIC duet_loadgen_stats duet_model
                       duet_proto gRPC::grpc++ absl::time absl::flat_hash_map)
 # The fleet target runs the edge library's request flow (UserState,
-# Recommender) over its ScoringSession client (duet_edge_grpc).
-target_sources(duet_loadgen_lib PRIVATE ${loadgen_dir}/fleet_target.cc)
+# Recommender) over its ScoringSession client (duet_edge_grpc), and follows
+# model releases (fleet_release: EdgeModelFetch, per-device switches).
+target_sources(duet_loadgen_lib PRIVATE ${loadgen_dir}/fleet_target.cc
+               ${loadgen_dir}/fleet_release.cc)
 target_link_libraries(duet_loadgen_lib PUBLIC duet_edge_grpc)
 
 # --edge_metrics: duet-edge's energy from its /metrics, over HTTP (libcurl,

@@ -12,6 +12,7 @@
 #include "edge/recommender.h"
 #include "edge/user_model.h"
 #include "edge/user_state.h"
+#include "tools/loadgen/fleet_release.h"
 
 namespace duet::loadgen {
 namespace {
@@ -89,7 +90,12 @@ class FleetTarget : public Target {
  public:
   FleetTarget(const TargetOptions& o, const common::Model* model,
               std::unique_ptr<edge::UserModel> user_model)
-      : options_(o), model_(model), user_model_(std::move(user_model)) {}
+      : options_(o), model_(model) {
+    auto initial = std::make_shared<FleetModel>();
+    initial->model = model;
+    initial->user_model = std::move(user_model);
+    initial_ = std::move(initial);
+  }
 
   absl::Status Setup() {
     for (int i = 0; i < std::max(options_.streams, 1); ++i) {
@@ -113,7 +119,9 @@ class FleetTarget : public Target {
     sampler.Sample(static_cast<int>(std::min<int64_t>(
                        kHistoryPoolItems, model_->catalog().num_items())),
                    rng, &items);
-    std::vector<std::vector<float>> pool;
+    // (item id, its rows): the durable history is the items, so a new
+    // version's rows can be fetched for them.
+    std::vector<std::pair<int64_t, std::vector<float>>> pool;
     // Halve the batch when the cloud caps ids per request (--max_candidates).
     size_t batch_size = kFetchBatch;
     for (size_t i = 0; i < items.size();) {
@@ -137,7 +145,8 @@ class FleetTarget : public Target {
             absl::StrCat("fetching history rows: ", rows.status().message()));
       }
       for (const auto& e : rows->items()) {
-        pool.emplace_back(e.rows().begin(), e.rows().end());
+        pool.emplace_back(e.item_id(),
+                          std::vector<float>(e.rows().begin(), e.rows().end()));
       }
       i += batch.size();
     }
@@ -153,6 +162,10 @@ class FleetTarget : public Target {
     // The cloud's --max_candidates decides, as for every other target.
     ro.max_candidates = 1 << 20;
     ro.relay_cache_items = options_.relay_top > 0 ? 256 : 0;
+    FleetRelease::Options fo;
+    fo.cloud = clouds_[0].get();
+    fo.recommender = ro;
+    release_ = std::make_unique<FleetRelease>(fo);
     for (int d = 0; d < std::max(options_.devices, 1); ++d) {
       edge::UserState::Options so;
       // Profiles are set synchronously below; nothing is ever scheduled.
@@ -163,25 +176,33 @@ class FleetTarget : public Target {
       for (float& x : s) x = u01(rng);
       if (absl::Status st = (*state)->ReplayProfile(s, 1); !st.ok()) return st;
       for (int h = 0; h < max_history; ++h) {
-        const std::vector<float>& rows = pool[pick(rng)];
+        const auto& [item, rows] = pool[pick(rng)];
         if (absl::Status st = (*state)->ValidateInteractionRows(rows);
             !st.ok()) {
           return st;
         }
-        (*state)->PushInteraction(rows);
+        (*state)->PushInteraction(item, rows);
       }
-      auto device = std::make_unique<Device>();
-      device->state = std::move(*state);
-      device->recommender = std::make_unique<edge::Recommender>(
-          user_model_.get(), clouds_[d % clouds_.size()].get(),
-          device->state.get(), edge::Recommender::Hooks(), ro);
+      auto device = std::make_unique<FleetDevice>();
+      device->id = absl::StrCat("fleet-", d);
+      device->cloud = clouds_[d % clouds_.size()].get();
+      auto runtime = std::make_shared<FleetDevice::Runtime>();
+      runtime->version = initial_;
+      runtime->state = std::move(*state);
+      runtime->recommender = release_->MakeRecommender(device.get(), *initial_,
+                                                       runtime->state.get());
+      {
+        absl::MutexLock lock(&device->mu);
+        device->current = std::move(runtime);
+      }
       devices_.push_back(std::move(device));
     }
+    release_->Start();
     return absl::OkStatus();
   }
 
   QueryResult Query(const QuerySpec& q, Rng& rng) override {
-    Device& device = *devices_[q.user % devices_.size()];
+    FleetDevice& device = *devices_[q.user % devices_.size()];
     duet::v1::RecommendRequest request;
     std::uniform_real_distribution<float> u01(0.0f, 1.0f);
     for (int i = 0; i < model_->dims().dynamic_in; ++i) {
@@ -194,8 +215,11 @@ class FleetTarget : public Target {
     // The device's CPU for the query: BeginQuery, user model, UserVector,
     // reading the Scores (the wait itself uses none).
     const double cpu_start = ThreadCpuSeconds();
+    // The runtime it starts on answers it, even if the device switches
+    // versions meanwhile.
+    const std::shared_ptr<FleetDevice::Runtime> runtime = device.runtime();
     auto response =
-        device.recommender->Recommend(request, absl::Now() + q.deadline);
+        runtime->recommender->Recommend(request, absl::Now() + q.deadline);
     const double cpu_seconds = ThreadCpuSeconds() - cpu_start;
     QueryResult r;
     r.code = response.status().code();
@@ -213,26 +237,29 @@ class FleetTarget : public Target {
 
   absl::Status Interact(int user, int64_t item,
                         absl::Duration deadline) override {
-    Device& device = *devices_[user % devices_.size()];
+    FleetDevice& device = *devices_[user % devices_.size()];
     duet::v1::RecordInteractionRequest request;
     request.set_item_id(item);
-    return device.recommender
-        ->RecordInteraction(request, absl::Now() + deadline)
+    // Not while the device swaps its state (the switch would miss it).
+    absl::MutexLock writes(&device.write_mu);
+    return device.runtime()
+        ->recommender->RecordInteraction(request, absl::Now() + deadline)
         .status();
   }
 
- private:
-  struct Device {
-    std::unique_ptr<edge::UserState> state;
-    std::unique_ptr<edge::Recommender> recommender;
-  };
+  std::optional<ModelSwitches> model_switches() const override {
+    return release_->switches();
+  }
 
+ private:
   const TargetOptions options_;
   const common::DeviceProfile device_profile_ = common::PhoneProfile();
   const common::Model* model_;
-  std::unique_ptr<edge::UserModel> user_model_;
+  std::shared_ptr<const FleetModel> initial_;
   std::vector<std::unique_ptr<edge::CloudClient>> clouds_;
-  std::vector<std::unique_ptr<Device>> devices_;  // destroyed first
+  std::vector<std::unique_ptr<FleetDevice>> devices_;
+  // Destroyed first: its thread switches the devices.
+  std::unique_ptr<FleetRelease> release_;
 };
 
 }  // namespace

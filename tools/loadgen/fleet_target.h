@@ -3,7 +3,10 @@
 // Recommender — the request flow duet-edge runs: BeginQuery, the int8 user
 // model, UserVector, await Scores, relay cache — on one or several shared
 // GrpcCloudClient ScoringSession streams to duet-cloud. Scratchpads start
-// full, with rows fetched from the cloud (GetItemEmbeddings).
+// full, with the rows of sampled items fetched from the cloud
+// (GetItemEmbeddings) and the items' ids kept. Device d is "fleet-<d>" to
+// the cloud's release policy and follows the version announced to it
+// (tools/loadgen/fleet_release.h); model_switches() counts the switches.
 #ifndef DUET_TOOLS_LOADGEN_FLEET_TARGET_H_
 #define DUET_TOOLS_LOADGEN_FLEET_TARGET_H_
 

@@ -317,6 +317,7 @@ int Main() {
   summary.duration_s = absl::ToDoubleSeconds(result.measured);
   summary.totals = result.totals;
   summary.edge_joules_per_query = edge_energy.joules_per_query;
+  summary.model_switches = (*target)->model_switches();
 
   target->reset();  // closes streams before the summary is printed
   std::cout << SummaryText(summary);

@@ -61,7 +61,7 @@ std::string SummaryJson(const RunSummary& s) {
   energy["model"] =
       absl::StrCat("edge: ", c.edge_energy, "; network: ", c.network_energy);
 
-  const Json root = {
+  Json root = {
       {"schema", "duet.loadgen.summary/v1"},
       {"target", c.target},
       {"addr", c.addr},
@@ -110,6 +110,14 @@ std::string SummaryJson(const RunSummary& s) {
       {"interactions",
        {{"ok", t.interactions_ok}, {"failed", t.interactions_failed}}},
       {"energy_j_per_query", std::move(energy)}};
+  if (s.model_switches.has_value()) {
+    Json switched = Json::object();
+    for (const auto& [transition, n] : s.model_switches->switched) {
+      switched[transition] = n;
+    }
+    root["model_switches"] = {{"switched", std::move(switched)},
+                              {"failed", s.model_switches->failed}};
+  }
   // Names and addresses come from flags: replace bytes that are not UTF-8
   // (U+FFFD) rather than fail the run's report.
   return root.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
@@ -169,6 +177,15 @@ std::string SummaryText(const RunSummary& s) {
   if (t.interactions_ok + t.interactions_failed > 0) {
     absl::StrAppendFormat(&out, "interactions %d ok, %d failed\n",
                           t.interactions_ok, t.interactions_failed);
+  }
+  if (s.model_switches.has_value()) {
+    std::vector<std::string> parts;
+    for (const auto& [transition, n] : s.model_switches->switched) {
+      parts.push_back(absl::StrCat(n, " devices ", transition));
+    }
+    if (parts.empty()) parts.push_back("0 devices");
+    absl::StrAppendFormat(&out, "model switches: %s, %d failed\n",
+                          absl::StrJoin(parts, ", "), s.model_switches->failed);
   }
   return out;
 }

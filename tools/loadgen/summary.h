@@ -55,8 +55,17 @@ struct RunConfig {
   std::string network_energy;
 };
 
+// The fleet's model switches during the run (model releases): devices that
+// switched, by transition ("v1→v2"), and switches that failed.
+struct ModelSwitches {
+  std::map<std::string, int> switched;
+  int failed = 0;
+};
+
 struct RunSummary {
   RunConfig config;
+  // Fleet only: "model switches: N devices v1→v2, M failed".
+  std::optional<ModelSwitches> model_switches;
   double duration_s = 0;  // measured phase: start to last completion
   RunTotals totals;
   // Edge (device) joules per query by source ("model", "rapl"); empty when

@@ -8,12 +8,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "tools/loadgen/sampler.h"
+#include "tools/loadgen/summary.h"
 
 namespace duet::loadgen {
 
@@ -42,6 +44,11 @@ class Target {
   // monolithic user. The score target has no user state: a no-op.
   virtual absl::Status Interact(int user, int64_t item,
                                 absl::Duration deadline) = 0;
+  // Model versions the simulated devices switched to during the run (the
+  // fleet follows the cloud's announced targets); unset for the others.
+  virtual std::optional<ModelSwitches> model_switches() const {
+    return std::nullopt;
+  }
 };
 
 }  // namespace duet::loadgen

@@ -1,0 +1,246 @@
+#include "tools/loadgen/fleet_release.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base/status_macros.h"
+#include "common/model/model_config.h"
+#include "edge/edge_model_fetch.h"
+
+namespace duet::loadgen {
+namespace {
+
+bool IsVersion(const common::Model& model, const duet::v1::ModelTarget& t) {
+  return t.version() == model.config().version() &&
+         (t.fingerprint() == 0 || t.fingerprint() == model.fingerprint());
+}
+
+}  // namespace
+
+FleetModel::~FleetModel() {
+  user_model.reset();
+  owned.reset();  // unmaps the files before they go
+  if (!downloaded_dir.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(downloaded_dir, ignored);
+  }
+}
+
+FleetRelease::FleetRelease(Options options) : options_(std::move(options)) {}
+
+FleetRelease::~FleetRelease() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<edge::Recommender> FleetRelease::MakeRecommender(
+    FleetDevice* device, const FleetModel& version, edge::UserState* state) {
+  edge::Recommender::Hooks hooks;
+  hooks.on_target = [this, device](const duet::v1::ModelTarget& t) {
+    OnTarget(device, t);
+  };
+  edge::Recommender::Options o = options_.recommender;
+  o.device_id = device->id;
+  return std::make_unique<edge::Recommender>(version.user_model.get(),
+                                             device->cloud, state, hooks, o);
+}
+
+void FleetRelease::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void FleetRelease::OnTarget(FleetDevice* device,
+                            const duet::v1::ModelTarget& target) {
+  if (target.version() == 0) return;
+  if (IsVersion(*device->runtime()->version->model, target)) return;
+  absl::MutexLock lock(&mu_);
+  pending_[device] = target;
+}
+
+ModelSwitches FleetRelease::switches() const {
+  absl::MutexLock lock(&mu_);
+  return switches_;
+}
+
+void FleetRelease::Run() {
+  while (true) {
+    FleetDevice* device;
+    duet::v1::ModelTarget target;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stop_ ||
+               (!pending_.empty() && absl::Now() >= retry_download_at_);
+      };
+      // Wakes for the download retry time as well as for new targets.
+      while (!mu_.AwaitWithDeadline(absl::Condition(&ready),
+                                    std::max(retry_download_at_, absl::Now()) +
+                                        absl::Milliseconds(100))) {
+      }
+      if (stop_) return;
+      device = pending_.begin()->first;
+      target = pending_.begin()->second;
+      pending_.erase(pending_.begin());
+    }
+    absl::StatusOr<std::shared_ptr<const FleetModel>> version = Version(target);
+    if (!version.ok()) {
+      std::fprintf(stderr,
+                   "duet-loadgen: fleet: downloading model v%u failed "
+                   "(retrying in 1 s): %s\n",
+                   target.version(), version.status().ToString().c_str());
+      absl::MutexLock lock(&mu_);
+      pending_.emplace(device, target);
+      retry_download_at_ = absl::Now() + absl::Seconds(1);
+      continue;
+    }
+    const uint32_t from = device->runtime()->version->model->config().version();
+    const absl::Status s = Switch(device, *version);
+    absl::MutexLock lock(&mu_);
+    if (s.ok()) {
+      ++switches_.switched[absl::StrCat("v", from, "\u2192v",
+                                        (*version)->model->config().version())];
+    } else {
+      ++switches_.failed;
+      std::fprintf(stderr, "duet-loadgen: fleet: %s failed to switch: %s\n",
+                   device->id.c_str(), s.ToString().c_str());
+    }
+  }
+}
+
+absl::StatusOr<std::shared_ptr<const FleetModel>> FleetRelease::Version(
+    const duet::v1::ModelTarget& target) {
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, version] : versions_) {
+      if (IsVersion(*version->model, target)) return version;
+    }
+  }
+  auto version = std::make_shared<FleetModel>();
+  char pattern[] = "/tmp/duet-fleet-model-XXXXXX";
+  if (::mkdtemp(pattern) == nullptr) {
+    return absl::UnavailableError("cannot create a temporary directory");
+  }
+  version->downloaded_dir = pattern;
+  duet::v1::GetEdgeModelRequest request;
+  request.set_model_version(target.version());
+  request.set_model_fingerprint(target.fingerprint());
+  const absl::Time start = absl::Now();
+  int64_t bytes = 0;
+  RETURN_IF_ERROR(edge::EdgeModelFetch::Download(
+                      options_.cloud, request, absl::Now() + absl::Minutes(5),
+                      version->downloaded_dir,
+                      [&bytes](int64_t received, int64_t) { bytes = received; })
+                      .status());
+  common::LoadOptions load;
+  load.parts.cloud = false;
+  ASSIGN_OR_RETURN(version->owned,
+                   common::Model::Load(version->downloaded_dir, load));
+  version->model = version->owned.get();
+  ASSIGN_OR_RETURN(version->user_model,
+                   edge::UserModel::Create(version->model, {}));
+  std::fprintf(
+      stderr,
+      "duet-loadgen: fleet: downloaded %s for the fleet (%lld bytes "
+      "in %lld ms)\n",
+      common::ModelLabel(version->model->config()).c_str(),
+      static_cast<long long>(bytes),
+      static_cast<long long>(absl::ToInt64Milliseconds(absl::Now() - start)));
+  absl::MutexLock lock(&mu_);
+  versions_[version->model->fingerprint()] = version;
+  return std::shared_ptr<const FleetModel>(version);
+}
+
+absl::StatusOr<std::map<int64_t, std::vector<float>>> FleetRelease::FetchRows(
+    edge::CloudClient* cloud, const common::Model& model,
+    const std::vector<int64_t>& items) {
+  std::vector<int64_t> ids = items;
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::map<int64_t, std::vector<float>> rows;
+  const size_t batch = static_cast<size_t>(std::max(1, options_.batch_items));
+  for (size_t begin = 0; begin < ids.size(); begin += batch) {
+    duet::v1::GetItemEmbeddingsRequest get;
+    get.mutable_item_ids()->Assign(
+        ids.begin() + begin, ids.begin() + std::min(ids.size(), begin + batch));
+    get.set_model_version(model.config().version());
+    get.set_model_fingerprint(model.fingerprint());
+    ASSIGN_OR_RETURN(
+        duet::v1::GetItemEmbeddingsResponse fetched,
+        cloud->GetItemEmbeddings(get, absl::Now() + options_.call_timeout));
+    if (fetched.model_version() != model.config().version() ||
+        fetched.model_fingerprint() != model.fingerprint()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the cloud sent rows of model v%d (signature %016x), the switch "
+          "needs %s",
+          fetched.model_version(), fetched.model_fingerprint(),
+          common::ModelLabel(model.config())));
+    }
+    for (const duet::v1::ItemEmbeddings& e : fetched.items()) {
+      rows[e.item_id()].assign(e.rows().begin(), e.rows().end());
+    }
+  }
+  return rows;
+}
+
+absl::Status FleetRelease::Switch(FleetDevice* device,
+                                  std::shared_ptr<const FleetModel> version) {
+  const common::Model& model = *version->model;
+  const std::shared_ptr<FleetDevice::Runtime> old = device->runtime();
+  // The rows first, while the device queries and interacts on `old`.
+  using Rows = std::map<int64_t, std::vector<float>>;
+  ASSIGN_OR_RETURN(
+      Rows rows, FetchRows(device->cloud, model, old->state->history_items()));
+
+  absl::MutexLock writes(&device->write_mu);
+  const edge::UserStateData before = old->state->Export();
+  std::vector<int64_t> missing;
+  for (int64_t item : before.history_items) {
+    if (rows.count(item) == 0) missing.push_back(item);
+  }
+  if (!missing.empty()) {  // interacted with since the fetch
+    ASSIGN_OR_RETURN(Rows more, FetchRows(device->cloud, model, missing));
+    rows.merge(more);
+  }
+  edge::UserState::Options so;
+  so.executor = [](std::function<void()> f) { f(); };
+  ASSIGN_OR_RETURN(std::unique_ptr<edge::UserState> state,
+                   edge::UserState::Create(&model, std::move(so)));
+  // As StateStore migrates a state: items, counters and profile carry
+  // over; rows and memo are the new model's.
+  edge::UserStateData data = state->Export();
+  data.history_items = before.history_items;
+  data.interactions_total = before.interactions_total;
+  if (before.profile.size() == data.profile.size()) {
+    data.profile = before.profile;
+    data.profile_version = before.profile_version;
+  }
+  RETURN_IF_ERROR(state->Import(data));
+  std::vector<std::vector<float>> history;
+  for (int64_t item : before.history_items) {
+    auto it = rows.find(item);
+    if (it == rows.end()) {
+      return absl::InternalError(absl::StrFormat(
+          "GetItemEmbeddings returned no rows for history item %d", item));
+    }
+    history.push_back(it->second);
+  }
+  RETURN_IF_ERROR(state->RebuildScratchpad(history));
+  auto next = std::make_shared<FleetDevice::Runtime>();
+  next->recommender = MakeRecommender(device, *version, state.get());
+  next->state = std::move(state);
+  next->version = std::move(version);
+  absl::MutexLock lock(&device->mu);
+  device->current = std::move(next);
+  return absl::OkStatus();
+}
+
+}  // namespace duet::loadgen
