@@ -42,5 +42,6 @@ add_dependencies(trained_model_test duet-edge duet-cloud duet-model)
 # unreachable cloud during the rebuild.
 duet_test(edge_model_change_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/edge_model_change_test.cc
-  LIBS duet_test_process duet_test_util duet_model duet_edge_core)
-add_dependencies(edge_model_change_test duet-edge duet-cloud)
+  LIBS duet_test_process duet_test_util duet_model duet_edge_core
+    nlohmann_json::nlohmann_json)
+add_dependencies(edge_model_change_test duet-edge duet-cloud duet-loadgen)
