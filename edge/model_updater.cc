@@ -10,6 +10,7 @@
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
 #include "edge/edge_model_fetch.h"
+#include "edge/item_rows.h"
 
 namespace duet::edge {
 namespace {
@@ -47,7 +48,6 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
   }
   // CURRENT, when usable, is the model the state was last committed with.
   std::unique_ptr<common::Model> model;
-  std::string dir = o.model_dir;
   absl::StatusOr<std::string> current = u->models_.Current();
   if (current.ok()) {
     absl::StatusOr<std::unique_ptr<common::Model>> loaded =
@@ -66,7 +66,6 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
           ", --model holds ", given->name());
     } else {
       model = *std::move(loaded);
-      dir = *current;
       u->running_dir_ = BaseName(*current);
       u->startup_report_ =
           absl::StrCat("model from ", *current, " (downloaded; ",
@@ -335,6 +334,12 @@ absl::StatusOr<std::string> ModelUpdater::Install(
 
 absl::Status ModelUpdater::Update(const duet::v1::ModelTarget& target) {
   const absl::Time start = absl::Now();
+  std::fprintf(stderr,
+               "duet-edge: model update: target v%u (signature %016llx), "
+               "running %s\n",
+               target.version(),
+               static_cast<unsigned long long>(target.fingerprint()),
+               common::ModelLabel(runtime()->model().config()).c_str());
   ASSIGN_OR_RETURN(const std::string path, Install(target));
   ASSIGN_OR_RETURN(std::unique_ptr<common::Model> model,
                    EdgeRuntime::LoadModel(path, options_.runtime));
@@ -348,53 +353,6 @@ absl::Status ModelUpdater::Update(const duet::v1::ModelTarget& target) {
   return Switch(std::move(model), path, start);
 }
 
-absl::StatusOr<std::vector<std::vector<float>>> ModelUpdater::FetchRows(
-    const common::Model& model, const std::vector<int64_t>& items,
-    const std::vector<std::pair<int64_t, std::vector<float>>>* known) {
-  std::map<int64_t, std::vector<float>> rows;
-  if (known != nullptr) rows.insert(known->begin(), known->end());
-  std::vector<int64_t> missing;
-  for (int64_t item : items) {
-    if (rows.count(item) == 0) missing.push_back(item);
-  }
-  std::sort(missing.begin(), missing.end());
-  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
-  const size_t batch = static_cast<size_t>(std::max(1, options_.batch_items));
-  for (size_t begin = 0; begin < missing.size(); begin += batch) {
-    duet::v1::GetItemEmbeddingsRequest get;
-    get.mutable_item_ids()->Assign(
-        missing.begin() + begin,
-        missing.begin() + std::min(missing.size(), begin + batch));
-    get.set_model_version(model.config().version());
-    get.set_model_fingerprint(model.fingerprint());
-    ASSIGN_OR_RETURN(duet::v1::GetItemEmbeddingsResponse fetched,
-                     options_.runtime.cloud->GetItemEmbeddings(
-                         get, absl::Now() + options_.call_timeout));
-    if (fetched.model_version() != model.config().version() ||
-        fetched.model_fingerprint() != model.fingerprint()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "the cloud sent rows of model v%d (signature %016x) for the "
-          "history, the update needs %s",
-          fetched.model_version(), fetched.model_fingerprint(),
-          common::ModelLabel(model.config())));
-    }
-    for (duet::v1::ItemEmbeddings& e : *fetched.mutable_items()) {
-      rows[e.item_id()].assign(e.rows().begin(), e.rows().end());
-    }
-  }
-  std::vector<std::vector<float>> out;
-  out.reserve(items.size());
-  for (int64_t item : items) {
-    auto it = rows.find(item);
-    if (it == rows.end()) {
-      return absl::InternalError(absl::StrFormat(
-          "GetItemEmbeddings returned no rows for history item %d", item));
-    }
-    out.push_back(it->second);
-  }
-  return out;
-}
-
 absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
                                   const std::string& dir, absl::Time started) {
   const uint32_t version = model->config().version();
@@ -404,12 +362,14 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
   SetStatus(
       absl::StrCat("switching to v", version, ": fetching the history's rows"));
   const std::vector<int64_t> items = old->state().history_items();
-  ASSIGN_OR_RETURN(std::vector<std::vector<float>> prefetched,
-                   FetchRows(*model, items, nullptr));
-  std::vector<std::pair<int64_t, std::vector<float>>> known;
-  for (size_t i = 0; i < items.size(); ++i) {
-    known.emplace_back(items[i], std::move(prefetched[i]));
-  }
+  ItemRowsOptions fetch;
+  fetch.batch_items = options_.batch_items;
+  fetch.call_timeout = options_.call_timeout;
+  CloudClient& cloud = *options_.runtime.cloud;
+  // Outlives `model`'s move into the new runtime, which owns it then.
+  const common::Model* target = model.get();
+  ItemRows known;
+  RETURN_IF_ERROR(FetchItemRows(cloud, *target, items, fetch, &known));
   const std::string name = BaseName(dir);
   const absl::Time locked = absl::Now();
   std::unique_ptr<EdgeRuntime> next;
@@ -421,8 +381,11 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
     // Two stores must not write one directory: an unfinished rebuild of the
     // old runtime stops (and resumes if this switch does not happen).
     if (old->rebuilder() != nullptr) old->rebuilder()->Stop();
-    auto rows = [&](const std::vector<int64_t>& history) {
-      return FetchRows(*model, history, &known);
+    // Items interacted with since the prefetch are fetched here.
+    auto rows = [&](const std::vector<int64_t>& history)
+        -> absl::StatusOr<std::vector<std::vector<float>>> {
+      RETURN_IF_ERROR(FetchItemRows(cloud, *target, history, fetch, &known));
+      return RowsInOrder(known, history);
     };
     absl::StatusOr<std::unique_ptr<EdgeRuntime>> created =
         EdgeRuntime::Create(std::move(model), RuntimeOptions(), rows);

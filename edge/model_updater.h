@@ -117,11 +117,6 @@ class ModelUpdater {
   absl::StatusOr<std::string> Install(const duet::v1::ModelTarget& target);
   absl::Status Switch(std::unique_ptr<common::Model> model,
                       const std::string& dir, absl::Time started);
-  // Rows of `items` (in order) at `model`, fetched in batches, each
-  // response checked to be of `model`. `known` supplies rows already had.
-  absl::StatusOr<std::vector<std::vector<float>>> FetchRows(
-      const common::Model& model, const std::vector<int64_t>& items,
-      const std::vector<std::pair<int64_t, std::vector<float>>>* known);
   absl::Status PollStatus();
   void SetStatus(const std::string& status);
   EdgeRuntime::Options RuntimeOptions();

@@ -1,5 +1,6 @@
 #include "edge/model_updater.h"
 
+#include <atomic>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -177,6 +178,31 @@ TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
   EXPECT_EQ(after.interactions_total, before.interactions_total);
   EXPECT_EQ(after.profile, before.profile);
   ExpectHistoryOf(V2(), rt->state());
+}
+
+// An interaction recorded while the switch prefetches the history's rows
+// (before it holds writes) is in the new state too, its rows fetched at v2.
+TEST_F(EdgeModelUpdaterTest, AnInteractionDuringThePrefetchIsKept) {
+  auto updater = Start(Options());
+  for (int64_t item : {10, 11, 12}) Interact(*updater, item);
+  std::atomic<bool> interacted{false};
+  cloud_.SetEmbeddingsHook([&](const duet::v1::GetItemEmbeddingsRequest& get) {
+    if (get.model_version() == 2 && !interacted.exchange(true)) {
+      Interact(*updater, 99);  // on v1: fetches its rows at v1
+    }
+  });
+  cloud_.SetTarget(&V2());
+  ASSERT_TRUE(Recommend(*updater).ok());
+  ASSERT_TRUE(updater->WaitForVersion(2, absl::Seconds(60)));
+  EXPECT_TRUE(interacted);
+  std::shared_ptr<EdgeRuntime> rt = updater->runtime();
+  EXPECT_EQ(rt->state().history_items(),
+            (std::vector<int64_t>{10, 11, 12, 99}));
+  ExpectHistoryOf(V2(), rt->state());
+  const auto gets = cloud_.embedding_requests();
+  ASSERT_GE(gets.size(), 2u);
+  EXPECT_EQ(gets.back().model_version(), 2u);
+  EXPECT_THAT(gets.back().item_ids(), testing::ElementsAre(99));
 }
 
 TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {

@@ -70,6 +70,14 @@ class FakeCloud : public CloudClient {
     chunk_hook_ = std::move(hook);
   }
 
+  // Called with every GetItemEmbeddings request before it is answered (may
+  // call back into the edge).
+  void SetEmbeddingsHook(
+      std::function<void(const duet::v1::GetItemEmbeddingsRequest&)> hook) {
+    absl::MutexLock lock(&mu_);
+    embeddings_hook_ = std::move(hook);
+  }
+
   std::vector<std::string> events() {
     absl::MutexLock lock(&mu_);
     return events_;
@@ -106,11 +114,14 @@ class FakeCloud : public CloudClient {
     if (!available) return absl::UnavailableError("cloud is not connected");
     ++embedding_calls;
     const common::Model* model;
+    std::function<void(const duet::v1::GetItemEmbeddingsRequest&)> hook;
     {
       absl::MutexLock lock(&mu_);
       embedding_requests_.push_back(request);
       model = ServedLocked(request.model_version());
+      hook = embeddings_hook_;
     }
+    if (hook) hook(request);
     if (model == nullptr) return NotServed(request.model_version());
     duet::v1::GetItemEmbeddingsResponse response;
     response.set_model_version(model->config().version());
@@ -286,6 +297,8 @@ class FakeCloud : public CloudClient {
   const common::Model* target_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::function<void(duet::v1::EdgeModelChunk*)> chunk_hook_
       ABSL_GUARDED_BY(mu_);
+  std::function<void(const duet::v1::GetItemEmbeddingsRequest&)>
+      embeddings_hook_ ABSL_GUARDED_BY(mu_);
   std::vector<duet::v1::BeginQuery> begun_ ABSL_GUARDED_BY(mu_);
   std::vector<duet::v1::GetItemEmbeddingsRequest> embedding_requests_
       ABSL_GUARDED_BY(mu_);

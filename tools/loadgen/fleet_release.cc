@@ -12,6 +12,7 @@
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
 #include "edge/edge_model_fetch.h"
+#include "edge/item_rows.h"
 
 namespace duet::loadgen {
 namespace {
@@ -159,57 +160,23 @@ absl::StatusOr<std::shared_ptr<const FleetModel>> FleetRelease::Version(
   return std::shared_ptr<const FleetModel>(version);
 }
 
-absl::StatusOr<std::map<int64_t, std::vector<float>>> FleetRelease::FetchRows(
-    edge::CloudClient* cloud, const common::Model& model,
-    const std::vector<int64_t>& items) {
-  std::vector<int64_t> ids = items;
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::map<int64_t, std::vector<float>> rows;
-  const size_t batch = static_cast<size_t>(std::max(1, options_.batch_items));
-  for (size_t begin = 0; begin < ids.size(); begin += batch) {
-    duet::v1::GetItemEmbeddingsRequest get;
-    get.mutable_item_ids()->Assign(
-        ids.begin() + begin, ids.begin() + std::min(ids.size(), begin + batch));
-    get.set_model_version(model.config().version());
-    get.set_model_fingerprint(model.fingerprint());
-    ASSIGN_OR_RETURN(
-        duet::v1::GetItemEmbeddingsResponse fetched,
-        cloud->GetItemEmbeddings(get, absl::Now() + options_.call_timeout));
-    if (fetched.model_version() != model.config().version() ||
-        fetched.model_fingerprint() != model.fingerprint()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "the cloud sent rows of model v%d (signature %016x), the switch "
-          "needs %s",
-          fetched.model_version(), fetched.model_fingerprint(),
-          common::ModelLabel(model.config())));
-    }
-    for (const duet::v1::ItemEmbeddings& e : fetched.items()) {
-      rows[e.item_id()].assign(e.rows().begin(), e.rows().end());
-    }
-  }
-  return rows;
-}
-
 absl::Status FleetRelease::Switch(FleetDevice* device,
                                   std::shared_ptr<const FleetModel> version) {
   const common::Model& model = *version->model;
   const std::shared_ptr<FleetDevice::Runtime> old = device->runtime();
   // The rows first, while the device queries and interacts on `old`.
-  using Rows = std::map<int64_t, std::vector<float>>;
-  ASSIGN_OR_RETURN(
-      Rows rows, FetchRows(device->cloud, model, old->state->history_items()));
+  edge::ItemRowsOptions fetch;
+  fetch.batch_items = options_.batch_items;
+  fetch.call_timeout = options_.call_timeout;
+  edge::ItemRows rows;
+  RETURN_IF_ERROR(edge::FetchItemRows(
+      *device->cloud, model, old->state->history_items(), fetch, &rows));
 
   absl::MutexLock writes(&device->write_mu);
   const edge::UserStateData before = old->state->Export();
-  std::vector<int64_t> missing;
-  for (int64_t item : before.history_items) {
-    if (rows.count(item) == 0) missing.push_back(item);
-  }
-  if (!missing.empty()) {  // interacted with since the fetch
-    ASSIGN_OR_RETURN(Rows more, FetchRows(device->cloud, model, missing));
-    rows.merge(more);
-  }
+  // Items interacted with since the fetch.
+  RETURN_IF_ERROR(edge::FetchItemRows(*device->cloud, model,
+                                      before.history_items, fetch, &rows));
   edge::UserState::Options so;
   so.executor = [](std::function<void()> f) { f(); };
   ASSIGN_OR_RETURN(std::unique_ptr<edge::UserState> state,
@@ -224,15 +191,8 @@ absl::Status FleetRelease::Switch(FleetDevice* device,
     data.profile_version = before.profile_version;
   }
   RETURN_IF_ERROR(state->Import(data));
-  std::vector<std::vector<float>> history;
-  for (int64_t item : before.history_items) {
-    auto it = rows.find(item);
-    if (it == rows.end()) {
-      return absl::InternalError(absl::StrFormat(
-          "GetItemEmbeddings returned no rows for history item %d", item));
-    }
-    history.push_back(it->second);
-  }
+  ASSIGN_OR_RETURN(const std::vector<std::vector<float>> history,
+                   edge::RowsInOrder(rows, before.history_items));
   RETURN_IF_ERROR(state->RebuildScratchpad(history));
   auto next = std::make_shared<FleetDevice::Runtime>();
   next->recommender = MakeRecommender(device, *version, state.get());

@@ -89,10 +89,6 @@ class FleetRelease {
       const duet::v1::ModelTarget& target);
   absl::Status Switch(FleetDevice* device,
                       std::shared_ptr<const FleetModel> version);
-  absl::StatusOr<std::map<int64_t, std::vector<float>>> FetchRows(
-      edge::CloudClient* cloud, const common::Model& model,
-      const std::vector<int64_t>& items);
-
   const Options options_;
   mutable absl::Mutex mu_;
   // Devices waiting to switch, by the target announced to them.
