@@ -43,6 +43,10 @@ if(DUET_BUILD_TESTS)
   endforeach()
   target_link_libraries(loadgen_summary_test PRIVATE
                         nlohmann_json::nlohmann_json)
+  # The fleet's switches against the edge library's fake cloud.
+  duet_test(loadgen_fleet_release_test
+            SOURCES ${loadgen_dir}/fleet_release_test.cc
+            LIBS duet_loadgen_lib duet_test_util)
   duet_test(loadgen_edge_energy_probe_test
             SOURCES ${loadgen_dir}/edge_energy_probe_test.cc
             LIBS duet_loadgen_edge_energy duet_obs)
