@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
   }
   // CURRENT, when usable, is the model the state was last committed with.
   std::unique_ptr<common::Model> model;
+  std::string running_dir;  // in models/; empty for --model
   absl::StatusOr<std::string> current = u->models_.Current();
   if (current.ok()) {
     absl::StatusOr<std::unique_ptr<common::Model>> loaded =
@@ -66,7 +67,7 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
           ", --model holds ", given->name());
     } else {
       model = *std::move(loaded);
-      u->running_dir_ = BaseName(*current);
+      running_dir = BaseName(*current);
       u->startup_report_ =
           absl::StrCat("model from ", *current, " (downloaded; ",
                        u->models_.dir(), "/CURRENT names it)");
@@ -88,6 +89,7 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
                    EdgeRuntime::Create(std::move(model), first));
   absl::MutexLock lock(&u->mu_);
   u->runtime_ = std::move(rt);
+  u->running_dir_ = std::move(running_dir);
   return u;
 }
 
@@ -182,7 +184,11 @@ void ModelUpdater::OnTarget(const duet::v1::ModelTarget& target) {
 
 void ModelUpdater::OnModelRefused(const absl::Status&) {
   absl::MutexLock lock(&mu_);
-  if (poll_soon_) return;
+  // Every query fails while the version is not served: one question a
+  // second is enough.
+  const absl::Time now = absl::Now();
+  if (poll_soon_ || now - last_refused_poll_ < absl::Seconds(1)) return;
+  last_refused_poll_ = now;
   poll_soon_ = true;
   wake_ = true;
 }

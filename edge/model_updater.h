@@ -93,7 +93,8 @@ class ModelUpdater {
 
   // The version announced for this device (Recommender hook; cheap).
   void OnTarget(const duet::v1::ModelTarget& target);
-  // A query refused FAILED_PRECONDITION: ask GetModelStatus soon.
+  // A query refused FAILED_PRECONDITION: ask GetModelStatus soon (at most
+  // once a second).
   void OnModelRefused(const absl::Status& status);
 
   // Which model directory start-up chose and why.
@@ -136,6 +137,7 @@ class ModelUpdater {
   std::string status_ ABSL_GUARDED_BY(mu_);
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   bool poll_soon_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_refused_poll_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
