@@ -103,6 +103,17 @@ void EdgeMetrics::CountModelUpdate(const std::string& result) {
   model_updates_->Add({{"result", result}}).Increment();
 }
 
+double EdgeMetrics::model_updates_total(const std::string& result) const {
+  for (const prometheus::MetricFamily& family : model_updates_->Collect()) {
+    for (const prometheus::ClientMetric& m : family.metric) {
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "result" && l.value == result) return m.counter.value;
+      }
+    }
+  }
+  return 0;
+}
+
 void EdgeMetrics::MemoRecomputed(absl::Duration took) {
   memo_recomputes_->Increment();
   memo_seconds_->Observe(absl::ToDoubleSeconds(took));

@@ -44,6 +44,7 @@ class EdgeMetrics {
   // attempt that will be retried), duet_edge_model_download_bytes_total,
   // duet_edge_model_update_seconds (download start to switched).
   void CountModelUpdate(const std::string& result);
+  double model_updates_total(const std::string& result) const;
   prometheus::Counter& model_download_bytes() { return *download_bytes_; }
   prometheus::Histogram& model_update_seconds() { return *update_seconds_; }
 

@@ -107,7 +107,21 @@ class EdgeModelUpdaterTest : public testing::Test {
 // the same items; a restart (new StateStore::Open of the directory) is on
 // v2 with the same state.
 TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
-  auto updater = Start(Options());
+  ModelUpdater::Options o = Options();
+  EdgeMetrics metrics(std::make_shared<prometheus::Registry>());
+  o.metrics = &metrics;
+  absl::Mutex mu;
+  std::vector<uint32_t> models;  // on_model calls
+  std::vector<bool> serving;     // on_serving calls (health)
+  o.on_model = [&](const duet::v1::ModelConfig& c) {
+    absl::MutexLock lock(&mu);
+    models.push_back(c.version());
+  };
+  o.on_serving = [&](bool s) {
+    absl::MutexLock lock(&mu);
+    serving.push_back(s);
+  };
+  auto updater = Start(o);
   ASSERT_EQ(updater->runtime()->model().config().version(), 1u);
   EXPECT_THAT(updater->startup_report(), HasSubstr("no downloaded model"));
   std::mt19937 rng(9);
@@ -159,6 +173,16 @@ TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
   EXPECT_EQ(s.interactions_total(), 145u);
   EXPECT_EQ(s.profile_version(), 1u);
   EXPECT_EQ(updater->stats().switches, 1);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(models, testing::ElementsAre(1u, 2u));  // duet_model_info
+    EXPECT_THAT(serving, testing::Each(true));          // health stays SERVING
+  }
+  EXPECT_EQ(metrics.model_download_bytes().Value(),
+            static_cast<double>(updater->stats().download_bytes));
+  EXPECT_GT(updater->stats().download_bytes, 500 << 10);
+  EXPECT_EQ(metrics.model_update_seconds().Collect().histogram.sample_count,
+            1u);
   // Queries now run on v2 and keep their history.
   ASSERT_TRUE(Recommend(*updater).ok());
   EXPECT_EQ(cloud_.begun().back().model_version(), 2u);
@@ -206,7 +230,10 @@ TEST_F(EdgeModelUpdaterTest, AnInteractionDuringThePrefetchIsKept) {
 }
 
 TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
-  auto updater = Start(Options());
+  ModelUpdater::Options o = Options();
+  EdgeMetrics metrics(std::make_shared<prometheus::Registry>());
+  o.metrics = &metrics;
+  auto updater = Start(o);
   Interact(*updater, 3);
   cloud_.SetChunkHook([](duet::v1::EdgeModelChunk* chunk) {
     if (chunk->file() == common::kEdgeFile) (*chunk->mutable_data())[9] ^= 1;
@@ -214,6 +241,7 @@ TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
   cloud_.SetTarget(&V2());
   ASSERT_TRUE(Recommend(*updater).ok());
   while (updater->stats().failures < 2) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_GE(metrics.model_updates_total("failed"), 2.0);
   EXPECT_THAT(updater->update_status(),
               HasSubstr("failed: DATA_LOSS: GetEdgeModel sent edge.safetensors "
                         "with SHA-256"));
@@ -233,6 +261,7 @@ TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
   cloud_.SetChunkHook(nullptr);
   ASSERT_TRUE(updater->WaitForVersion(2, absl::Seconds(60)));
   ExpectHistoryOf(V2(), updater->runtime()->state());
+  EXPECT_EQ(metrics.model_updates_total("switched"), 1.0);
 }
 
 TEST_F(EdgeModelUpdaterTest, WithUpdatesOffTheTargetIsOnlyReported) {
@@ -288,11 +317,23 @@ TEST_F(EdgeModelUpdaterTest,
   ASSERT_TRUE(installed.ok()) << installed.status();
   ASSERT_TRUE(models.SetCurrent(ModelStore::DirName(V2().config())).ok());
 
-  auto restarted = Start(Options());
+  ModelUpdater::Options o = Options();
+  absl::Mutex mu;
+  std::vector<bool> serving;
+  o.on_serving = [&](bool s) {
+    absl::MutexLock lock(&mu);
+    serving.push_back(s);
+  };
+  auto restarted = Start(o);
   std::shared_ptr<EdgeRuntime> rt = restarted->runtime();
   EXPECT_EQ(rt->model().fingerprint(), V2().fingerprint());
   ASSERT_NE(rt->rebuilder(), nullptr);
   ASSERT_TRUE(rt->rebuilder()->WaitUntilDone(absl::Seconds(60)));
+  {
+    // NOT_SERVING while the history is rebuilt, as any migration.
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(serving, testing::ElementsAre(false, true));
+  }
   EXPECT_EQ(rt->state().history_items(), items_);
   ExpectHistoryOf(V2(), rt->state());
 }
