@@ -16,8 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "duet/v1/scoring.pb.h"
@@ -45,6 +47,43 @@ inline std::optional<duet::v1::ModelTarget> TargetPayload(
   }
   return target;
 }
+
+// Lets another thread abandon a long call (a download when the daemon
+// stops): Cancel makes the call in flight, and every later one, fail
+// CANCELLED at once. Thread-safe.
+class CallCanceller {
+ public:
+  void Cancel() {
+    std::function<void()> cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      cancel = cancel_;
+    }
+    if (cancel) cancel();
+  }
+  bool cancelled() const {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+  // For implementations: `cancel` runs on Cancel until Detach; false (and
+  // not attached) when already cancelled.
+  bool Attach(std::function<void()> cancel) {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) return false;
+    cancel_ = std::move(cancel);
+    return true;
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    cancel_ = nullptr;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
+};
 
 // One open query. Destroying it before Await returned abandons the query
 // (the cloud is told to cancel it).
@@ -75,12 +114,13 @@ class CloudClient {
       absl::Time deadline) = 0;
   // Streams the edge part of a version: `on_chunk` sees every chunk in
   // order; an error it returns cancels the stream and is returned. The
-  // status of the stream otherwise (DEADLINE_EXCEEDED at `deadline`).
+  // status of the stream otherwise (DEADLINE_EXCEEDED at `deadline`,
+  // CANCELLED once `canceller`, if not null, is cancelled).
   using EdgeModelChunkFn =
       std::function<absl::Status(const duet::v1::EdgeModelChunk&)>;
   virtual absl::Status GetEdgeModel(
       const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
-      const EdgeModelChunkFn& on_chunk) = 0;
+      const EdgeModelChunkFn& on_chunk, CallCanceller* canceller) = 0;
   virtual absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
       const duet::v1::GetModelStatusRequest& request, absl::Time deadline) = 0;
   // "READY", "CONNECTING", "TRANSIENT_FAILURE", "IDLE", "SHUTDOWN".

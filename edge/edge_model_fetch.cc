@@ -32,15 +32,18 @@ EdgeModelFetch::~EdgeModelFetch() = default;
 
 absl::StatusOr<duet::v1::ModelConfig> EdgeModelFetch::Download(
     CloudClient* cloud, const duet::v1::GetEdgeModelRequest& request,
-    absl::Time deadline, const std::string& dir, Progress progress) {
+    absl::Time deadline, const std::string& dir, Progress progress,
+    CallCanceller* canceller) {
   duet::v1::ModelTarget want;
   want.set_version(request.model_version());
   want.set_fingerprint(request.model_fingerprint());
   EdgeModelFetch fetch(dir, want, std::move(progress));
   RETURN_IF_ERROR(cloud->GetEdgeModel(
-      request, deadline, [&fetch](const duet::v1::EdgeModelChunk& chunk) {
+      request, deadline,
+      [&fetch](const duet::v1::EdgeModelChunk& chunk) {
         return fetch.Receive(chunk);
-      }));
+      },
+      canceller));
   RETURN_IF_ERROR(fetch.Finish());
   return fetch.config();
 }

@@ -42,10 +42,12 @@ class EdgeModelFetch {
   ~EdgeModelFetch();
 
   // Downloads `request` from `cloud` into `dir` and checks it; returns the
-  // config. The cloud's errors keep their code, prefixed with what failed.
+  // config. The cloud's errors keep their code, prefixed with what failed;
+  // CANCELLED once `canceller` (may be null) is.
   static absl::StatusOr<duet::v1::ModelConfig> Download(
       CloudClient* cloud, const duet::v1::GetEdgeModelRequest& request,
-      absl::Time deadline, const std::string& dir, Progress progress = nullptr);
+      absl::Time deadline, const std::string& dir, Progress progress = nullptr,
+      CallCanceller* canceller = nullptr);
 
   absl::Status Receive(const duet::v1::EdgeModelChunk& chunk);
   // After the last chunk: every file complete and checked, model.pbtxt

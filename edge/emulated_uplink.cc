@@ -90,9 +90,9 @@ EmulatedUplink::GetItemEmbeddings(
 
 absl::Status EmulatedUplink::GetEdgeModel(
     const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
-    const EdgeModelChunkFn& on_chunk) {
+    const EdgeModelChunkFn& on_chunk, CallCanceller* canceller) {
   Transmit(request.ByteSizeLong());
-  return inner_->GetEdgeModel(request, deadline, on_chunk);
+  return inner_->GetEdgeModel(request, deadline, on_chunk, canceller);
 }
 
 absl::StatusOr<duet::v1::ModelStatus> EmulatedUplink::GetModelStatus(

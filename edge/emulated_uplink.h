@@ -45,7 +45,8 @@ class EmulatedUplink : public CloudClient {
   // Downstream (the model's bytes) is not delayed: only the request.
   absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
                             absl::Time deadline,
-                            const EdgeModelChunkFn& on_chunk) override;
+                            const EdgeModelChunkFn& on_chunk,
+                            CallCanceller* canceller) override;
   absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
       const duet::v1::GetModelStatusRequest& request,
       absl::Time deadline) override;

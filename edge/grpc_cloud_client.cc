@@ -495,24 +495,33 @@ GrpcCloudClient::GetItemEmbeddings(
 
 absl::Status GrpcCloudClient::GetEdgeModel(
     const duet::v1::GetEdgeModelRequest& request, absl::Time deadline,
-    const EdgeModelChunkFn& on_chunk) {
+    const EdgeModelChunkFn& on_chunk, CallCanceller* canceller) {
   grpc::ClientContext context;
   context.set_deadline(ToChrono(deadline));
+  if (canceller != nullptr &&
+      !canceller->Attach([&context] { context.TryCancel(); })) {
+    return absl::CancelledError("GetEdgeModel: cancelled");
+  }
   std::unique_ptr<grpc::ClientReader<duet::v1::EdgeModelChunk>> reader =
       stub_->GetEdgeModel(&context, request);
   duet::v1::EdgeModelChunk chunk;
+  absl::Status result;
   while (reader->Read(&chunk)) {
     if (absl::Status s = on_chunk(chunk); !s.ok()) {
       // Cancelling makes Finish return at once instead of draining the
       // rest of the stream.
       context.TryCancel();
       reader->Finish().IgnoreError();
-      return s;
+      result = s;
+      break;
     }
   }
-  const grpc::Status status = reader->Finish();
-  if (!status.ok()) return CallError("GetEdgeModel", status);
-  return absl::OkStatus();
+  if (result.ok()) {
+    const grpc::Status status = reader->Finish();
+    if (!status.ok()) result = CallError("GetEdgeModel", status);
+  }
+  if (canceller != nullptr) canceller->Detach();
+  return result;
 }
 
 absl::StatusOr<duet::v1::ModelStatus> GrpcCloudClient::GetModelStatus(

@@ -86,7 +86,8 @@ class GrpcCloudClient : public CloudClient {
       absl::Time deadline) override;
   absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
                             absl::Time deadline,
-                            const EdgeModelChunkFn& on_chunk) override;
+                            const EdgeModelChunkFn& on_chunk,
+                            CallCanceller* canceller) override;
   absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
       const duet::v1::GetModelStatusRequest& request,
       absl::Time deadline) override;

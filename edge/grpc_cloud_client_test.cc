@@ -250,7 +250,8 @@ TEST(GrpcCloudClientTest, ReleaseCallsPassChunksStatusAndErrorsThrough) {
   };
   v1::GetEdgeModelRequest request;
   request.set_model_version(2);
-  ASSERT_TRUE((*client)->GetEdgeModel(request, deadline, collect).ok());
+  ASSERT_TRUE(
+      (*client)->GetEdgeModel(request, deadline, collect, nullptr).ok());
   EXPECT_EQ(offsets, (std::vector<int64_t>{0, 1, 2, 3, 4}));
 
   offsets.clear();
@@ -259,16 +260,21 @@ TEST(GrpcCloudClientTest, ReleaseCallsPassChunksStatusAndErrorsThrough) {
     return chunk.offset() == 2 ? absl::DataLossError("bad chunk 2")
                                : absl::OkStatus();
   };
-  EXPECT_THAT((*client)->GetEdgeModel(request, deadline, refuse_third),
+  EXPECT_THAT((*client)->GetEdgeModel(request, deadline, refuse_third, nullptr),
               StatusIs(absl::StatusCode::kDataLoss, "bad chunk 2"));
   EXPECT_EQ(offsets, (std::vector<int64_t>{0, 1, 2}));
 
   request.set_model_version(9);
   EXPECT_THAT(
-      (*client)->GetEdgeModel(request, deadline, collect),
+      (*client)->GetEdgeModel(request, deadline, collect, nullptr),
       StatusIs(absl::StatusCode::kFailedPrecondition,
                HasSubstr(absl::StrCat("GetEdgeModel at 127.0.0.1:", port,
                                       ": model version 9 is not served"))));
+
+  edge::CallCanceller canceller;
+  canceller.Cancel();
+  EXPECT_THAT((*client)->GetEdgeModel(request, deadline, collect, &canceller),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("cancelled")));
 
   v1::GetModelStatusRequest status_request;
   status_request.set_device_id("dev");

@@ -98,6 +98,7 @@ ModelUpdater::~ModelUpdater() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
+  download_cancel_.Cancel();  // a download in flight ends now
   if (thread_.joinable()) thread_.join();
 }
 
@@ -325,11 +326,11 @@ absl::StatusOr<std::string> ModelUpdater::Install(
   };
   CloudClient* cloud = options_.runtime.cloud;
   const absl::Time deadline = absl::Now() + options_.download_timeout;
-  ASSIGN_OR_RETURN(std::string path,
-                   models_.Install([&](const std::string& dir) {
-                     return EdgeModelFetch::Download(cloud, request, deadline,
-                                                     dir, progress);
-                   }));
+  ASSIGN_OR_RETURN(
+      std::string path, models_.Install([&](const std::string& dir) {
+        return EdgeModelFetch::Download(cloud, request, deadline, dir, progress,
+                                        &download_cancel_);
+      }));
   std::fprintf(stderr,
                "duet-edge: model update: downloaded v%u (%lld bytes in %lld "
                "ms) into %s\n",

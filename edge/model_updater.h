@@ -141,6 +141,7 @@ class ModelUpdater {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  CallCanceller download_cancel_;  // cancelled by the destructor
   std::thread thread_;
 };
 

@@ -136,8 +136,8 @@ class FakeCloud : public CloudClient {
   }
 
   absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
-                            absl::Time,
-                            const EdgeModelChunkFn& on_chunk) override {
+                            absl::Time, const EdgeModelChunkFn& on_chunk,
+                            CallCanceller* canceller) override {
     if (!available) return absl::UnavailableError("cloud is not connected");
     ++edge_model_calls;
     const common::Model* model;
@@ -175,6 +175,9 @@ class FakeCloud : public CloudClient {
         chunk.set_data(data.substr(offset, chunk_bytes.load()));
         if (hook) hook(&chunk);
         if (!available) return absl::UnavailableError("the stream broke");
+        if (canceller != nullptr && canceller->cancelled()) {
+          return absl::CancelledError("GetEdgeModel: cancelled");
+        }
         if (absl::Status s = on_chunk(chunk); !s.ok()) return s;
       }
     }

@@ -40,6 +40,7 @@ FleetRelease::~FleetRelease() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
+  download_cancel_.Cancel();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -139,7 +140,8 @@ absl::StatusOr<std::shared_ptr<const FleetModel>> FleetRelease::Version(
   RETURN_IF_ERROR(edge::EdgeModelFetch::Download(
                       options_.cloud, request, absl::Now() + absl::Minutes(5),
                       version->downloaded_dir,
-                      [&bytes](int64_t received, int64_t) { bytes = received; })
+                      [&bytes](int64_t received, int64_t) { bytes = received; },
+                      &download_cancel_)
                       .status());
   common::LoadOptions load;
   load.parts.cloud = false;

@@ -98,6 +98,7 @@ class FleetRelease {
   absl::Time retry_download_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   ModelSwitches switches_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  edge::CallCanceller download_cancel_;  // cancelled by the destructor
   std::thread thread_;
 };
 

@@ -51,8 +51,9 @@ class CountingCloudClient : public edge::CloudClient {
   }
   absl::Status GetEdgeModel(const duet::v1::GetEdgeModelRequest& request,
                             absl::Time deadline,
-                            const EdgeModelChunkFn& on_chunk) override {
-    return inner_->GetEdgeModel(request, deadline, on_chunk);
+                            const EdgeModelChunkFn& on_chunk,
+                            edge::CallCanceller* canceller) override {
+    return inner_->GetEdgeModel(request, deadline, on_chunk, canceller);
   }
   absl::StatusOr<duet::v1::ModelStatus> GetModelStatus(
       const duet::v1::GetModelStatusRequest& request,
