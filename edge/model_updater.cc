@@ -382,6 +382,7 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
   std::unique_ptr<EdgeRuntime> next;
   std::string previous;
   bool rebuilding;
+  absl::Time switched;
   {
     // 2. No write from here to the swap.
     absl::MutexLock gate(&write_gate_);
@@ -420,25 +421,29 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
     if (options_.on_model) options_.on_model(next->model().config());
     if (options_.on_serving) options_.on_serving(!rebuilding);
     next->StartRebuild();
+    {
+      absl::MutexLock lock(&mu_);
+      previous = running_dir_;
+    }
+    // The previous version stays for a roll-back; older ones go. Done (and
+    // counted) before the swap publishes the switch.
+    if (absl::Status pruned = models_.Prune({name, previous}); !pruned.ok()) {
+      std::fprintf(stderr, "duet-edge: WARNING: pruning old models: %s\n",
+                   pruned.ToString().c_str());
+    }
+    switched = absl::Now();
+    if (options_.metrics != nullptr) {
+      options_.metrics->CountModelUpdate(rebuilding ? "switched_rebuilding"
+                                                    : "switched");
+      options_.metrics->model_update_seconds().Observe(
+          absl::ToDoubleSeconds(switched - started));
+    }
     std::shared_ptr<EdgeRuntime> swapped = std::move(next);
     absl::MutexLock lock(&mu_);
     runtime_ = swapped;
-    previous = running_dir_;
     running_dir_ = name;
     status_.clear();
     ++stats_.switches;
-  }
-  const absl::Time switched = absl::Now();
-  // The previous version stays for a rollback; older ones go.
-  if (absl::Status pruned = models_.Prune({name, previous}); !pruned.ok()) {
-    std::fprintf(stderr, "duet-edge: WARNING: pruning old models: %s\n",
-                 pruned.ToString().c_str());
-  }
-  if (options_.metrics != nullptr) {
-    options_.metrics->CountModelUpdate(rebuilding ? "switched_rebuilding"
-                                                  : "switched");
-    options_.metrics->model_update_seconds().Observe(
-        absl::ToDoubleSeconds(switched - started));
   }
   std::fprintf(stderr,
                "duet-edge: model update: switched to v%u (history %zu items "

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -262,6 +263,45 @@ TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
   ASSERT_TRUE(updater->WaitForVersion(2, absl::Seconds(60)));
   ExpectHistoryOf(V2(), updater->runtime()->state());
   EXPECT_EQ(metrics.model_updates_total("switched"), 1.0);
+}
+
+// Releases v2, v3, then a roll-back to v1: each is downloaded and switched
+// to; models/ keeps the running version and the one before it.
+TEST_F(EdgeModelUpdaterTest, KeepsTheCurrentAndThePreviousDownload) {
+  const common::Model& v3 = SharedTestModel("rm2", 3, 3);
+  cloud_.Serve(&v3);
+  auto updater = Start(Options());
+  for (int64_t item : {1, 2, 3}) Interact(*updater, item);
+  ModelStore models(state_.path());
+  auto dirs = [&models] {
+    std::set<std::string> names;
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(models.dir(), ec)) {
+      if (e.is_directory()) names.insert(e.path().filename().string());
+    }
+    return names;
+  };
+  const std::string d1 = ModelStore::DirName(V1().config()),
+                    d2 = ModelStore::DirName(V2().config()),
+                    d3 = ModelStore::DirName(v3.config());
+  for (const common::Model* next : {&V2(), &v3, &V1()}) {
+    cloud_.SetTarget(next);
+    ASSERT_TRUE(Recommend(*updater).ok());
+    ASSERT_TRUE(
+        updater->WaitForVersion(next->config().version(), absl::Seconds(60)));
+    EXPECT_EQ(*models.Current(),
+              models.PathOf(ModelStore::DirName(next->config())));
+    ExpectHistoryOf(*next, updater->runtime()->state());
+    if (next == &V2()) {
+      EXPECT_EQ(dirs(), (std::set<std::string>{d2}));
+    } else if (next == &v3) {
+      EXPECT_EQ(dirs(), (std::set<std::string>{d2, d3}));
+    }
+  }
+  EXPECT_EQ(dirs(), (std::set<std::string>{d3, d1}));
+  EXPECT_EQ(updater->stats().switches, 3);
+  EXPECT_EQ(cloud_.edge_model_calls, 3);
 }
 
 TEST_F(EdgeModelUpdaterTest, WithUpdatesOffTheTargetIsOnlyReported) {
