@@ -117,30 +117,14 @@ TEST(EdgeHistoryRebuilderTest, RetriesUntilTheCloudAnswersThenPersists) {
   EXPECT_GT(r.bytes, 120 * v2.dims().pooled * 4);
 
   // The scratchpad equals one fed v2's rows of the same items.
-  auto expected = NewInlineUserState(v2);
-  for (int64_t item : items)
-    expected->PushInteraction(item, ItemRows(v2, item));
-  const UserStateData got = state->Export(), want = expected->Export();
-  EXPECT_EQ(got.history_items, want.history_items);
-  const int d = v2.config().embedding_dim();
-  for (size_t t = 0; t < want.tables.size(); ++t) {
-    ASSERT_EQ(got.tables[t].filled, want.tables[t].filled);
-    std::vector<double> a(d), b(d);
-    for (int i = 0; i < want.tables[t].filled; ++i) {
-      for (int k = 0; k < d; ++k) {
-        a[k] += got.tables[t].slots[i * d + k];
-        b[k] += want.tables[t].slots[i * d + k];
-      }
-    }
-    for (int k = 0; k < d; ++k) EXPECT_NEAR(a[k], b[k], 1e-4) << t;
-  }
+  internal::ExpectHistoryOf(v2, items, *state);
 
   // Persisted under v2: reopening needs no rebuild.
   auto reopened_state = NewInlineUserState(v2);
   auto reopened = Open(dir.path(), v2, reopened_state.get());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   EXPECT_FALSE((*reopened)->needs_rebuild());
-  EXPECT_EQ(reopened_state->history_items(), got.history_items);
+  EXPECT_EQ(reopened_state->history_items(), state->history_items());
 }
 
 TEST(EdgeHistoryRebuilderTest, DestroyedWhileTheCloudIsDownLeavesTheOldState) {

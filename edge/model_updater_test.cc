@@ -78,24 +78,7 @@ class EdgeModelUpdaterTest : public testing::Test {
   // The scratchpad equals one fed `model`'s rows of the same items (per
   // table pooled sums, which is what the user model reads).
   void ExpectHistoryOf(const common::Model& model, const UserState& got) {
-    auto want = NewInlineUserState(model);
-    for (int64_t item : items_)
-      want->PushInteraction(item, ItemRows(model, item));
-    const UserStateData a = got.Export(), b = want->Export();
-    EXPECT_EQ(a.history_items, b.history_items);
-    const int d = model.config().embedding_dim();
-    ASSERT_EQ(a.tables.size(), b.tables.size());
-    for (size_t t = 0; t < b.tables.size(); ++t) {
-      ASSERT_EQ(a.tables[t].filled, b.tables[t].filled);
-      std::vector<double> x(d), y(d);
-      for (int i = 0; i < b.tables[t].filled; ++i) {
-        for (int k = 0; k < d; ++k) {
-          x[k] += a.tables[t].slots[i * d + k];
-          y[k] += b.tables[t].slots[i * d + k];
-        }
-      }
-      for (int k = 0; k < d; ++k) EXPECT_NEAR(x[k], y[k], 1e-4) << t;
-    }
+    internal::ExpectHistoryOf(model, items_, got);
   }
 
   common::TempDir state_;

@@ -89,6 +89,23 @@ class EdgeModelChangeTest : public EdgeProcessTest {
     return longest;
   }
 
+  void SetUp() override {
+    EdgeProcessTest::SetUp();
+    // The model directory is the suite's: no test inherits another's policy.
+    std::filesystem::remove(ModelDir() + "/release.pbtxt");
+  }
+
+  // A copy of ModelDir() (the model a device shipped with) in dir_/`name`.
+  static std::string CopyOfModel(const std::string& name) {
+    const std::string copy = dir_->path() + "/" + name;
+    std::filesystem::create_directories(copy);
+    for (const auto& e : std::filesystem::directory_iterator(ModelDir())) {
+      std::filesystem::copy_file(e.path(),
+                                 copy + "/" + e.path().filename().string());
+    }
+    return copy;
+  }
+
   // Writes release.pbtxt (the cloud's release policy) into ModelDir().
   static void WritePolicy(const std::string& text) {
     const std::string tmp = ModelDir() + "/.release.pbtxt.tmp";
@@ -279,12 +296,7 @@ TEST_F(EdgeModelChangeTest, CloudDownAndKillDuringTheRebuildLoseNothing) {
 TEST_F(EdgeModelChangeTest, StagedReleaseUnderLoadFailsNoQuery) {
   ASSERT_NO_FATAL_FAILURE(Release(/*seed=*/1, /*version=*/1));
   // The fleet starts from v1's files, as devices shipped with v1 do.
-  const std::string fleet_model = dir_->path() + "/fleet-v1";
-  std::filesystem::create_directories(fleet_model);
-  for (const auto& e : std::filesystem::directory_iterator(ModelDir())) {
-    std::filesystem::copy_file(
-        e.path(), fleet_model + "/" + e.path().filename().string());
-  }
+  const std::string fleet_model = CopyOfModel("fleet-v1");
   // Stage: everyone stays on v1, the device "edge-A" is the canary for v2
   // (not served yet: nothing is announced for it).
   WritePolicy(
@@ -441,12 +453,7 @@ TEST_F(EdgeModelChangeTest, StagedReleaseUnderLoadFailsNoQuery) {
 TEST_F(EdgeModelChangeTest, KillDuringAnUpdateLosesNothing) {
   ASSERT_NO_FATAL_FAILURE(Release(/*seed=*/1, /*version=*/1));
   // The edge ships with v1 (its own --model); updates come from the cloud.
-  const std::string shipped = dir_->path() + "/edge-v1";
-  std::filesystem::create_directories(shipped);
-  for (const auto& e : std::filesystem::directory_iterator(ModelDir())) {
-    std::filesystem::copy_file(e.path(),
-                               shipped + "/" + e.path().filename().string());
-  }
+  const std::string shipped = CopyOfModel("edge-v1");
   ASSERT_NO_FATAL_FAILURE(StartCloud({"--reload_poll_ms=100"}));
   const std::vector<std::string> flags = {
       "--model", shipped, "--user_precision",          "fp32",
@@ -475,7 +482,8 @@ TEST_F(EdgeModelChangeTest, KillDuringAnUpdateLosesNothing) {
   for (const Point& p : points) {
     SCOPED_TRACE(absl::StrCat("v", p.version, ", killed at ", p.name));
     ASSERT_NO_FATAL_FAILURE(Release(/*seed=*/p.version, p.version));
-    ASSERT_TRUE(WaitFor(p.reached, absl::Seconds(30))) << edge_->ReadLog();
+    ASSERT_TRUE(WaitFor(p.reached, absl::Seconds(30)))
+        << edge_->ReadLog() << cloud_->ReadLog();
     ASSERT_TRUE(edge_->Signal(SIGKILL).ok());
     const std::string killed_log = edge_->ReadLog();
     edge_.reset();
@@ -507,12 +515,7 @@ TEST_F(EdgeModelChangeTest, KillDuringAnUpdateLosesNothing) {
 
 TEST_F(EdgeModelChangeTest, OfflineThroughTwoReleasesGoesStraightToTarget) {
   ASSERT_NO_FATAL_FAILURE(Release(/*seed=*/1, /*version=*/1));
-  const std::string shipped = dir_->path() + "/offline-v1";
-  std::filesystem::create_directories(shipped);
-  for (const auto& e : std::filesystem::directory_iterator(ModelDir())) {
-    std::filesystem::copy_file(e.path(),
-                               shipped + "/" + e.path().filename().string());
-  }
+  const std::string shipped = CopyOfModel("offline-v1");
   // One version at a time: an idle old version is retired at once.
   ASSERT_NO_FATAL_FAILURE(StartCloud(
       {"--reload_poll_ms=100", "--keep_versions=1", "--version_grace_s=0"}));

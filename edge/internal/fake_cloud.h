@@ -26,6 +26,9 @@
 #include "common/model/model_config.h"
 #include "common/model/reference_model.h"
 #include "edge/cloud_client.h"
+#include "edge/internal/test_model.h"
+#include "edge/user_state.h"
+#include "gtest/gtest.h"
 
 namespace duet::edge::internal {
 
@@ -40,6 +43,31 @@ inline std::vector<float> ItemRows(const common::Model& model, int64_t item) {
     std::copy(row, row + dim, rows.begin() + t * dim);
   }
   return rows;
+}
+
+// Expects `got` to hold the history of `items` (oldest first) as a state of
+// `model` fed their rows would: the same item ids and, per user table, the
+// same pooled sum of the filled slots (within 1e-4; slot order may differ).
+inline void ExpectHistoryOf(const common::Model& model,
+                            const std::vector<int64_t>& items,
+                            const UserState& got) {
+  auto fed = NewInlineUserState(model);
+  for (int64_t item : items) fed->PushInteraction(item, ItemRows(model, item));
+  const UserStateData a = got.Export(), b = fed->Export();
+  EXPECT_EQ(a.history_items, b.history_items);
+  const int d = model.config().embedding_dim();
+  ASSERT_EQ(a.tables.size(), b.tables.size());
+  for (size_t t = 0; t < b.tables.size(); ++t) {
+    ASSERT_EQ(a.tables[t].filled, b.tables[t].filled) << t;
+    std::vector<double> x(d), y(d);
+    for (int i = 0; i < b.tables[t].filled; ++i) {
+      for (int k = 0; k < d; ++k) {
+        x[k] += a.tables[t].slots[i * d + k];
+        y[k] += b.tables[t].slots[i * d + k];
+      }
+    }
+    for (int k = 0; k < d; ++k) EXPECT_NEAR(x[k], y[k], 1e-4) << t;
+  }
 }
 
 class FakeCloud : public CloudClient {
