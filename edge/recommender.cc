@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -78,7 +79,9 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
   begin.mutable_candidate_ids()->CopyFrom(request.candidate_ids());
   begin.set_top_k(request.top_k());
   begin.set_timeout_us(std::max<int64_t>(1, Micros(deadline - start)));
-  begin.set_relay_top(options_.relay_cache_items > 0 ? request.top_k() : 0);
+  // The rows of the best min(top_k, relay cache) items come back with the
+  // answer: an interaction on what the user saw first needs no round trip.
+  begin.set_relay_top(std::min(request.top_k(), options_.relay_cache_items));
   begin.set_model_version(model_.config().version());
   begin.set_model_fingerprint(model_.fingerprint());
   begin.set_device_id(options_.device_id);
@@ -112,7 +115,10 @@ absl::StatusOr<duet::v1::RecommendResponse> Recommender::RecommendImpl(
   const int64_t downlink = hooks_.metrics != nullptr
                                ? static_cast<int64_t>(scores.ByteSizeLong())
                                : 0;
-  for (duet::v1::ItemEmbeddings& relayed : *scores.mutable_relay()) {
+  // Worst first, so the best item is the most recently used entry: it
+  // outlives the others when later answers fill the cache.
+  for (int i = scores.relay_size() - 1; i >= 0; --i) {
+    const duet::v1::ItemEmbeddings& relayed = scores.relay(i);
     if (static_cast<int>(relayed.rows_size()) == model_.dims().pooled) {
       relay_cache_.Put(
           relayed.item_id(),

@@ -215,6 +215,32 @@ TEST_F(RecommenderTest, Int8IsCloseToReference) {
   EXPECT_GT(got->timings().uplink_bytes(), 0);
 }
 
+TEST_F(RecommenderTest, RelaysTheBestItemsTheCacheHolds) {
+  // A cache of 4 and top_k 10: the cloud is asked for 4 rows, those of the
+  // 4 best items; the best is relayed, the 5th is fetched.
+  Init(Precision::kFp32, Precision::kFp32, /*relay_items=*/4);
+  auto got = rec_->Recommend(Request(10), Deadline());
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->items_size(), 10);
+  ASSERT_FALSE(cloud_->begun().empty());
+  EXPECT_EQ(cloud_->begun().back().relay_top(), 4);
+  EXPECT_EQ(rec_->relay_cache().size(), 4);
+  duet::v1::RecordInteractionRequest r;
+  r.set_item_id(got->items(0).item_id());
+  auto best = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(best.ok()) << best.status();
+  EXPECT_TRUE(best->relayed());
+  r.set_item_id(got->items(4).item_id());
+  auto fifth = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(fifth.ok()) << fifth.status();
+  EXPECT_FALSE(fifth->relayed());
+  EXPECT_EQ(cloud_->embedding_calls, 1);
+  // top_k below the cache: top_k rows.
+  auto again = rec_->Recommend(Request(3), Deadline());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(cloud_->begun().back().relay_top(), 3);
+}
+
 TEST_F(RecommenderTest, RelayedInteractionMakesNoRpc) {
   Init(Precision::kInt8, Precision::kInt8);
   auto got = rec_->Recommend(Request(5), Deadline());
