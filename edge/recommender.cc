@@ -173,6 +173,24 @@ Recommender::RecordInteraction(
         absl::StrFormat("item_id is %d, valid item ids are [0, %d)", item,
                         model_.catalog().num_items()));
   }
+  const std::string& id = request.interaction_id();
+  if (id.size() > kMaxInteractionIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("interaction_id has %d bytes, at most %d are allowed",
+                        id.size(), kMaxInteractionIdBytes));
+  }
+  auto duplicate = [](uint64_t sequence) {
+    duet::v1::RecordInteractionResponse response;
+    response.set_sequence(sequence);
+    response.set_duplicate(true);
+    return response;
+  };
+  // A retry of an applied interaction: answered without a row fetch.
+  if (!id.empty()) {
+    if (std::optional<uint64_t> seen = state_->FindInteraction(id)) {
+      return duplicate(*seen);
+    }
+  }
   std::vector<float> rows;
   bool relayed = false;
   if (std::optional<std::vector<float>> cached = relay_cache_.Get(item)) {
@@ -203,11 +221,17 @@ Recommender::RecordInteraction(
   uint64_t sequence;
   {
     absl::MutexLock lock(&write_mu_);
+    // Two concurrent calls with one id: the second finds the first here.
+    if (!id.empty()) {
+      if (std::optional<uint64_t> seen = state_->FindInteraction(id)) {
+        return duplicate(*seen);
+      }
+    }
     // Durable before it is applied and acknowledged.
     if (hooks_.store != nullptr) {
-      RETURN_IF_ERROR(hooks_.store->AppendInteraction(item, rows));
+      RETURN_IF_ERROR(hooks_.store->AppendInteraction(item, rows, id));
     }
-    sequence = state_->PushInteraction(item, rows);
+    sequence = state_->PushInteraction(item, rows, id);
     if (hooks_.store != nullptr && hooks_.store->ShouldCompact()) {
       // The record is already durable in the log, so a failed compaction
       // does not fail the interaction; the next one retries.

@@ -37,6 +37,9 @@
 
 namespace duet::edge {
 
+// RecordInteractionRequest.interaction_id's bound.
+inline constexpr size_t kMaxInteractionIdBytes = 128;
+
 class Recommender {
  public:
   struct Options {

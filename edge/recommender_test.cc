@@ -1,7 +1,9 @@
 #include "edge/recommender.h"
 
+#include <atomic>
 #include <cmath>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "common/base/status_matchers.h"
@@ -239,6 +241,51 @@ TEST_F(RecommenderTest, RelaysTheBestItemsTheCacheHolds) {
   auto again = rec_->Recommend(Request(3), Deadline());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(cloud_->begun().back().relay_top(), 3);
+}
+
+TEST_F(RecommenderTest, ARetriedInteractionIdIsAppliedOnce) {
+  Init(Precision::kFp32, Precision::kFp32, /*relay_items=*/0);
+  duet::v1::RecordInteractionRequest r;
+  r.set_item_id(7);
+  r.set_interaction_id("tap-1");
+  auto first = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->duplicate());
+  EXPECT_EQ(cloud_->embedding_calls, 1);
+  // The retry (the app never saw the answer): same sequence, no new rows,
+  // no row fetch.
+  auto retry = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->duplicate());
+  EXPECT_EQ(retry->sequence(), first->sequence());
+  EXPECT_EQ(cloud_->embedding_calls, 1);
+  EXPECT_EQ(rec_->GetState().interactions_total(), 1u);
+  // Another id, or none, is a new interaction.
+  r.set_interaction_id("tap-2");
+  auto second = rec_->RecordInteraction(r, Deadline());
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->duplicate());
+  r.clear_interaction_id();
+  ASSERT_TRUE(rec_->RecordInteraction(r, Deadline()).ok());
+  ASSERT_TRUE(rec_->RecordInteraction(r, Deadline()).ok());
+  EXPECT_EQ(rec_->GetState().interactions_total(), 4u);
+  // Concurrent retries of one id: exactly one is applied.
+  r.set_interaction_id("tap-3");
+  std::vector<std::thread> threads;
+  std::atomic<int> applied{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      auto got = rec_->RecordInteraction(r, Deadline());
+      if (got.ok() && !got->duplicate()) ++applied;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(applied.load(), 1);
+  EXPECT_EQ(rec_->GetState().interactions_total(), 5u);
+  r.set_interaction_id(std::string(129, 'x'));
+  EXPECT_THAT(rec_->RecordInteraction(r, Deadline()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("interaction_id has 129 bytes, at most 128")));
 }
 
 TEST_F(RecommenderTest, RelayedInteractionMakesNoRpc) {

@@ -22,12 +22,14 @@ using internal::Crc32c;
 constexpr char kSnapshotMagic[8] = {'D', 'U', 'E', 'T', 'S', 'N', 'A', 'P'};
 constexpr char kLogMagic[8] = {'D', 'U', 'E', 'T', 'L', 'O', 'G', '1'};
 // Snapshot formats: 1 kept rows only; 2 adds the model name and the history
-// item ids. Logs are format 1 (their records always carried item ids).
+// item ids; 3 the recent client interaction ids. Logs are format 1 (their
+// records always carried item ids; record type 3 adds a client id).
 constexpr uint32_t kFormatV1 = 1;
-constexpr uint32_t kSnapshotFormat = 2;
+constexpr uint32_t kSnapshotFormat = 3;
 constexpr uint32_t kLogFormat = 1;
 constexpr uint8_t kInteractionRecord = 1;
 constexpr uint8_t kProfileRecord = 2;
+constexpr uint8_t kIdentifiedInteractionRecord = 3;  // + client id
 // magic + format version + payload length + payload crc
 constexpr size_t kSnapshotHeaderBytes = 8 + 4 + 8 + 4;
 constexpr size_t kRecordHeaderBytes = 4 + 4 + 4;  // length, ~length, crc
@@ -58,6 +60,7 @@ struct StateStore::LogRecord {
   uint8_t type = 0;
   uint64_t sequence = 0;
   int64_t item = 0;           // interaction
+  std::string id;             // interaction: the client's id, if any
   uint64_t version = 0;       // profile
   std::vector<float> floats;  // interaction rows or profile s
   size_t offset = 0;
@@ -183,8 +186,8 @@ absl::StatusOr<StateStore::Snapshot> StateStore::ReadSnapshot() {
   header.Get(&s.format);
   header.Get(&length);
   header.Get(&crc);
-  if (s.format != kFormatV1 && s.format != kSnapshotFormat) {
-    return corrupt(absl::StrFormat("format version %d, expected %d or %d",
+  if (s.format < kFormatV1 || s.format > kSnapshotFormat) {
+    return corrupt(absl::StrFormat("format version %d, expected %d to %d",
                                    s.format, kFormatV1, kSnapshotFormat));
   }
   if (file.size() - kSnapshotHeaderBytes != length) {
@@ -220,6 +223,13 @@ absl::StatusOr<StateStore::Snapshot> StateStore::ReadSnapshot() {
     ok = r.Get(&n) && n <= kMaxRecordBytes / sizeof(int64_t);
     for (uint32_t i = 0; ok && i < n; ++i) {
       ok = r.Get(&data.history_items.emplace_back());
+    }
+    if (ok && s.format >= 3) {
+      ok = r.Get(&n) && n <= kRecentInteractionIds;
+      for (uint32_t i = 0; ok && i < n; ++i) {
+        UserStateData::RecentId& id = data.recent_ids.emplace_back();
+        ok = r.GetString(&id.id) && r.Get(&id.sequence);
+      }
     }
   } else if (ok) {
     // Format 1 kept the rows but not the items behind them.
@@ -311,6 +321,10 @@ absl::StatusOr<std::optional<StateStore::Log>> StateStore::ReadLog() {
     bool ok = p.Get(&rec.type) && p.Get(&rec.sequence);
     if (ok && rec.type == kInteractionRecord) {
       ok = p.Get(&rec.item) && p.GetFloats(&rec.floats, kMaxRecordBytes);
+    } else if (ok && rec.type == kIdentifiedInteractionRecord) {
+      ok = p.Get(&rec.item) && p.GetString(&rec.id) &&
+           p.GetFloats(&rec.floats, kMaxRecordBytes);
+      rec.type = kInteractionRecord;
     } else if (ok && rec.type == kProfileRecord) {
       ok = p.Get(&rec.version) && p.GetFloats(&rec.floats, kMaxRecordBytes);
     } else {
@@ -339,7 +353,7 @@ absl::Status StateStore::Replay(const Log& log, uint64_t after_sequence,
           absl::StrFormat("expected sequence %d", sequence_ + 1));
     } else if (r.type == kInteractionRecord) {
       applied = state->ValidateInteractionRows(r.floats);
-      if (applied.ok()) state->PushInteraction(r.item, r.floats);
+      if (applied.ok()) state->PushInteraction(r.item, r.floats, r.id);
     } else {
       applied = state->ReplayProfile(r.floats, r.version);
     }
@@ -385,6 +399,7 @@ absl::Status StateStore::Migrate(const Snapshot* snapshot, const Log* log,
     data.profile_version = snapshot->data.profile_version;
     data.profile = snapshot->data.profile;
     data.history_items = snapshot->data.history_items;
+    data.recent_ids = snapshot->data.recent_ids;
   }
   std::vector<int64_t>& items = data.history_items;
   const uint64_t after = snapshot != nullptr ? snapshot->sequence : 0;
@@ -402,6 +417,9 @@ absl::Status StateStore::Migrate(const Snapshot* snapshot, const Log* log,
       if (r.type == kInteractionRecord) {
         items.push_back(r.item);
         ++data.interactions_total;
+        if (!r.id.empty()) {
+          data.recent_ids.push_back({r.id, data.interactions_total});
+        }
       } else {
         data.profile = r.floats;
         data.profile_version = r.version;
@@ -479,12 +497,15 @@ absl::Status StateStore::AppendRecord(const std::string& payload) {
 }
 
 absl::Status StateStore::AppendInteraction(int64_t item_id,
-                                           absl::Span<const float> rows) {
+                                           absl::Span<const float> rows,
+                                           absl::string_view interaction_id) {
   std::string payload;
   BinaryWriter w(&payload);
-  w.Put<uint8_t>(kInteractionRecord);
+  w.Put<uint8_t>(interaction_id.empty() ? kInteractionRecord
+                                        : kIdentifiedInteractionRecord);
   w.Put<uint64_t>(sequence_ + 1);
   w.Put<int64_t>(item_id);
+  if (!interaction_id.empty()) w.PutString(interaction_id);
   w.PutFloats(std::vector<float>(rows.begin(), rows.end()));
   RETURN_IF_ERROR(AppendRecord(payload));
   ++sequence_;
@@ -527,6 +548,13 @@ std::string EncodeSnapshot(const duet::v1::ModelConfig& config,
   if (format >= 2) {
     w.Put<uint32_t>(static_cast<uint32_t>(data.history_items.size()));
     for (int64_t item : data.history_items) w.Put<int64_t>(item);
+  }
+  if (format >= 3) {
+    w.Put<uint32_t>(static_cast<uint32_t>(data.recent_ids.size()));
+    for (const UserStateData::RecentId& r : data.recent_ids) {
+      w.PutString(r.id);
+      w.Put<uint64_t>(r.sequence);
+    }
   }
   std::string file(kSnapshotMagic, sizeof(kSnapshotMagic));
   BinaryWriter h(&file);

@@ -5,10 +5,12 @@
 //    kill -9 and power loss; its header names the model signature;
 //  - `snapshot.bin`: the whole state under one CRC-32C, written atomically
 //    (tmp + fsync + rename + directory fsync) by Compact, after which the log
-//    restarts empty. Format 2: signature, label, model name, sequence,
-//    counters, profile, memo, per table (tracker, filled, rows), and the
-//    history item ids (the last max(history_length), oldest first). Format 1
-//    (no name, no item ids) still loads: its rows are kept and its items
+//    restarts empty. Format 3: signature, label, model name, sequence,
+//    counters, profile, memo, per table (tracker, filled, rows), the
+//    history item ids (the last max(history_length), oldest first) and the
+//    last kRecentInteractionIds client interaction ids with their sequence
+//    (RecordInteraction's deduplication). Format 2 (no client ids) and 1
+//    (no name, no item ids) still load: its rows are kept and its items
 //    count as unknown (kUnknownItem) until they roll out of the history.
 // The durable history is the item ids; rows and memo are caches valid for
 // one model signature. Open loads the snapshot and replays the log records
@@ -36,6 +38,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/model/model.h"
 #include "edge/file_system.h"
@@ -67,8 +70,10 @@ class StateStore {
   // Compact persists the rebuilt state.
   bool needs_rebuild() const { return needs_rebuild_; }
 
-  // Durably logs an interaction with `item_id` appending `rows`.
-  absl::Status AppendInteraction(int64_t item_id, absl::Span<const float> rows);
+  // Durably logs an interaction with `item_id` appending `rows`, and the
+  // client's `interaction_id` when not empty.
+  absl::Status AppendInteraction(int64_t item_id, absl::Span<const float> rows,
+                                 absl::string_view interaction_id = {});
   // Durably logs profile `version` = s.
   absl::Status AppendProfile(uint64_t version, absl::Span<const float> s);
 

@@ -42,14 +42,16 @@ class StateStoreTest : public testing::Test {
     o.snapshot_every = snapshot_every;
     return StateStore::Open(o, m, state);
   }
-  // Logs and applies `count` interactions (as Recommender does).
+  // Logs and applies `count` interactions (as Recommender does); the odd
+  // ones carry a client id "<seed>-<i>".
   void Interact(StateStore& store, UserState& state, int count, int seed) {
     std::mt19937 rng(seed);
     for (int i = 0; i < count; ++i) {
       const int64_t item = rng() % model_.catalog().num_items();
       const auto rows = ItemRows(model_, item);
-      ASSERT_TRUE(store.AppendInteraction(item, rows).ok());
-      state.PushInteraction(item, rows);
+      const std::string id = i % 2 == 1 ? absl::StrCat(seed, "-", i) : "";
+      ASSERT_TRUE(store.AppendInteraction(item, rows, id).ok());
+      state.PushInteraction(item, rows, id);
       if (store.ShouldCompact()) {
         ASSERT_TRUE(store.Compact(state.Export()).ok());
       }
@@ -75,6 +77,11 @@ void ExpectSameState(const UserStateData& a, const UserStateData& b) {
     EXPECT_EQ(a.tables[t].slots, b.tables[t].slots) << t;
   }
   EXPECT_EQ(a.history_items, b.history_items);
+  ASSERT_EQ(a.recent_ids.size(), b.recent_ids.size());
+  for (size_t i = 0; i < a.recent_ids.size(); ++i) {
+    EXPECT_EQ(a.recent_ids[i].id, b.recent_ids[i].id) << i;
+    EXPECT_EQ(a.recent_ids[i].sequence, b.recent_ids[i].sequence) << i;
+  }
 }
 
 TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
@@ -99,6 +106,12 @@ TEST_F(StateStoreTest, SnapshotAndLogRoundTrip) {
   EXPECT_THAT((*store)->recovery_report(), HasSubstr("replayed 36 log"));
   ExpectSameState(before, restored->Export());
   EXPECT_EQ(before.interactions_total, 135u);
+  // Client ids from the snapshot and from the log: a retry is recognized.
+  EXPECT_EQ(before.recent_ids.size(), 65u + 2u);
+  EXPECT_EQ(restored->FindInteraction("1-1"), 2u);
+  EXPECT_EQ(restored->FindInteraction("1-129"), 130u);
+  EXPECT_EQ(restored->FindInteraction("2-3"), 134u);
+  EXPECT_EQ(restored->FindInteraction("2-4"), std::nullopt);
   // Pooled sums are rebuilt, so queries see the same inputs.
   EXPECT_EQ(restored->Info().tables[0].filled, 120);
 }
@@ -258,6 +271,9 @@ TEST_F(StateStoreTest, ModelChangeKeepsItemsAndProfileAndRebuildsRows) {
   EXPECT_EQ(data.profile_version, 1u);
   EXPECT_EQ(data.interactions_total, 130u);
   EXPECT_EQ(data.tables[0].filled, 0);  // no rows of another model
+  // Retries stay deduplicated across the release.
+  EXPECT_EQ(migrated->FindInteraction("1-99"), 100u);   // from the snapshot
+  EXPECT_EQ(migrated->FindInteraction("1-129"), 130u);  // from the log
   // Nothing is written until the rebuild is persisted.
   EXPECT_THAT((*store)->AppendInteraction(1, ItemRows(v2, 1)),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("rebuilt")));
@@ -307,6 +323,26 @@ TEST_F(StateStoreTest, ModelChangeFromALogOnly) {
   EXPECT_EQ(migrated->history_items(), state->history_items());
 }
 
+TEST_F(StateStoreTest, FormatTwoSnapshotLoadsWithoutClientIds) {
+  auto state = NewInlineUserState(model_);
+  {
+    auto store = Open(model_, state.get());
+    ASSERT_TRUE(store.ok());
+    Interact(**store, *state, 30, 1);
+  }
+  UserStateData before = state->Export();
+  // duet-edge before client ids: snapshot format 2, empty log.
+  Spit(SnapshotPath(), EncodeSnapshot(model_.config(), 30, before, 2));
+  std::remove(LogPath().c_str());
+  auto restored = NewInlineUserState(model_);
+  auto store = Open(model_, restored.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->recovery_report(), HasSubstr("(format 2)"));
+  before.recent_ids.clear();
+  ExpectSameState(before, restored->Export());
+  EXPECT_EQ(restored->FindInteraction("1-1"), std::nullopt);
+}
+
 TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
   auto state = NewInlineUserState(model_);
   {
@@ -328,6 +364,8 @@ TEST_F(StateStoreTest, FormatOneSnapshotLoads) {
     EXPECT_EQ(got.history_items,
               std::vector<int64_t>(120, kUnknownItem));  // rows only
     got.history_items = before.history_items;
+    EXPECT_TRUE(got.recent_ids.empty());  // nor client ids
+    got.recent_ids = before.recent_ids;
     ExpectSameState(before, got);          // rows, trackers, profile, memo kept
     Interact(**store, *restored, 100, 2);  // ids known for the last 100
   }

@@ -114,14 +114,40 @@ absl::Status UserState::ValidateProfile(absl::Span<const float> s) const {
 }
 
 uint64_t UserState::PushInteraction(int64_t item_id,
-                                    absl::Span<const float> rows) {
+                                    absl::Span<const float> rows,
+                                    absl::string_view interaction_id) {
   absl::MutexLock lock(&mu_);
   scratchpad_.Push(rows);
   history_items_.push_back(item_id);
   while (static_cast<int>(history_items_.size()) > history_capacity_) {
     history_items_.pop_front();
   }
-  return ++interactions_total_;
+  ++interactions_total_;
+  if (!interaction_id.empty()) {
+    RememberLocked(std::string(interaction_id), interactions_total_);
+  }
+  return interactions_total_;
+}
+
+void UserState::RememberLocked(std::string id, uint64_t sequence) {
+  recent_index_[id] = sequence;
+  recent_ids_.push_back({std::move(id), sequence});
+  while (static_cast<int>(recent_ids_.size()) > kRecentInteractionIds) {
+    const UserStateData::RecentId& oldest = recent_ids_.front();
+    auto it = recent_index_.find(oldest.id);
+    // A repeated id points at its newest entry: keep that one.
+    if (it != recent_index_.end() && it->second == oldest.sequence) {
+      recent_index_.erase(it);
+    }
+    recent_ids_.pop_front();
+  }
+}
+
+std::optional<uint64_t> UserState::FindInteraction(absl::string_view id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = recent_index_.find(id);
+  if (it == recent_index_.end()) return std::nullopt;
+  return it->second;
 }
 
 absl::Status UserState::RebuildScratchpad(
@@ -202,6 +228,7 @@ UserStateData UserState::Export() const {
     table.slots.assign(slots.begin(), slots.end());
   }
   data.history_items.assign(history_items_.begin(), history_items_.end());
+  data.recent_ids.assign(recent_ids_.begin(), recent_ids_.end());
   return data;
 }
 
@@ -229,6 +256,11 @@ absl::Status UserState::Import(const UserStateData& data) {
         data.history_items.size(), static_cast<size_t>(history_capacity_));
     history_items_.assign(data.history_items.end() - keep,
                           data.history_items.end());
+    recent_ids_.clear();
+    recent_index_.clear();
+    for (const UserStateData::RecentId& r : data.recent_ids) {
+      RememberLocked(r.id, r.sequence);
+    }
     profile_ = data.profile;
     profile_version_ = data.profile_version;
   }

@@ -9,11 +9,14 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/model/model.h"
@@ -46,7 +49,18 @@ struct UserStateData {
   // max(history_length) interactions (kUnknownItem where the id is lost).
   // The durable history; the table rows are a cache of its rows.
   std::vector<int64_t> history_items;
+  // Client ids of the last kRecentInteractionIds interactions that had one,
+  // oldest first, with the interactions_total their interaction made.
+  struct RecentId {
+    std::string id;
+    uint64_t sequence = 0;
+  };
+  std::vector<RecentId> recent_ids;
 };
+
+// How many client interaction ids a state remembers (RecordInteraction
+// retries are deduplicated among them).
+inline constexpr int kRecentInteractionIds = 1024;
 
 // What GetState reports about one user.
 struct UserStateInfo {
@@ -87,8 +101,13 @@ class UserState {
       bool allow_unreported) const;
 
   // Appends one interaction with `item_id` and its rows (T_u * d floats,
-  // validated); returns the new interactions_total.
-  uint64_t PushInteraction(int64_t item_id, absl::Span<const float> rows);
+  // validated); returns the new interactions_total. A non-empty
+  // `interaction_id` is remembered with it (FindInteraction).
+  uint64_t PushInteraction(int64_t item_id, absl::Span<const float> rows,
+                           absl::string_view interaction_id = {});
+  // The interactions_total the interaction with client id `id` made, when it
+  // is among the remembered ones.
+  std::optional<uint64_t> FindInteraction(absl::string_view id) const;
   // The same for a caller that has no item id (kUnknownItem).
   uint64_t PushInteraction(absl::Span<const float> rows) {
     return PushInteraction(kUnknownItem, rows);
@@ -123,6 +142,8 @@ class UserState {
 
  private:
   UserState(const common::Model* model, Options options);
+  void RememberLocked(std::string id, uint64_t sequence)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const common::Model* model_;
   const int history_capacity_;
@@ -132,6 +153,8 @@ class UserState {
   uint64_t profile_version_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t interactions_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<int64_t> history_items_ ABSL_GUARDED_BY(mu_);
+  std::deque<UserStateData::RecentId> recent_ids_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> recent_index_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<ProfileMemo> memo_;
 };
 

@@ -3,6 +3,10 @@
 //     restart on the same --state_dir every acknowledged interaction is
 //     there, at its acknowledged sequence number, and the scores equal the
 //     split reference on the acknowledged history;
+//   - kill -9 of the edge while RecordInteraction calls with client ids are
+//     in flight, then the apps retry: each id is applied exactly once (the
+//     retry answers `duplicate` with the first sequence when the first call
+//     was durable), and every acknowledged id answers `duplicate`;
 //   - kill -9 of the cloud under Recommend load: every call ends OK or
 //     UNAVAILABLE (none waits out its deadline); a cloud restarted on the
 //     same port is used again without restarting the edge;
@@ -19,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -42,6 +47,17 @@ class EdgeFaultTest : public test::EdgeProcessTest {
     const grpc::Status s = RecordInteraction(item, &res, stub);
     *sequence = res.sequence();
     return s;
+  }
+  // RecordInteraction(item) with the client id `id`, 5 s deadline.
+  grpc::Status InteractWithId(v1::EdgeService::Stub* stub, int64_t item,
+                              const std::string& id,
+                              v1::RecordInteractionResponse* res) {
+    v1::RecordInteractionRequest r;
+    r.set_item_id(item);
+    r.set_interaction_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    return stub->RecordInteraction(&ctx, r, res);
   }
 
   // All candidates ranked by the split reference (fp32) on `history` with
@@ -177,6 +193,83 @@ TEST_F(EdgeFaultTest, KillNineUnderInteractionLoadLosesNoAcknowledgedOne) {
     EXPECT_EQ(state.tables(t).tracker(),
               static_cast<int>(total % state.tables(t).history_length()));
   }
+}
+
+TEST_F(EdgeFaultTest, KillNineThenRetryAppliesEachInteractionIdOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartCloud());
+  const std::vector<std::string> flags = {"--snapshot_every", "16"};
+  ASSERT_NO_FATAL_FAILURE(StartEdge(flags));
+  constexpr int kThreads = 4;
+  struct Call {
+    int64_t item;
+    std::string id;
+    uint64_t sequence = 0;
+  };
+  std::mutex mu;
+  std::vector<Call> acked, in_flight;
+  std::atomic<int> acked_total{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = v1::EdgeService::NewStub(grpc::CreateChannel(
+          EdgeTarget(), grpc::InsecureChannelCredentials()));
+      for (int i = 0;; ++i) {
+        Call c{(t * 131 + i * 11) % model_->catalog().num_items(),
+               absl::StrCat("app", t, "-tap", i)};
+        v1::RecordInteractionResponse res;
+        const grpc::Status s = InteractWithId(stub.get(), c.item, c.id, &res);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!s.ok()) {
+          in_flight.push_back(c);
+          return;
+        }
+        c.sequence = res.sequence();
+        EXPECT_FALSE(res.duplicate()) << c.id;
+        acked.push_back(c);
+        ++acked_total;
+      }
+    });
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (acked_total < 100 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  ASSERT_TRUE(edge_->Signal(SIGKILL).ok());
+  ASSERT_TRUE(edge_->Wait(absl::Seconds(10)).ok());
+  for (std::thread& t : threads) t.join();
+  ASSERT_EQ(static_cast<int>(in_flight.size()), kThreads);
+
+  ASSERT_NO_FATAL_FAILURE(StartEdge(flags));
+  const uint64_t before_retry = GetState().interactions_total();
+  // The apps retry the calls that failed: applied now, or found durable.
+  int durable_before_kill = 0;
+  for (const Call& c : in_flight) {
+    v1::RecordInteractionResponse res;
+    const grpc::Status s = InteractWithId(stub_.get(), c.item, c.id, &res);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    if (res.duplicate()) {
+      ++durable_before_kill;
+      EXPECT_LE(res.sequence(), before_retry) << c.id;
+    }
+  }
+  // Each id exactly once: every acknowledged and every in-flight call.
+  EXPECT_EQ(GetState().interactions_total(), acked.size() + kThreads);
+  EXPECT_EQ(before_retry, acked.size() + durable_before_kill);
+  // A late retry of an acknowledged call changes nothing.
+  for (const Call& c : acked) {
+    v1::RecordInteractionResponse res;
+    ASSERT_TRUE(InteractWithId(stub_.get(), c.item, c.id, &res).ok());
+    EXPECT_TRUE(res.duplicate()) << c.id;
+    EXPECT_EQ(res.sequence(), c.sequence) << c.id;
+  }
+  EXPECT_EQ(GetState().interactions_total(), acked.size() + kThreads);
+  RecordProperty("in_flight_durable_before_kill", durable_before_kill);
+  std::printf(
+      "kill -9 with %d calls in flight: %d were durable (the retry "
+      "answered duplicate), %d applied by the retry; %zu "
+      "acknowledged ids all answered duplicate\n",
+      kThreads, durable_before_kill, kThreads - durable_before_kill,
+      acked.size());
 }
 
 TEST_F(EdgeFaultTest, KillNineOfTheCloudUnderLoadFailsFastAndRecovers) {
