@@ -60,10 +60,11 @@ TEST_F(EdgeBadInputTest, EveryMalformedRequestGetsItsExactError) {
       return Call(&v1::EdgeService::Stub::Recommend, stub, r);
     };
   };
-  auto interaction = [](int64_t item) {
-    return [item](v1::EdgeService::Stub* stub) {
+  auto interaction = [](int64_t item, std::string id = "") {
+    return [item, id](v1::EdgeService::Stub* stub) {
       v1::RecordInteractionRequest r;
       r.set_item_id(item);
+      r.set_interaction_id(id);
       return Call(&v1::EdgeService::Stub::RecordInteraction, stub, r);
     };
   };
@@ -163,6 +164,9 @@ TEST_F(EdgeBadInputTest, EveryMalformedRequestGetsItsExactError) {
       {"record_interaction: item id INT64_MAX",
        interaction(std::numeric_limits<int64_t>::max()), C::INVALID_ARGUMENT,
        absl::StrCat("item_id is ", std::numeric_limits<int64_t>::max())},
+      {"record_interaction: interaction_id of 129 bytes",
+       interaction(1, std::string(129, 'a')), C::INVALID_ARGUMENT,
+       "interaction_id has 129 bytes, at most 128 are allowed"},
       // UpdateProfile.
       {"update_profile: one value short",
        update_profile(std::vector<float>(profile - 1, 0.f)),
