@@ -389,6 +389,8 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
     // Two stores must not write one directory: an unfinished rebuild of the
     // old runtime stops (and resumes if this switch does not happen).
     if (old->rebuilder() != nullptr) old->rebuilder()->Stop();
+    // Nor may the old runtime's background compaction still be writing it.
+    old->recommender().WaitForCompaction();
     // Items interacted with since the prefetch are fetched here.
     auto rows = [&](const std::vector<int64_t>& history)
         -> absl::StatusOr<std::vector<std::vector<float>>> {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
@@ -218,30 +219,14 @@ Recommender::RecordInteraction(
     return absl::InternalError(absl::StrFormat(
         "the cloud sent bad rows for item %d: %s", item, valid.message()));
   }
-  uint64_t sequence;
-  {
-    absl::MutexLock lock(&write_mu_);
-    // Two concurrent calls with one id: the second finds the first here.
-    if (!id.empty()) {
-      if (std::optional<uint64_t> seen = state_->FindInteraction(id)) {
-        return duplicate(*seen);
-      }
-    }
-    // Durable before it is applied and acknowledged.
-    if (hooks_.store != nullptr) {
-      RETURN_IF_ERROR(hooks_.store->AppendInteraction(item, rows, id));
-    }
-    sequence = state_->PushInteraction(item, rows, id);
-    if (hooks_.store != nullptr && hooks_.store->ShouldCompact()) {
-      // The record is already durable in the log, so a failed compaction
-      // does not fail the interaction; the next one retries.
-      const absl::Status compacted = hooks_.store->Compact(state_->Export());
-      if (!compacted.ok()) {
-        std::fprintf(stderr, "duet-edge: state compaction failed: %s\n",
-                     compacted.ToString().c_str());
-      }
-    }
-  }
+  Write w;
+  w.item = item;
+  w.rows = &rows;
+  w.id = &id;
+  Commit(&w);
+  if (!w.status.ok()) return w.status;
+  if (w.duplicate) return duplicate(w.sequence);
+  const uint64_t sequence = w.sequence;
   if (EdgeMetrics* m = hooks_.metrics) {
     m->scratchpad_updates().Increment();
     (relayed ? m->relay_hits() : m->embedding_fetches()).Increment();
@@ -256,15 +241,128 @@ absl::StatusOr<duet::v1::UpdateProfileResponse> Recommender::UpdateProfile(
     const duet::v1::UpdateProfileRequest& request) {
   RETURN_IF_ERROR(Serving());
   RETURN_IF_ERROR(state_->ValidateProfile(request.static_features()));
+  Write w;
+  const std::vector<float> profile(request.static_features().begin(),
+                                   request.static_features().end());
+  w.profile = &profile;
+  Commit(&w);
+  if (!w.status.ok()) return w.status;
   duet::v1::UpdateProfileResponse response;
-  absl::MutexLock lock(&write_mu_);
-  if (hooks_.store != nullptr) {
-    RETURN_IF_ERROR(hooks_.store->AppendProfile(state_->profile_version() + 1,
-                                                request.static_features()));
-  }
-  response.set_profile_version(
-      state_->UpdateProfile(request.static_features()));
+  response.set_profile_version(w.sequence);
   return response;
+}
+
+Recommender::~Recommender() {
+  WaitForCompaction();
+  if (compactor_.joinable()) compactor_.join();
+}
+
+void Recommender::WaitForCompaction() {
+  absl::MutexLock lock(&write_mu_);
+  write_mu_.Await(absl::Condition(
+      +[](bool* compacting) { return !*compacting; }, &compacting_));
+}
+
+void Recommender::Commit(Write* w) {
+  absl::MutexLock lock(&write_mu_);
+  queue_.push_back(w);
+  auto leads_or_done = [this, w]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return w->done || (queue_.front() == w && !compacting_);
+  };
+  write_mu_.Await(absl::Condition(&leads_or_done));
+  if (!w->done) CommitBatchLocked();  // w heads the batch
+}
+
+void Recommender::CommitBatchLocked() {
+  StateStore* const store = hooks_.store;
+  Write* const front = queue_.front();
+  if (front->profile != nullptr) {
+    // A profile update commits alone, in its place in the order.
+    const uint64_t version = state_->profile_version() + 1;
+    if (store != nullptr) {
+      write_mu_.Unlock();
+      front->status = store->AppendProfile(version, *front->profile);
+      write_mu_.Lock();
+    }
+    if (front->status.ok()) {
+      front->sequence = state_->UpdateProfile(*front->profile);
+    }
+    queue_.pop_front();
+    front->done = true;
+  } else {
+    // The interactions queued behind it, up to the next profile update.
+    constexpr size_t kMaxBatch = 256;
+    std::vector<Write*> batch;
+    for (Write* x : queue_) {
+      if (x->profile != nullptr || batch.size() == kMaxBatch) break;
+      batch.push_back(x);
+    }
+    std::vector<StateStore::Interaction> records;
+    std::vector<Write*> fresh;
+    absl::flat_hash_map<std::string, Write*> ids;
+    for (Write* x : batch) {
+      if (!x->id->empty()) {
+        // A retry of an applied call, or two calls with one id in a batch.
+        if (std::optional<uint64_t> seen = state_->FindInteraction(*x->id)) {
+          x->duplicate = true;
+          x->sequence = *seen;
+          continue;
+        }
+        auto [it, first] = ids.emplace(*x->id, x);
+        if (!first) {
+          x->same_id = it->second;
+          continue;
+        }
+      }
+      records.push_back({x->item, *x->rows, *x->id});
+      fresh.push_back(x);
+    }
+    absl::Status status;
+    if (store != nullptr && !records.empty()) {
+      // Durable before applied and acknowledged. The queue's front stays
+      // this batch's, so no other write starts during the sync.
+      write_mu_.Unlock();
+      status = store->AppendInteractions(records);
+      write_mu_.Lock();
+    }
+    for (Write* x : fresh) {
+      x->status = status;
+      if (status.ok()) {
+        x->sequence = state_->PushInteraction(x->item, *x->rows, *x->id);
+      }
+    }
+    for (Write* x : batch) {
+      if (x->same_id != nullptr) {
+        x->status = x->same_id->status;
+        x->sequence = x->same_id->sequence;
+        x->duplicate = x->status.ok();
+      }
+      queue_.pop_front();
+      x->done = true;
+    }
+  }
+  if (store != nullptr && store->ShouldCompact() && !compacting_) {
+    StartCompactionLocked();
+  }
+}
+
+void Recommender::StartCompactionLocked() {
+  compacting_ = true;
+  // The previous compactor has cleared compacting_ and is exiting.
+  if (compactor_.joinable()) compactor_.join();
+  compactor_ = std::thread([this] {
+    // Off the request path; no write starts until it is done (the snapshot
+    // must be exactly the state the log holds so far). The log records are
+    // durable already, so a failed compaction loses nothing: the next
+    // batch tries again.
+    const absl::Status compacted = hooks_.store->Compact(state_->Export());
+    if (!compacted.ok()) {
+      std::fprintf(stderr, "duet-edge: state compaction failed: %s\n",
+                   compacted.ToString().c_str());
+    }
+    absl::MutexLock lock(&write_mu_);
+    compacting_ = false;
+  });
 }
 
 duet::v1::EdgeState Recommender::GetState() const {

@@ -4,7 +4,10 @@
 // cloud starts the item side meanwhile), runs the user model, sends the
 // quantized user vector and awaits the Scores; RecordInteraction takes the
 // item's rows from the relay cache (no RPC) or fetches them once, logs them
-// durably (if a StateStore is given) and pushes them into the scratchpad;
+// durably (if a StateStore is given; concurrent writes share one sync, and
+// a snapshot is written by a background thread once the log is long) and
+// pushes them into the scratchpad; a client interaction_id makes a retry a
+// no-op;
 // UpdateProfile persists s and starts the background memo recompute.
 // Every BeginQuery names this edge's model (version, fingerprint) and device;
 // a version the cloud announces for the device (Scores.target, a
@@ -16,9 +19,12 @@
 #define DUET_EDGE_RECOMMENDER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -66,6 +72,15 @@ class Recommender {
 
   Recommender(const UserModel* user_model, CloudClient* cloud, UserState* state,
               Hooks hooks, const Options& options);
+  // Waits for a background compaction.
+  ~Recommender();
+  Recommender(const Recommender&) = delete;
+  Recommender& operator=(const Recommender&) = delete;
+
+  // Returns once no compaction runs; the next starts only with a later
+  // write. Call under the owner's write gate before another StateStore
+  // opens the state directory (a model switch).
+  void WaitForCompaction();
 
   absl::StatusOr<duet::v1::RecommendResponse> Recommend(
       const duet::v1::RecommendRequest& request, absl::Time deadline);
@@ -101,9 +116,32 @@ class Recommender {
   const Hooks hooks_;
   const Options options_;
   RelayCache relay_cache_;
-  // Serializes state mutations with their log records, so the log order is
-  // the order the state saw them in.
+  // A write waiting for its group commit: an interaction (rows) or a
+  // profile update (profile).
+  struct Write {
+    int64_t item = 0;
+    const std::vector<float>* rows = nullptr;
+    const std::string* id = nullptr;
+    const std::vector<float>* profile = nullptr;
+    const Write* same_id = nullptr;  // an earlier write of this id in the batch
+    bool done = false;
+    bool duplicate = false;
+    absl::Status status;
+    uint64_t sequence = 0;  // interactions_total, or the profile version
+  };
+  // Queues `w` and returns when it is committed: the writer at the front
+  // commits the batch of interactions queued behind it with one log write
+  // and one sync (group commit), then applies them in log order.
+  void Commit(Write* w);
+  void CommitBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void StartCompactionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+
+  // Orders the writes: the log order is the order the state sees them in.
   absl::Mutex write_mu_;
+  std::deque<Write*> queue_ ABSL_GUARDED_BY(write_mu_);
+  // A snapshot is being written (no write may start meanwhile).
+  bool compacting_ ABSL_GUARDED_BY(write_mu_) = false;
+  std::thread compactor_;
 };
 
 }  // namespace duet::edge

@@ -9,9 +9,12 @@
 #include "common/base/status_matchers.h"
 #include "common/kernels/top_k.h"
 #include "common/model/reference_model.h"
+#include "common/model/test_util.h"
 #include "edge/edge_metrics.h"
+#include "edge/file_system.h"
 #include "edge/internal/fake_cloud.h"
 #include "edge/internal/test_model.h"
+#include "edge/state_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -286,6 +289,135 @@ TEST_F(RecommenderTest, ARetriedInteractionIdIsAppliedOnce) {
   EXPECT_THAT(rec_->RecordInteraction(r, Deadline()),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("interaction_id has 129 bytes, at most 128")));
+}
+
+// The real file system, except that each log Sync waits until the test
+// opens it: the test sees which writes wait for which sync.
+class GatedSyncFileSystem : public FileSystem {
+ public:
+  class File : public AppendableFile {
+   public:
+    File(std::unique_ptr<AppendableFile> inner, GatedSyncFileSystem* fs)
+        : inner_(std::move(inner)), fs_(fs) {}
+    absl::Status Append(absl::string_view data) override {
+      return inner_->Append(data);
+    }
+    absl::Status Sync() override {
+      absl::MutexLock lock(&fs_->mu_);
+      ++fs_->syncs_waiting_;
+      auto allowed = [f = fs_]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
+        return f->syncs_allowed_ > f->syncs_done_;
+      };
+      fs_->mu_.Await(absl::Condition(&allowed));
+      --fs_->syncs_waiting_;
+      ++fs_->syncs_done_;
+      return inner_->Sync();
+    }
+
+   private:
+    std::unique_ptr<AppendableFile> inner_;
+    GatedSyncFileSystem* fs_;
+  };
+  absl::StatusOr<std::string> ReadFile(const std::string& p) override {
+    return PosixFileSystem()->ReadFile(p);
+  }
+  bool Exists(const std::string& p) override {
+    return PosixFileSystem()->Exists(p);
+  }
+  absl::Status WriteFileAtomically(const std::string& p,
+                                   absl::string_view data) override {
+    return PosixFileSystem()->WriteFileAtomically(p, data);
+  }
+  absl::StatusOr<std::unique_ptr<AppendableFile>> OpenAppendable(
+      const std::string& p) override {
+    auto f = PosixFileSystem()->OpenAppendable(p);
+    if (!f.ok()) return f.status();
+    return std::unique_ptr<AppendableFile>(new File(*std::move(f), this));
+  }
+  absl::Status Truncate(const std::string& p, uint64_t size) override {
+    return PosixFileSystem()->Truncate(p, size);
+  }
+  absl::Status Remove(const std::string& p) override {
+    return PosixFileSystem()->Remove(p);
+  }
+  absl::Status CreateDirs(const std::string& p) override {
+    return PosixFileSystem()->CreateDirs(p);
+  }
+  absl::Status SyncDir(const std::string& d) override {
+    return PosixFileSystem()->SyncDir(d);
+  }
+
+  void Allow(int n) {
+    absl::MutexLock lock(&mu_);
+    syncs_allowed_ += n;
+  }
+  void AwaitWaiting(int n) {
+    absl::MutexLock lock(&mu_);
+    auto waiting = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return syncs_waiting_ >= n;
+    };
+    mu_.Await(absl::Condition(&waiting));
+  }
+  int syncs_done() {
+    absl::MutexLock lock(&mu_);
+    return syncs_done_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int syncs_allowed_ ABSL_GUARDED_BY(mu_) = 0;
+  int syncs_done_ ABSL_GUARDED_BY(mu_) = 0;
+  int syncs_waiting_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST_F(RecommenderTest, ConcurrentInteractionsShareOneSyncAndWaitForIt) {
+  Init(Precision::kFp32, Precision::kFp32, /*relay_items=*/0);
+  GatedSyncFileSystem fs;
+  common::TempDir dir;
+  StateStore::Options so;
+  so.dir = dir.path();
+  so.fs = &fs;
+  auto state = internal::NewInlineUserState(*model_);
+  auto store = StateStore::Open(so, *model_, state.get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  Recommender::Hooks hooks;
+  hooks.store = store->get();
+  Recommender::Options ro;
+  ro.max_candidates = 64;
+  ro.relay_cache_items = 0;
+  Recommender rec(user_model_.get(), cloud_.get(), state.get(), hooks, ro);
+
+  std::atomic<int> acked{0};
+  auto interact = [&](int64_t item) {
+    duet::v1::RecordInteractionRequest r;
+    r.set_item_id(item);
+    auto got = rec.RecordInteraction(r, Deadline());
+    EXPECT_TRUE(got.ok()) << got.status();
+    ++acked;
+  };
+  // The first write syncs alone and holds the queue.
+  std::vector<std::thread> threads;
+  threads.emplace_back(interact, 1);
+  fs.AwaitWaiting(1);
+  // Eight more queue behind it meanwhile.
+  for (int i = 0; i < 8; ++i) threads.emplace_back(interact, 10 + i);
+  while (cloud_->embedding_calls < 9) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(50));  // let them reach the queue
+  EXPECT_EQ(acked.load(), 0);  // nothing acknowledged before its sync
+  fs.Allow(1);
+  fs.AwaitWaiting(1);  // the batch's one sync
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (acked.load() < 1 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  absl::SleepFor(absl::Milliseconds(50));  // a wrong ack would show here
+  EXPECT_EQ(acked.load(), 1);              // the 8 wait for their sync
+  fs.Allow(1);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(acked.load(), 9);
+  EXPECT_EQ(fs.syncs_done(), 2);  // 9 durable interactions, 2 syncs
+  EXPECT_EQ(state->Info().interactions_total, 9u);
+  EXPECT_EQ((*store)->last_sequence(), 9u);
 }
 
 TEST_F(RecommenderTest, RelayedInteractionMakesNoRpc) {

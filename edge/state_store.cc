@@ -478,37 +478,60 @@ absl::Status StateStore::StartLog(bool fresh) {
   return absl::OkStatus();
 }
 
-absl::Status StateStore::AppendRecord(const std::string& payload) {
-  if (log_ == nullptr) {
-    return absl::UnavailableError(
-        "the state is being rebuilt for a new model; nothing is written "
-        "until the rebuild finishes");
-  }
+std::string StateStore::Frame(const std::string& payload) {
   std::string record;
   BinaryWriter w(&record);
   w.Put<uint32_t>(static_cast<uint32_t>(payload.size()));
   w.Put<uint32_t>(~static_cast<uint32_t>(payload.size()));
   w.Put<uint32_t>(Crc32c(payload));
   record += payload;
-  RETURN_IF_ERROR(log_->Append(record));
+  return record;
+}
+
+absl::Status StateStore::AppendFramed(const std::string& records, int count) {
+  if (log_ == nullptr) {
+    return absl::UnavailableError(
+        "the state is being rebuilt for a new model; nothing is written "
+        "until the rebuild finishes");
+  }
+  RETURN_IF_ERROR(log_->Append(records));
   RETURN_IF_ERROR(log_->Sync());
-  ++records_in_log_;
+  records_in_log_ += count;
   return absl::OkStatus();
+}
+
+absl::Status StateStore::AppendRecord(const std::string& payload) {
+  return AppendFramed(Frame(payload), 1);
+}
+
+std::string StateStore::InteractionPayload(uint64_t sequence,
+                                           const Interaction& i) const {
+  std::string payload;
+  BinaryWriter w(&payload);
+  w.Put<uint8_t>(i.interaction_id.empty() ? kInteractionRecord
+                                          : kIdentifiedInteractionRecord);
+  w.Put<uint64_t>(sequence);
+  w.Put<int64_t>(i.item_id);
+  if (!i.interaction_id.empty()) w.PutString(i.interaction_id);
+  w.PutFloats(std::vector<float>(i.rows.begin(), i.rows.end()));
+  return payload;
 }
 
 absl::Status StateStore::AppendInteraction(int64_t item_id,
                                            absl::Span<const float> rows,
                                            absl::string_view interaction_id) {
-  std::string payload;
-  BinaryWriter w(&payload);
-  w.Put<uint8_t>(interaction_id.empty() ? kInteractionRecord
-                                        : kIdentifiedInteractionRecord);
-  w.Put<uint64_t>(sequence_ + 1);
-  w.Put<int64_t>(item_id);
-  if (!interaction_id.empty()) w.PutString(interaction_id);
-  w.PutFloats(std::vector<float>(rows.begin(), rows.end()));
-  RETURN_IF_ERROR(AppendRecord(payload));
-  ++sequence_;
+  const Interaction one{item_id, rows, interaction_id};
+  return AppendInteractions(absl::MakeConstSpan(&one, 1));
+}
+
+absl::Status StateStore::AppendInteractions(
+    absl::Span<const Interaction> batch) {
+  std::string records;
+  for (size_t k = 0; k < batch.size(); ++k) {
+    records += Frame(InteractionPayload(sequence_ + 1 + k, batch[k]));
+  }
+  RETURN_IF_ERROR(AppendFramed(records, static_cast<int>(batch.size())));
+  sequence_ += batch.size();
   return absl::OkStatus();
 }
 

@@ -74,6 +74,15 @@ class StateStore {
   // client's `interaction_id` when not empty.
   absl::Status AppendInteraction(int64_t item_id, absl::Span<const float> rows,
                                  absl::string_view interaction_id = {});
+  // Durably logs `batch` in order with one write and one sync (group
+  // commit): on OK every record is durable; on error none is acknowledged
+  // (a partly written tail is a torn record to the next Open).
+  struct Interaction {
+    int64_t item_id = 0;
+    absl::Span<const float> rows;
+    absl::string_view interaction_id;
+  };
+  absl::Status AppendInteractions(absl::Span<const Interaction> batch);
   // Durably logs profile `version` = s.
   absl::Status AppendProfile(uint64_t version, absl::Span<const float> s);
 
@@ -106,6 +115,10 @@ class StateStore {
                        UserState* state);
   absl::Status StartLog(bool fresh);
   absl::Status AppendRecord(const std::string& payload);
+  // Appends the framed records and syncs once; counts them.
+  absl::Status AppendFramed(const std::string& records, int count);
+  static std::string Frame(const std::string& payload);
+  std::string InteractionPayload(uint64_t sequence, const Interaction& i) const;
   std::string Path(const char* name) const;
   std::string LogHeader() const;
 
