@@ -190,7 +190,13 @@ TEST(ScoringCoreVersionsTest, VersionOutsidePolicyRetiresAfterIdleGrace) {
   ASSERT_EQ(retired.size(), 1u);
   EXPECT_EQ(retired[0].version, 1u);
   EXPECT_EQ(retired[0].queries, 1);
-  // Nothing holds the retired runtime: its model and memory are released.
+  // Nothing holds the retired runtime once the last query's task has let go
+  // of it (a worker drops its closure just after the reply): its model and
+  // memory are released.
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (!v1_runtime.expired() && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   EXPECT_TRUE(v1_runtime.expired());
   auto gone = RunQuery(*core, BeginOn(*v1, ids, 2), Fp32Vector(*v1, u));
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
