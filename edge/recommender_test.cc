@@ -305,10 +305,7 @@ class GatedSyncFileSystem : public FileSystem {
     absl::Status Sync() override {
       absl::MutexLock lock(&fs_->mu_);
       ++fs_->syncs_waiting_;
-      auto allowed = [f = fs_]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-        return f->syncs_allowed_ > f->syncs_done_;
-      };
-      fs_->mu_.Await(absl::Condition(&allowed));
+      fs_->mu_.Await(absl::Condition(fs_, &GatedSyncFileSystem::SyncAllowed));
       --fs_->syncs_waiting_;
       ++fs_->syncs_done_;
       return inner_->Sync();
@@ -361,6 +358,9 @@ class GatedSyncFileSystem : public FileSystem {
   int syncs_done() {
     absl::MutexLock lock(&mu_);
     return syncs_done_;
+  }
+  bool SyncAllowed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return syncs_allowed_ > syncs_done_;
   }
 
  private:
