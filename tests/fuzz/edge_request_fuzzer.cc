@@ -10,7 +10,8 @@
 // Every request must end with OK or INVALID_ARGUMENT with a message (the
 // fake cloud never fails), and every success must be sane: top_k items,
 // each a candidate, CTRs finite in [0, 1]; the interaction sequence counts
-// up by one; the profile version counts up by one.
+// up by one (a repeated interaction_id: answered `duplicate` with an earlier
+// sequence, nothing applied); the profile version counts up by one.
 // Seeds (tests/fuzz/corpus/edge_request/): selector byte + a request
 // written as a text proto and encoded with `protoc --encode`.
 #include <unistd.h>
@@ -141,6 +142,14 @@ void RunRecordInteraction(Edge& e, const uint8_t* data, size_t size) {
   auto result = e.recommender->RecordInteraction(request, Deadline());
   if (!result.ok()) {
     CheckInvalidArgument(result.status());
+    FUZZ_CHECK(e.state->Info().interactions_total == before);
+    return;
+  }
+  if (result->duplicate()) {
+    // A repeated interaction_id: answered with the first call's sequence,
+    // nothing applied.
+    FUZZ_CHECK(!request.interaction_id().empty());
+    FUZZ_CHECK(result->sequence() >= 1 && result->sequence() <= before);
     FUZZ_CHECK(e.state->Info().interactions_total == before);
     return;
   }
