@@ -128,6 +128,7 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   }
   served_ = std::make_unique<ServedModels>(o.versions);
   Serve(std::move(rt));
+  PublishVersions();
   deadlines_ = std::make_unique<common::DeadlineQueue<std::weak_ptr<Query>>>(
       clock_, [this](std::vector<std::weak_ptr<Query>> expired) {
         Expire(std::move(expired));
@@ -177,10 +178,7 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::AddVersion(
     metrics_->SetCacheEntries(0);
     SetCacheBreakEven(*rt);
   }
-  const std::vector<ServedModels::Retired> retired =
-      served_->Apply(clock_->Now(), pinned_);
-  metrics_->CountRetired(static_cast<int>(retired.size()));
-  PublishVersions();
+  RetireOutsidePolicy();
   return rt;
 }
 
@@ -198,7 +196,6 @@ void ScoringCore::Serve(std::shared_ptr<ModelRuntime> rt) {
       metrics_->VersionQueries(model.config().version());
   served_->Add(std::move(rt), std::move(part), std::move(edge_error), counter,
                clock_->Now());
-  PublishVersions();
 }
 
 void ScoringCore::PublishVersions() {
@@ -233,21 +230,22 @@ std::vector<ServedModels::Retired> ScoringCore::ApplyVersionPolicy(
     const std::vector<uint32_t>& pinned) {
   absl::MutexLock reload_lock(&reload_mu_);
   pinned_ = pinned;
+  return RetireOutsidePolicy();
+}
+
+std::vector<ServedModels::Retired> ScoringCore::RetireOutsidePolicy() {
+  // The newest version is never retired, so the placement and cache
+  // metrics (of the newest) stay as they are.
   std::vector<ServedModels::Retired> retired =
       served_->Apply(clock_->Now(), pinned_);
   metrics_->CountRetired(static_cast<int>(retired.size()));
   PublishVersions();
-  if (!retired.empty()) {
-    const std::shared_ptr<ModelRuntime> rt = runtime();
-    metrics_->SetPlacement(rt->placement());
-    SetCacheBreakEven(*rt);
 #ifdef __GLIBC__
-    // A retired runtime frees tens of MB of heap (item cache, buffers,
-    // packed weights) at once: hand it back to the system rather than keep
-    // it in malloc's arenas for a release that may be weeks away.
-    ::malloc_trim(0);
+  // A retired runtime frees tens of MB of heap (item cache, buffers, packed
+  // weights) at once: hand it back to the system rather than keep it in
+  // malloc's arenas for a release that may be weeks away.
+  if (!retired.empty()) ::malloc_trim(0);
 #endif
-  }
   return retired;
 }
 

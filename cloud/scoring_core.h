@@ -185,8 +185,12 @@ class ScoringCore {
   absl::Status Init(std::unique_ptr<const common::Model> model);
   ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
   void SetCacheBreakEven(const ModelRuntime& rt);
-  // Adds `rt` to served_ with its edge part and updates the version metrics.
+  // Adds `rt` to served_ with its edge part and its query counter.
   void Serve(std::shared_ptr<ModelRuntime> rt);
+  // served_->Apply with pinned_, counted and published.
+  std::vector<ServedModels::Retired> RetireOutsidePolicy()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
+  // duet_model_versions from served_.
   void PublishVersions();
   absl::Status ValidateBegin(const QuerySpec& spec,
                              const ModelRuntime& rt) const;

@@ -48,17 +48,6 @@ class EdgeFaultTest : public test::EdgeProcessTest {
     *sequence = res.sequence();
     return s;
   }
-  // RecordInteraction(item) with the client id `id`, 5 s deadline.
-  grpc::Status InteractWithId(v1::EdgeService::Stub* stub, int64_t item,
-                              const std::string& id,
-                              v1::RecordInteractionResponse* res) {
-    v1::RecordInteractionRequest r;
-    r.set_item_id(item);
-    r.set_interaction_id(id);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    return stub->RecordInteraction(&ctx, r, res);
-  }
 
   // All candidates ranked by the split reference (fp32) on `history` with
   // the all-zero profile.
@@ -217,7 +206,8 @@ TEST_F(EdgeFaultTest, KillNineThenRetryAppliesEachInteractionIdOnce) {
         Call c{(t * 131 + i * 11) % model_->catalog().num_items(),
                absl::StrCat("app", t, "-tap", i)};
         v1::RecordInteractionResponse res;
-        const grpc::Status s = InteractWithId(stub.get(), c.item, c.id, &res);
+        const grpc::Status s =
+            RecordInteraction(c.item, &res, stub.get(), c.id);
         std::lock_guard<std::mutex> lock(mu);
         if (!s.ok()) {
           in_flight.push_back(c);
@@ -245,7 +235,7 @@ TEST_F(EdgeFaultTest, KillNineThenRetryAppliesEachInteractionIdOnce) {
   int durable_before_kill = 0;
   for (const Call& c : in_flight) {
     v1::RecordInteractionResponse res;
-    const grpc::Status s = InteractWithId(stub_.get(), c.item, c.id, &res);
+    const grpc::Status s = RecordInteraction(c.item, &res, stub_.get(), c.id);
     ASSERT_TRUE(s.ok()) << s.error_message();
     if (res.duplicate()) {
       ++durable_before_kill;
@@ -258,7 +248,7 @@ TEST_F(EdgeFaultTest, KillNineThenRetryAppliesEachInteractionIdOnce) {
   // A late retry of an acknowledged call changes nothing.
   for (const Call& c : acked) {
     v1::RecordInteractionResponse res;
-    ASSERT_TRUE(InteractWithId(stub_.get(), c.item, c.id, &res).ok());
+    ASSERT_TRUE(RecordInteraction(c.item, &res, stub_.get(), c.id).ok());
     EXPECT_TRUE(res.duplicate()) << c.id;
     EXPECT_EQ(res.sequence(), c.sequence) << c.id;
   }

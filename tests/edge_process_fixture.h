@@ -170,12 +170,14 @@ class EdgeProcessTest : public testing::Test {
   }
 
   // RecordInteraction(item) with a 5 s deadline, on `stub` (default: the
-  // running edge's).
+  // running edge's), with the client's `interaction_id` (empty: none).
   grpc::Status RecordInteraction(int64_t item,
                                  v1::RecordInteractionResponse* response,
-                                 v1::EdgeService::Stub* stub = nullptr) {
+                                 v1::EdgeService::Stub* stub = nullptr,
+                                 const std::string& interaction_id = "") {
     v1::RecordInteractionRequest r;
     r.set_item_id(item);
+    r.set_interaction_id(interaction_id);
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     return (stub != nullptr ? stub : stub_.get())
