@@ -103,6 +103,13 @@ absl::Status CloudServer::Init() {
   builder.AddListeningPort(o.listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
+  // Accept the edges' keepalive PINGs (duet-edge --cloud_keepalive_time_s,
+  // >= 1 s), also on a connection without calls: by default a server takes
+  // one PING per 5 minutes without data and answers the third too frequent
+  // one with GOAWAY "too_many_pings", cutting every stream of the edge.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   if (o.max_connection_age_s > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
                                o.max_connection_age_s * 1000);

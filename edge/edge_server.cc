@@ -106,6 +106,13 @@ absl::Status ValidateEdgeServerOptions(const EdgeServerOptions& o) {
     return absl::InvalidArgumentError(
         "--cloud_stream_max_age_s must be >= 0 (0: never rotate)");
   }
+  if (o.cloud_keepalive_time != absl::ZeroDuration() &&
+      (o.cloud_keepalive_time < absl::Seconds(1) ||
+       o.cloud_keepalive_timeout < absl::Seconds(1))) {
+    return absl::InvalidArgumentError(
+        "--cloud_keepalive_time_s must be 0 (off) or >= 1, and "
+        "--cloud_keepalive_timeout_s >= 1");
+  }
   if (o.relay_cache_items < 0) {
     return absl::InvalidArgumentError("--relay_cache_items must be >= 0");
   }
@@ -191,6 +198,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
   co.target = o.cloud_target;
   co.streams = o.cloud_streams;
   co.max_stream_age = o.cloud_stream_max_age;
+  co.keepalive_time = o.cloud_keepalive_time;
+  co.keepalive_timeout = o.cloud_keepalive_timeout;
   co.tls = o.cloud_tls;
   co.on_stream_opened = [metrics] {
     metrics->cloud_streams_opened().Increment();

@@ -30,6 +30,9 @@ struct EdgeServerOptions {
   common::ClientTlsOptions cloud_tls;  // --cloud_tls_*; empty: plaintext
   int cloud_streams = 4;               // see GrpcCloudClient::Options
   absl::Duration cloud_stream_max_age = absl::Seconds(60);  // zero: never
+  // HTTP/2 keepalive to the cloud (GrpcCloudClient::Options); zero time: off.
+  absl::Duration cloud_keepalive_time = absl::Seconds(10);
+  absl::Duration cloud_keepalive_timeout = absl::Seconds(5);
   std::string listen = "127.0.0.1:50061";
   common::ServerTlsOptions tls;  // --tls_*, for `listen`; empty: plaintext
   std::string metrics_listen = "127.0.0.1:9092";  // empty: no /metrics

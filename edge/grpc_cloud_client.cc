@@ -172,6 +172,19 @@ GrpcCloudClient::GrpcCloudClient(
   args.SetInt(
       GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
       static_cast<int>(absl::ToInt64Milliseconds(options_.max_backoff)));
+  if (options_.keepalive_time > absl::ZeroDuration()) {
+    args.SetInt(
+        GRPC_ARG_KEEPALIVE_TIME_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(
+                    absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+    // The lanes' streams are calls, but ping even without one, and keep
+    // pinging an idle connection: gRPC stops after 2 PINGs without data
+    // otherwise, and an idle device is when a silent cloud goes unnoticed.
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   // Relayed rows make Scores large (T_u * d floats per returned item).
   args.SetMaxReceiveMessageSize(256 << 20);
   if (!options_.tls.server_name.empty()) {
@@ -199,6 +212,14 @@ absl::StatusOr<std::unique_ptr<GrpcCloudClient>> GrpcCloudClient::Create(
         absl::StrCat("cloud stream max age is ",
                      absl::FormatDuration(options.max_stream_age),
                      ", must be >= 0 (0: never rotate)"));
+  }
+  if (options.keepalive_time != absl::ZeroDuration() &&
+      (options.keepalive_time < absl::Seconds(1) ||
+       options.keepalive_timeout <= absl::ZeroDuration())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cloud keepalive time ", absl::FormatDuration(options.keepalive_time),
+        " / timeout ", absl::FormatDuration(options.keepalive_timeout),
+        ": the time must be 0 (off) or >= 1s, the timeout > 0"));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
                    common::MakeChannelCredentials(options.tls, nullptr));

@@ -13,7 +13,10 @@
 // its lane reopens a stream once the channel is READY again, backing off
 // exponentially with jitter (capped) while new streams end at once. With no
 // lane ready, BeginQuery fails at once with UNAVAILABLE, so a Recommend never
-// hangs past its deadline.
+// hangs past its deadline. A cloud that stops answering without closing (hung,
+// stopped, behind a silent partition) is found by HTTP/2 keepalive: the
+// connection is closed after keepalive_time + keepalive_timeout at most and
+// its streams fail as above (tests/netfault_test.cc).
 //
 // Rotation (max_stream_age > 0): a stream older than its age (jittered
 // +-20 % per stream, so lanes do not rotate together) is replaced make-before-
@@ -63,6 +66,12 @@ class GrpcCloudClient : public CloudClient {
     common::ClientTlsOptions tls;
     absl::Duration initial_backoff = absl::Milliseconds(100);
     absl::Duration max_backoff = absl::Seconds(5);
+    // HTTP/2 PING every keepalive_time, with or without calls; no answer
+    // within keepalive_timeout closes the connection. Zero time: no
+    // keepalive (gRPC's default). The cloud accepts PINGs every 500 ms
+    // (cloud/cloud_server.cc), so keep keepalive_time >= 1 s.
+    absl::Duration keepalive_time = absl::Seconds(10);
+    absl::Duration keepalive_timeout = absl::Seconds(5);
     // Rotation, drain and backoff times run on it; null: the real clock.
     // (Query deadlines are the caller's, in real time.)
     common::Clock* clock = nullptr;
@@ -73,7 +82,8 @@ class GrpcCloudClient : public CloudClient {
   };
 
   // Starts connecting in the background; never waits for the cloud.
-  // INVALID_ARGUMENT for an empty target, streams < 1 or negative durations;
+  // INVALID_ARGUMENT for an empty target, streams < 1, negative durations or
+  // a keepalive_time below 1 s (but not zero) or without a timeout;
   // the TLS errors of common::MakeChannelCredentials.
   static absl::StatusOr<std::unique_ptr<GrpcCloudClient>> Create(
       Options options);

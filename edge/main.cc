@@ -28,6 +28,16 @@ ABSL_FLAG(
     "queries and is closed; no query fails. Keep 1.2 x this (plus a query "
     "deadline) below the cloud's --max_connection_age_grace_s: a "
     "stream may open just before its connection's GOAWAY. 0: never.");
+ABSL_FLAG(int, cloud_keepalive_time_s, 10,
+          "Send an HTTP/2 PING to the cloud every this many seconds (also "
+          "when idle); >= 1, or 0 to disable keepalive. With "
+          "--cloud_keepalive_timeout_s it bounds how long a cloud that "
+          "stops answering without closing the connection (hung, stopped, "
+          "a silent network partition) goes unnoticed: time + timeout, then "
+          "the streams fail, queries fail fast and the edge reconnects.");
+ABSL_FLAG(int, cloud_keepalive_timeout_s, 5,
+          "Close the cloud connection when a keepalive PING gets no answer "
+          "within this many seconds (>= 1).");
 ABSL_FLAG(std::string, cloud_tls_ca, "",
           "PEM CA bundle that signed duet-cloud's certificate: connect to the "
           "cloud over TLS and verify it. Empty (and no other --cloud_tls_*): "
@@ -130,6 +140,10 @@ int main(int argc, char** argv) {
   o.cloud_streams = absl::GetFlag(FLAGS_cloud_streams);
   o.cloud_stream_max_age =
       absl::Seconds(absl::GetFlag(FLAGS_cloud_stream_max_age_s));
+  o.cloud_keepalive_time =
+      absl::Seconds(absl::GetFlag(FLAGS_cloud_keepalive_time_s));
+  o.cloud_keepalive_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_cloud_keepalive_timeout_s));
   o.cloud_tls.ca_file = absl::GetFlag(FLAGS_cloud_tls_ca);
   o.cloud_tls.cert_file = absl::GetFlag(FLAGS_cloud_tls_cert);
   o.cloud_tls.key_file = absl::GetFlag(FLAGS_cloud_tls_key);
