@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "common/model/test_util.h"
 #include "edge/cloud_client.h"
@@ -73,7 +73,7 @@ struct Edge {
   std::unique_ptr<StateStore> store;
   std::unique_ptr<LocalRows> cloud;
   std::unique_ptr<Recommender> recommender;
-  absl::Mutex serial;  // per_record_sync's one-writer-at-a-time
+  common::Mutex serial;  // per_record_sync's one-writer-at-a-time
 
   Edge() {
     if (!common::GenerateTestModel("rm2", 0.001, model_dir.path()).ok()) {
@@ -115,7 +115,7 @@ void BM_PerRecordSync(benchmark::State& state) {
     auto rows = edge->cloud->GetItemEmbeddings(get, absl::InfiniteFuture());
     const std::vector<float> r(rows->items(0).rows().begin(),
                                rows->items(0).rows().end());
-    absl::MutexLock lock(&edge->serial);
+    common::MutexLock lock(&edge->serial);
     if (!edge->store->AppendInteraction(item, r).ok()) std::abort();
     edge->state->PushInteraction(item, r);
     if (edge->store->ShouldCompact()) {

@@ -21,7 +21,7 @@ bool CachePolicy::UseForQuery() {
 
 void CachePolicy::Observe(int hits, int n) {
   if (n <= 0) return;
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   // A batch of n rows moves the estimate as n single-row updates would
   // (1 - (1 - 1/W)^n, approximated for n << W and capped at 1).
   const double ratio = static_cast<double>(hits) / n;
@@ -43,7 +43,7 @@ void CachePolicy::Observe(int hits, int n) {
 }
 
 double CachePolicy::hit_rate() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return hit_rate_;
 }
 

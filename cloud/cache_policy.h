@@ -22,7 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 
 namespace duet::cloud {
 
@@ -69,7 +69,7 @@ class CachePolicy {
   const Options options_;
   std::atomic<bool> bypassing_{false};
   std::atomic<uint64_t> queries_{0};
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   double hit_rate_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t rows_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -165,7 +165,7 @@ prometheus::Counter* CloudMetrics::VersionQueries(uint32_t version) {
 
 void CloudMetrics::SetServedVersions(
     const std::vector<ServedVersion>& versions) {
-  absl::MutexLock lock(&versions_mu_);
+  common::MutexLock lock(&versions_mu_);
   for (prometheus::Gauge* g : version_series_) versions_->Remove(g);
   version_series_.clear();
   for (const ServedVersion& v : versions) {
@@ -199,7 +199,7 @@ void CloudMetrics::CountCache(int64_t hits, int64_t misses) {
 }
 
 void CloudMetrics::SetPlacement(const PlacementPlan& plan) {
-  absl::MutexLock lock(&placement_mu_);
+  common::MutexLock lock(&placement_mu_);
   placement_tables_->Add({{"mode", "replicate"}}).Set(plan.num_replicated());
   placement_tables_->Add({{"mode", "shard"}}).Set(plan.num_sharded());
   for (prometheus::Gauge* g : placement_series_) placement_info_->Remove(g);

@@ -13,10 +13,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "cloud/combined_top.h"
 #include "cloud/lookup_engine.h"
 #include "cloud/table_placement.h"
+#include "common/base/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -110,14 +110,14 @@ class CloudMetrics {
   prometheus::Gauge* cache_entries_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;
-  absl::Mutex placement_mu_;
+  common::Mutex placement_mu_;
   std::vector<prometheus::Gauge*> placement_series_
       ABSL_GUARDED_BY(placement_mu_);
   prometheus::Counter* reloads_ok_ = nullptr;
   prometheus::Counter* reloads_failed_ = nullptr;
   prometheus::Family<prometheus::Counter>* version_queries_ = nullptr;
   prometheus::Family<prometheus::Gauge>* versions_ = nullptr;
-  absl::Mutex versions_mu_;
+  common::Mutex versions_mu_;
   std::vector<prometheus::Gauge*> version_series_ ABSL_GUARDED_BY(versions_mu_);
   prometheus::Counter* retired_ = nullptr;
   prometheus::Counter* edge_model_bytes_ = nullptr;

@@ -153,7 +153,7 @@ void CloudServer::OnVersionsChanged() {
                   absl::StrCat(newest.config().version()),
                   newest.config().signature());
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  absl::MutexLock lock(&health_mu_);
+  common::MutexLock lock(&health_mu_);
   std::vector<std::string> names;
   for (const ServedModels::Info& v : core_->served().List()) {
     names.push_back(absl::StrCat(kServiceName, "/v", v.version));

@@ -17,11 +17,11 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/model_watcher.h"
 #include "cloud/scoring_core.h"
 #include "cloud/scoring_service_impl.h"
+#include "common/base/mutex.h"
 #include "common/obs/energy_meter.h"
 #include "common/obs/metrics.h"
 #include "common/rpc/tls.h"
@@ -81,7 +81,7 @@ class CloudServer {
   std::unique_ptr<ScoringServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   // Health service names "duet.v1.ScoringService/v<N>" set SERVING.
-  absl::Mutex health_mu_;
+  common::Mutex health_mu_;
   std::vector<std::string> version_health_ ABSL_GUARDED_BY(health_mu_);
   int port_ = 0;
   bool shut_down_ = false;

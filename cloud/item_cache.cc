@@ -17,7 +17,7 @@ ItemCache::ItemCache(const Options& options)
     // Spread the remainder so the stripes add up to exactly capacity_.
     s->capacity = static_cast<int32_t>(capacity_ / stripes +
                                        (i < capacity_ % stripes ? 1 : 0));
-    absl::MutexLock lock(&s->mu);
+    common::MutexLock lock(&s->mu);
     s->keys.resize(s->capacity);
     s->prev.resize(s->capacity);
     s->next.resize(s->capacity);
@@ -55,7 +55,7 @@ void ItemCache::PushFront(Stripe& s, int32_t slot) {
 bool ItemCache::Lookup(int64_t item, uint64_t fingerprint, float* out) {
   Stripe& s = StripeFor(item);
   {
-    absl::MutexLock lock(&s.mu);
+    common::MutexLock lock(&s.mu);
     auto it = s.index.find(Key{item, fingerprint});
     if (it != s.index.end()) {
       const int32_t slot = it->second;
@@ -76,7 +76,7 @@ bool ItemCache::Lookup(int64_t item, uint64_t fingerprint, float* out) {
 void ItemCache::Insert(int64_t item, uint64_t fingerprint, const float* value) {
   Stripe& s = StripeFor(item);
   const Key key{item, fingerprint};
-  absl::MutexLock lock(&s.mu);
+  common::MutexLock lock(&s.mu);
   int32_t slot;
   auto it = s.index.find(key);
   if (it != s.index.end()) {
@@ -99,7 +99,7 @@ void ItemCache::Insert(int64_t item, uint64_t fingerprint, const float* value) {
 
 void ItemCache::Clear() {
   for (auto& s : stripes_) {
-    absl::MutexLock lock(&s->mu);
+    common::MutexLock lock(&s->mu);
     s->index.clear();
     s->used = 0;
     s->head = s->tail = -1;
@@ -109,7 +109,7 @@ void ItemCache::Clear() {
 int64_t ItemCache::size() const {
   int64_t n = 0;
   for (const auto& s : stripes_) {
-    absl::MutexLock lock(&s->mu);
+    common::MutexLock lock(&s->mu);
     n += s->used;
   }
   return n;

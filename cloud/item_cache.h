@@ -15,8 +15,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
-#include "absl/synchronization/mutex.h"
 #include "common/base/aligned_buffer.h"
+#include "common/base/mutex.h"
 
 namespace duet::cloud {
 
@@ -59,7 +59,7 @@ class ItemCache {
   };
   // Doubly linked LRU over slot indices; head = most recent.
   struct Stripe {
-    absl::Mutex mu;
+    common::Mutex mu;
     int32_t capacity = 0;
     int32_t used ABSL_GUARDED_BY(mu) = 0;
     int32_t head ABSL_GUARDED_BY(mu) = -1;

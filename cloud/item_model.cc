@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/base/scratch.h"
 
 namespace duet::cloud {
@@ -26,18 +26,18 @@ class FirstError {
  public:
   void Set(absl::Status s) {
     if (s.ok() || failed_.exchange(true)) return;
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     status_ = std::move(s);
   }
   absl::Status Get() {
     if (!failed_.load()) return absl::OkStatus();
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return status_;
   }
 
  private:
   std::atomic<bool> failed_{false};
-  absl::Mutex mu_;
+  common::Mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
+#include "common/base/mutex.h"
 #include "common/base/status_macros.h"
 #include "common/model/catalog.h"
 
@@ -59,7 +59,7 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
   std::vector<float> u(d.user_out, 0.25f), ctr(max_n);
   auto on_pool = [pool](const std::function<absl::Status()>& fn)
       -> absl::StatusOr<absl::Duration> {
-    absl::Notification done;
+    common::Notification done;
     absl::Status status;
     absl::Duration took;
     pool->Schedule([&] {
@@ -103,7 +103,7 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
     }
   }
 
-  absl::MutexLock lock(&buffers_mu_);
+  common::MutexLock lock(&buffers_mu_);
   for (int i = 0; i < o.buffer_sets; ++i) {
     free_buffers_.push_back(std::make_unique<QueryBuffers>(max_n, d));
   }
@@ -133,7 +133,7 @@ absl::Status ModelRuntime::CalibrateCache(common::ThreadPool* pool) {
           common::Mix(0x5eed0000u + static_cast<uint64_t>(rep) * n + j) %
           num_items);
     }
-    absl::Notification done;
+    common::Notification done;
     pool->Schedule([&] {
       const absl::Time t0 = absl::Now();
       status = item_model_->ComputeUncached(ids.data(), n, strategy, v.data());
@@ -204,7 +204,7 @@ std::string ModelRuntime::CacheDebugString() const {
 
 std::unique_ptr<ModelRuntime::QueryBuffers> ModelRuntime::TakeBuffers() const {
   {
-    absl::MutexLock lock(&buffers_mu_);
+    common::MutexLock lock(&buffers_mu_);
     if (!free_buffers_.empty()) {
       auto b = std::move(free_buffers_.back());
       free_buffers_.pop_back();
@@ -218,7 +218,7 @@ std::unique_ptr<ModelRuntime::QueryBuffers> ModelRuntime::TakeBuffers() const {
 
 void ModelRuntime::ReturnBuffers(std::unique_ptr<QueryBuffers> b) const {
   if (b == nullptr) return;
-  absl::MutexLock lock(&buffers_mu_);
+  common::MutexLock lock(&buffers_mu_);
   if (static_cast<int>(free_buffers_.size()) < options_.buffer_sets) {
     free_buffers_.push_back(std::move(b));
   }

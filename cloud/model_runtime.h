@@ -19,7 +19,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/cache_policy.h"
 #include "cloud/combined_top.h"
@@ -29,6 +28,7 @@
 #include "cloud/strategy_selector.h"
 #include "cloud/table_placement.h"
 #include "common/base/aligned_buffer.h"
+#include "common/base/mutex.h"
 #include "common/base/thread_pool.h"
 #include "common/model/model.h"
 #include "common/model/reference_model.h"
@@ -104,7 +104,7 @@ class ModelRuntime {
   std::unique_ptr<StrategySelector> selector_;
   std::unique_ptr<common::MonolithicModel> monolithic_;
 
-  mutable absl::Mutex buffers_mu_;
+  mutable common::Mutex buffers_mu_;
   mutable std::vector<std::unique_ptr<QueryBuffers>> free_buffers_
       ABSL_GUARDED_BY(buffers_mu_);
 };

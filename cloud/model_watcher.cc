@@ -34,24 +34,24 @@ absl::StatusOr<std::unique_ptr<ModelWatcher>> ModelWatcher::Create(
 
 ModelWatcher::~ModelWatcher() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
 }
 
 void ModelWatcher::Trigger() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   triggered_ = true;
 }
 
 int64_t ModelWatcher::reloads_ok() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return ok_;
 }
 
 int64_t ModelWatcher::reloads_failed() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return failed_;
 }
 
@@ -137,7 +137,7 @@ void ModelWatcher::Loop() {
   while (true) {
     bool force;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || triggered_;
       };
@@ -159,7 +159,7 @@ ModelWatcher::Result ModelWatcher::Fail(absl::Status status,
                                         const std::string& what) {
   core_->metrics().CountReload(false);
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++failed_;
   }
   Log(absl::StrCat("model load from ", what, " FAILED, still serving ",
@@ -239,7 +239,7 @@ ModelWatcher::Result ModelWatcher::CheckModelDir(const std::string& dir,
   if (!fresh.ok()) return Fail(fresh.status(), dir);
   core_->metrics().CountReload(true);
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++ok_;
   }
   Log(absl::StrFormat(
@@ -252,7 +252,7 @@ ModelWatcher::Result ModelWatcher::CheckModelDir(const std::string& dir,
 }
 
 ModelWatcher::Result ModelWatcher::CheckNow(bool force) {
-  absl::MutexLock check_lock(&check_mu_);
+  common::MutexLock check_lock(&check_mu_);
   CheckReleasePolicy(force);
   Result result;
   const auto versioned = WantedDirs(options_.dir, core_->served().policy());

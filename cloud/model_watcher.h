@@ -36,10 +36,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 
 namespace duet::cloud {
@@ -116,12 +116,12 @@ class ModelWatcher {
   common::Clock* const clock_;
   std::string release_path_;
 
-  absl::Mutex check_mu_;  // one check at a time
+  common::Mutex check_mu_;  // one check at a time
   // By model.pbtxt (or release policy) path.
   std::map<std::string, FileState> seen_ ABSL_GUARDED_BY(check_mu_);
   bool waiting_logged_ ABSL_GUARDED_BY(check_mu_) = false;
 
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool triggered_ ABSL_GUARDED_BY(mu_) = false;
   int64_t ok_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "common/model/model_config.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
@@ -74,7 +74,7 @@ absl::Status Query(ScoringCore& core, const common::Model& m) {
   begin.set_top_k(3);
   begin.set_model_version(m.config().version());
   begin.set_model_fingerprint(m.fingerprint());
-  absl::Notification done;
+  common::Notification done;
   absl::Status status;
   auto q = core.Begin(begin, absl::InfiniteFuture(), Rpc::kScore,
                       [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -121,11 +121,11 @@ class ModelWatcherTest : public ::testing::Test {
     wo.clock = clock;
     wo.load.parts.user_tables = true;
     wo.log = [this](const std::string& line) {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       log_.push_back(line);
     };
     wo.on_versions_changed = [this] {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       newest_.push_back(core_->model().config().version());
     };
     auto w = ModelWatcher::Create(core_.get(), wo);
@@ -134,7 +134,7 @@ class ModelWatcherTest : public ::testing::Test {
   }
 
   std::string Log() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     std::string all;
     for (const auto& l : log_) all += l + "\n";
     return all;
@@ -159,7 +159,7 @@ class ModelWatcherTest : public ::testing::Test {
   std::unique_ptr<common::TempDir> served_;
   std::unique_ptr<const common::Model> v1_;
   std::unique_ptr<ScoringCore> core_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> newest_ ABSL_GUARDED_BY(mu_);
 };
@@ -194,7 +194,7 @@ TEST_F(ModelWatcherTest, NewVersionIsServedBesideTheOld) {
   ASSERT_TRUE(target.has_value());
   EXPECT_EQ(target->version(), 2u);
   EXPECT_EQ(target->fingerprint(), v2->fingerprint());
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   EXPECT_THAT(newest_, ::testing::ElementsAre(2u));
 }
 

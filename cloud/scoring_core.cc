@@ -55,7 +55,7 @@ class ScoringCore::Query {
   // CPU time of this query's compute on all workers (energy attribution).
   std::atomic<int64_t> cpu_ns{0};
 
-  absl::Mutex mu;
+  common::Mutex mu;
   // Its entry in the core's deadline queue (removed when the query ends).
   common::DeadlineQueue<std::weak_ptr<Query>>::Handle deadline_handle
       ABSL_GUARDED_BY(mu);
@@ -138,7 +138,7 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
 
 absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::AddVersion(
     std::unique_ptr<const common::Model> model) {
-  absl::MutexLock reload_lock(&reload_mu_);
+  common::MutexLock reload_lock(&reload_mu_);
   if (model == nullptr || !model->has_cloud()) {
     return absl::InvalidArgumentError(
         "a reloaded model needs its cloud part loaded");
@@ -210,14 +210,14 @@ void ScoringCore::SetReleasePolicy(
     std::shared_ptr<const ReleasePolicy> policy) {
   const std::vector<uint32_t> pinned = policy->Pinned();
   {
-    absl::MutexLock lock(&release_mu_);
+    common::MutexLock lock(&release_mu_);
     release_ = std::move(policy);
   }
   ApplyVersionPolicy(pinned);
 }
 
 std::shared_ptr<const ReleasePolicy> ScoringCore::release_policy() const {
-  absl::MutexLock lock(&release_mu_);
+  common::MutexLock lock(&release_mu_);
   return release_;
 }
 
@@ -228,7 +228,7 @@ std::optional<duet::v1::ModelTarget> ScoringCore::TargetFor(
 
 std::vector<ServedModels::Retired> ScoringCore::ApplyVersionPolicy(
     const std::vector<uint32_t>& pinned) {
-  absl::MutexLock reload_lock(&reload_mu_);
+  common::MutexLock reload_lock(&reload_mu_);
   pinned_ = pinned;
   return RetireOutsidePolicy();
 }
@@ -371,7 +371,7 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
   q->deadline = std::min(deadline, now + timeout);
   q->done = std::move(done);
   {
-    absl::MutexLock lock(&q->mu);
+    common::MutexLock lock(&q->mu);
     q->deadline_handle = deadlines_->Add(q->deadline, q);
   }
   pool_->Schedule([this, q] { RunItemSide(q); });
@@ -405,7 +405,7 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   }
   bool combine;
   {
-    absl::MutexLock lock(&q->mu);
+    common::MutexLock lock(&q->mu);
     q->timings.set_queue_us(Micros(pick - q->start));
     q->timings.set_item_model_us(Micros(done - pick));
     q->timings.set_lookup_strategy(LookupStrategyName(strategy));
@@ -427,7 +427,7 @@ void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
   const absl::Time now = clock_->Now();
   bool duplicate = false, combine = false;
   {
-    absl::MutexLock lock(&q->mu);
+    common::MutexLock lock(&q->mu);
     if (q->user_arrived) {
       duplicate = true;
     } else {
@@ -498,7 +498,7 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
             static_cast<int>(relay_ids.size()), scores.mutable_relay());
   const absl::Time t1 = clock_->Now();
   {
-    absl::MutexLock lock(&q->mu);
+    common::MutexLock lock(&q->mu);
     q->timings.set_combine_us(Micros(t1 - t0));
     q->timings.set_user_strategy(UserStrategyName(strategy));
     q->timings.set_total_us(Micros(t1 - q->start));
@@ -515,7 +515,7 @@ void ScoringCore::Cancel(const std::shared_ptr<Query>& q) {
 void ScoringCore::Finish(Query& q, absl::StatusOr<duet::v1::Scores> result) {
   if (q.finished.exchange(true)) return;
   {
-    absl::MutexLock lock(&q.mu);
+    common::MutexLock lock(&q.mu);
     deadlines_->Remove(q.deadline_handle);
   }
   metrics_->CountQuery(
@@ -549,7 +549,7 @@ void ScoringCore::Expire(std::vector<std::weak_ptr<Query>> expired) {
     if (q == nullptr) continue;
     bool item_done, user_arrived;
     {
-      absl::MutexLock lock(&q->mu);
+      common::MutexLock lock(&q->mu);
       item_done = q->item_done;
       user_arrived = q->user_arrived;
     }

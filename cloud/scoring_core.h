@@ -34,7 +34,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "cloud/cloud_metrics.h"
@@ -43,6 +42,7 @@
 #include "cloud/served_models.h"
 #include "common/base/clock.h"
 #include "common/base/deadline_queue.h"
+#include "common/base/mutex.h"
 #include "common/base/thread_pool.h"
 #include "common/model/model.h"
 #include "duet/v1/scoring.pb.h"
@@ -229,9 +229,9 @@ class ScoringCore {
   std::unique_ptr<common::ThreadPool> pool_;
 
   std::unique_ptr<ServedModels> served_;
-  absl::Mutex reload_mu_;  // serializes AddVersion and ApplyVersionPolicy
+  common::Mutex reload_mu_;  // serializes AddVersion and ApplyVersionPolicy
   std::vector<uint32_t> pinned_ ABSL_GUARDED_BY(reload_mu_);
-  mutable absl::Mutex release_mu_;
+  mutable common::Mutex release_mu_;
   std::shared_ptr<const ReleasePolicy> release_ ABSL_GUARDED_BY(release_mu_) =
       std::make_shared<const ReleasePolicy>();
 

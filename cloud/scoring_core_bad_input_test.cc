@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "cloud/internal/scoring_test_util.h"
 #include "cloud/scoring_core.h"
+#include "common/base/mutex.h"
 #include "common/model/reference_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -172,7 +172,7 @@ TEST(ScoringCoreTest, ExtremeInputsNeverRankOnNaN) {
 TEST(ScoringCoreTest, SecondUserVectorFailsTheQuery) {
   auto core = MakeCore("tiny", FastOptions());
   const common::Model& m = core->model();
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto begin = Begin(Candidates(m, 4, 1), 2, 77);
   auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,

@@ -10,9 +10,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "cloud/internal/scoring_test_util.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "common/base/wait_for.h"
 #include "common/kernels/quantize.h"
 #include "common/model/reference_model.h"
@@ -189,7 +189,7 @@ TEST(ScoringCoreTest, RelayCarriesUserTableRowsOfTopItems) {
 TEST(ScoringCoreTest, ItemSideOverlapsWithUserVector) {
   auto core = MakeCore("tiny", FastOptions());
   const common::Model& m = core->model();
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto q = core->Begin(Begin(Candidates(m, 64, 1), 4), absl::InfiniteFuture(),
                        Rpc::kScoringSession,
@@ -221,9 +221,9 @@ TEST(ScoringCoreTest, AdmissionControlRejectsBeyondMaxInflight) {
   auto core = MakeCore("tiny", o);
   const common::Model& m = core->model();
   std::vector<absl::Status> ends;
-  absl::Mutex mu;
+  common::Mutex mu;
   auto record = [&](absl::StatusOr<duet::v1::Scores> r) {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     ends.push_back(r.status());
   };
   auto a = core->Begin(Begin(Candidates(m, 4, 1), 1, 1), absl::InfiniteFuture(),
@@ -238,7 +238,7 @@ TEST(ScoringCoreTest, AdmissionControlRejectsBeyondMaxInflight) {
   EXPECT_THAT(c.status().message(), HasSubstr("the limit is 2"));
   core->Cancel(*a);
   {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     ASSERT_EQ(ends.size(), 1u);
     EXPECT_EQ(ends[0].code(), absl::StatusCode::kCancelled);
   }
@@ -258,7 +258,7 @@ TEST(ScoringCoreTest, SlotIsFreeBeforeTheReplyIsDelivered) {
   auto core = MakeCore("tiny", o);
   const common::Model& m = core->model();
   const auto ids = Candidates(m, 4, 1);
-  absl::Notification done;
+  common::Notification done;
   absl::Status next;
   auto q = core->Begin(Begin(ids, 1), absl::InfiniteFuture(), Rpc::kScore,
                        [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -308,7 +308,7 @@ TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {
   const common::Model& m = core->model();
   auto begin = Begin(Candidates(m, 4, 1), 1);
   begin.set_timeout_us(50000);
-  absl::Notification done;
+  common::Notification done;
   absl::Status status;
   auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,
                        [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -321,7 +321,7 @@ TEST(ScoringCoreTest, DeadlineExpiresQueryWithoutUserVector) {
   auto due = Begin(Candidates(m, 4, 2), 1);
   due.set_query_id(2);
   due.set_timeout_us(1);
-  absl::Notification due_done;
+  common::Notification due_done;
   // Kept, as a session keeps its queries: a query nobody holds is abandoned.
   auto due_q = core->Begin(due, clock.Now(), Rpc::kScoringSession,
                            [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -352,7 +352,7 @@ TEST(ScoringCoreTest, AnsweredQueriesLeaveNoDeadlineBehind) {
   for (int i = 0; i < 5; ++i) {
     auto begin = Begin(Candidates(m, 8, i), 2);
     begin.set_query_id(i);
-    absl::Notification done;
+    common::Notification done;
     auto q = core->Begin(begin, absl::InfiniteFuture(), Rpc::kScoringSession,
                          [&](absl::StatusOr<duet::v1::Scores> r) {
                            EXPECT_TRUE(r.ok()) << r.status();
@@ -367,7 +367,7 @@ TEST(ScoringCoreTest, AnsweredQueriesLeaveNoDeadlineBehind) {
   clock.Advance(absl::Hours(1));
   auto probe = Begin(Candidates(m, 4, 9), 1);
   probe.set_query_id(99);
-  absl::Notification probe_done;
+  common::Notification probe_done;
   auto probe_q = core->Begin(
       probe, clock.Now(), Rpc::kScoringSession,
       [&](absl::StatusOr<duet::v1::Scores>) { probe_done.Notify(); });

@@ -8,9 +8,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "cloud/internal/scoring_test_util.h"
 #include "cloud/scoring_core.h"
+#include "common/base/mutex.h"
 #include "common/model/reference_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -52,7 +52,7 @@ TEST(ScoringCoreVersionsTest, QueriesRouteToTheVersionTheyName) {
   ASSERT_NE(v1->config().signature(), v2->config().signature());
   const auto ids = Candidates(*v1, 40, 3);
   const auto u = RandomU(*v1, 5);
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto q = core->Begin(BeginOn(*v1, ids, 40), absl::InfiniteFuture(),
                        Rpc::kScore, [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -122,7 +122,7 @@ TEST(ScoringCoreVersionsTest, ReleaseUnderConcurrentQueriesFailsNone) {
   std::atomic<bool> stop{false};
   std::atomic<int> ok_v1{0}, ok_v2{0};
   std::vector<std::string> unexpected;
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -138,7 +138,7 @@ TEST(ScoringCoreVersionsTest, ReleaseUnderConcurrentQueriesFailsNone) {
           ExpectMatchesSplitModel(m, u, ids, *r);
           (use_v2 ? ok_v2 : ok_v1)++;
         } else {
-          absl::MutexLock lock(&mu);
+          common::MutexLock lock(&mu);
           unexpected.push_back(r.status().ToString());
         }
       }

@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "cloud/internal/scoring_test_util.h"
 #include "cloud/scoring_core.h"
+#include "common/base/mutex.h"
 #include "common/model/reference_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -70,7 +70,7 @@ TEST(ScoringCoreTest, GetItemEmbeddings) {
   duet::v1::GetItemEmbeddingsRequest req;
   req.add_item_ids(3);
   req.add_item_ids(499);
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
   core->GetItemEmbeddings(
       req, absl::InfiniteFuture(),

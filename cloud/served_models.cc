@@ -29,7 +29,7 @@ void ServedModels::Add(std::shared_ptr<ModelRuntime> rt,
   e->edge_error = std::move(edge_error);
   e->queries_counter = queries;
   e->loaded = now;
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   e->seq = next_seq_++;
   entries_.push_back(std::move(e));
   std::stable_sort(
@@ -43,7 +43,7 @@ void ServedModels::Add(std::shared_ptr<ModelRuntime> rt,
 }
 
 bool ServedModels::Contains(const std::string& signature) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   for (const auto& e : entries_) {
     if (e->rt->model().config().signature() == signature) return true;
   }
@@ -51,7 +51,7 @@ bool ServedModels::Contains(const std::string& signature) const {
 }
 
 std::shared_ptr<ModelRuntime> ServedModels::Newest() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return entries_.empty() ? nullptr : entries_.front()->rt;
 }
 
@@ -78,7 +78,7 @@ std::string ServedModels::DescribeLocked() const {
 }
 
 std::string ServedModels::Describe() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return DescribeLocked();
 }
 
@@ -95,7 +95,7 @@ absl::Status ServedModels::NotServedLocked(uint32_t version,
 
 absl::StatusOr<std::shared_ptr<ModelRuntime>> ServedModels::Route(
     uint32_t version, uint64_t fingerprint, absl::Time now) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   const Entry* e = FindLocked(version, fingerprint);
   if (e == nullptr) return NotServedLocked(version, fingerprint);
   e->queries.fetch_add(1, std::memory_order_relaxed);
@@ -106,7 +106,7 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ServedModels::Route(
 
 absl::StatusOr<std::shared_ptr<ModelRuntime>> ServedModels::Find(
     uint32_t version, uint64_t fingerprint) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   const Entry* e = FindLocked(version, fingerprint);
   if (e == nullptr) return NotServedLocked(version, fingerprint);
   return e->rt;
@@ -114,7 +114,7 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ServedModels::Find(
 
 absl::StatusOr<std::shared_ptr<const EdgePart>> ServedModels::EdgePartOf(
     uint32_t version, uint64_t fingerprint) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   const Entry* e = FindLocked(version, fingerprint);
   if (e == nullptr) return NotServedLocked(version, fingerprint);
   if (e->edge == nullptr) {
@@ -126,13 +126,13 @@ absl::StatusOr<std::shared_ptr<const EdgePart>> ServedModels::EdgePartOf(
 }
 
 bool ServedModels::Serves(uint32_t version) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return FindLocked(version, 0) != nullptr;
 }
 
 std::vector<ServedModels::Retired> ServedModels::Apply(
     absl::Time now, const std::vector<uint32_t>& pinned) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   // Versions the policy keeps, by number (the newest always).
   std::vector<uint32_t> keep = pinned;
   if (!policy_.versions.empty()) {
@@ -182,7 +182,7 @@ std::vector<ServedModels::Retired> ServedModels::Apply(
 }
 
 std::vector<ServedModels::Info> ServedModels::List() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   std::vector<Info> out;
   for (const auto& e : entries_) {
     Info info;

@@ -25,10 +25,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/edge_part.h"
 #include "cloud/model_runtime.h"
+#include "common/base/mutex.h"
 #include "prometheus/counter.h"
 
 namespace duet::cloud {
@@ -115,7 +115,7 @@ class ServedModels {
   static absl::Time LastUsed(const Entry& e);
 
   const VersionPolicy policy_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   // Newest first: version descending, then load order descending.
   std::vector<std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;

@@ -23,7 +23,7 @@ void SessionMultiplexer::EmitError(
 
 std::shared_ptr<ScoringCore::Query> SessionMultiplexer::Find(
     uint64_t id) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = open_.find(id);
   return it == open_.end() ? nullptr : it->second;
 }
@@ -39,7 +39,7 @@ void SessionMultiplexer::OnRequest(const duet::v1::SessionRequest& request) {
     case duet::v1::SessionRequest::KIND_NOT_SET:
       break;
   }
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   EmitError(0, absl::InvalidArgumentError(
                    "SessionRequest has none of begin, user_vector, cancel"));
 }
@@ -48,7 +48,7 @@ void SessionMultiplexer::OnBegin(const duet::v1::BeginQuery& begin) {
   const uint64_t id = begin.query_id();
   // Held across Begin so the query's completion (which takes mu_) cannot
   // run before it is registered; Begin never calls `done` synchronously.
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (open_.contains(id)) {
     EmitError(id, absl::InvalidArgumentError(absl::StrFormat(
                       "query_id %d is already open on this stream; query ids "
@@ -64,7 +64,7 @@ void SessionMultiplexer::OnBegin(const duet::v1::BeginQuery& begin) {
                      // progress).
                      const std::optional<duet::v1::ModelTarget> target =
                          core_->TargetFor(device);
-                     absl::MutexLock lock(&mu_);
+                     common::MutexLock lock(&mu_);
                      open_.erase(id);
                      if (!result.ok()) {
                        EmitError(id, result.status(), target);
@@ -86,7 +86,7 @@ void SessionMultiplexer::OnBegin(const duet::v1::BeginQuery& begin) {
 void SessionMultiplexer::OnUserVector(const duet::v1::UserVector& uv) {
   std::shared_ptr<ScoringCore::Query> query = Find(uv.query_id());
   if (query == nullptr) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     EmitError(uv.query_id(),
               absl::NotFoundError(absl::StrFormat(
                   "user vector for query_id %d, which is not open on this "
@@ -105,14 +105,14 @@ void SessionMultiplexer::OnCancel(const duet::v1::CancelQuery& cancel) {
 void SessionMultiplexer::CancelAll() {
   std::vector<std::shared_ptr<ScoringCore::Query>> open;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     for (auto& [id, q] : open_) open.push_back(q);
   }
   for (auto& q : open) core_->Cancel(q);
 }
 
 int SessionMultiplexer::open_queries() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return static_cast<int>(open_.size());
 }
 

@@ -16,9 +16,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
+#include "common/base/mutex.h"
 #include "duet/v1/scoring.pb.h"
 
 namespace duet::cloud {
@@ -49,7 +49,7 @@ class SessionMultiplexer {
   ScoringCore* const core_;
   const absl::Time deadline_;
   const Emit emit_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ScoringCore::Query>> open_
       ABSL_GUARDED_BY(mu_);
 };

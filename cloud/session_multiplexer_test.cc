@@ -3,7 +3,7 @@
 #include <set>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -31,7 +31,7 @@ class SessionMultiplexerTest : public ::testing::Test {
     mux_ = std::make_unique<SessionMultiplexer>(
         core_.get(), absl::InfiniteFuture(),
         [this](duet::v1::SessionResponse r) {
-          absl::MutexLock lock(&mu_);
+          common::MutexLock lock(&mu_);
           responses_.push_back(std::move(r));
         });
   }
@@ -56,7 +56,7 @@ class SessionMultiplexerTest : public ::testing::Test {
   }
   // Waits (bounded) for `count` responses and returns all so far.
   std::vector<duet::v1::SessionResponse> Await(size_t count) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     want_ = count;
     mu_.AwaitWithTimeout(absl::Condition(this, &SessionMultiplexerTest::Enough),
                          absl::Seconds(10));
@@ -69,7 +69,7 @@ class SessionMultiplexerTest : public ::testing::Test {
   common::TempDir dir_;
   std::unique_ptr<ScoringCore> core_;
   std::unique_ptr<SessionMultiplexer> mux_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   std::vector<duet::v1::SessionResponse> responses_ ABSL_GUARDED_BY(mu_);
   size_t want_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -19,9 +19,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
+#include "common/base/mutex.h"
 #include "duet/v1/scoring.pb.h"
 
 namespace duet::edge {
@@ -56,31 +56,31 @@ class CallCanceller {
   void Cancel() {
     std::function<void()> cancel;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       cancelled_ = true;
       cancel = cancel_;
     }
     if (cancel) cancel();
   }
   bool cancelled() const {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return cancelled_;
   }
   // For implementations: `cancel` runs on Cancel until Detach; false (and
   // not attached) when already cancelled.
   bool Attach(std::function<void()> cancel) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (cancelled_) return false;
     cancel_ = std::move(cancel);
     return true;
   }
   void Detach() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     cancel_ = nullptr;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> cancel_ ABSL_GUARDED_BY(mu_);
 };

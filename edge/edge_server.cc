@@ -8,7 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/base/status_macros.h"
 #include "common/base/thread_pool.h"
 #include "common/kernels/int8_arithmetic.h"
@@ -47,7 +47,7 @@ struct EdgeServer::Impl {
   // The running model and user state, and the model updates.
   std::unique_ptr<ModelUpdater> updater;
   int port = 0;
-  absl::Mutex mu;
+  common::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
 };
 
@@ -328,7 +328,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Create(
 
 void EdgeServer::Shutdown(absl::Duration grace) {
   {
-    absl::MutexLock lock(&impl_->mu);
+    common::MutexLock lock(&impl_->mu);
     if (impl_->shut_down) return;
     impl_->shut_down = true;
   }

@@ -57,7 +57,7 @@ EmulatedUplink::EmulatedUplink(CloudClient* inner, Link link,
       clock_(clock != nullptr ? clock : common::Clock::Real()) {}
 
 absl::Time EmulatedUplink::Reserve(size_t bytes) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   const absl::Duration transmit =
       link_.mbps > 0 ? absl::Seconds(bytes * 8.0 / (link_.mbps * 1e6))
                      : absl::ZeroDuration();

@@ -18,9 +18,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "edge/cloud_client.h"
 
 namespace duet::edge {
@@ -63,7 +63,7 @@ class EmulatedUplink : public CloudClient {
   CloudClient* const inner_;
   const Link link_;
   common::Clock* const clock_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   absl::Time link_free_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 

@@ -3,7 +3,6 @@
 #include <memory>
 #include <thread>
 
-#include "absl/synchronization/notification.h"
 #include "common/base/clock.h"
 #include "common/base/status_matchers.h"
 #include "edge/internal/fake_cloud.h"

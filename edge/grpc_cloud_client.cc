@@ -8,7 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
+#include "common/base/mutex.h"
 #include "common/base/status_macros.h"
 #include "common/rpc/grpc_status.h"
 #include "edge/internal/lane_schedule.h"
@@ -40,7 +40,7 @@ std::chrono::system_clock::time_point ToChrono(absl::Time t) {
 }  // namespace
 
 struct GrpcCloudClient::Pending {
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
 };
 
@@ -56,17 +56,17 @@ struct GrpcCloudClient::Session {
       : lane(lane), number(number), schedule(opened, age) {}
 
   bool Write(const duet::v1::SessionRequest& request) {
-    absl::MutexLock lock(&write_mu);
+    common::MutexLock lock(&write_mu);
     return writable && stream->Write(request);
   }
   void HalfClose() {
-    absl::MutexLock lock(&write_mu);
+    common::MutexLock lock(&write_mu);
     if (!writable) return;
     writable = false;
     stream->WritesDone();
   }
   void StopWrites() {
-    absl::MutexLock lock(&write_mu);
+    common::MutexLock lock(&write_mu);
     writable = false;
   }
 
@@ -83,7 +83,7 @@ struct GrpcCloudClient::Session {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> pending;  // mu_
 
   // gRPC allows one writer at a time.
-  absl::Mutex write_mu;
+  common::Mutex write_mu;
   bool writable ABSL_GUARDED_BY(write_mu) = false;
 };
 
@@ -234,7 +234,7 @@ absl::StatusOr<std::unique_ptr<GrpcCloudClient>> GrpcCloudClient::Create(
 
 GrpcCloudClient::~GrpcCloudClient() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     shutdown_ = true;
     for (auto& lane : lanes_) lane->wake = true;
   }
@@ -242,21 +242,21 @@ GrpcCloudClient::~GrpcCloudClient() {
 }
 
 double GrpcCloudClient::Jitter(double low, double high) {
-  absl::MutexLock lock(&rng_mu_);
+  common::MutexLock lock(&rng_mu_);
   return absl::Uniform(rng_, low, high);
 }
 
 void GrpcCloudClient::RunLane(Lane* lane) {
   while (true) {
     const absl::Time wake_at = StepLane(lane);
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     clock_->AwaitWithDeadline(&mu_, absl::Condition(&lane->wake), wake_at);
     lane->wake = false;
     if (shutdown_) break;
   }
   std::vector<std::shared_ptr<Session>> sessions;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (lane->current != nullptr) sessions.push_back(std::move(lane->current));
     for (auto& s : lane->retiring) sessions.push_back(std::move(s));
     lane->retiring.clear();
@@ -275,7 +275,7 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
   std::vector<std::shared_ptr<Session>> half_close, cancel, reap;
   bool rotate = false;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (shutdown_) return now;
     if (lane->current != nullptr &&
         lane->current->schedule.phase() == Phase::kEnded) {
@@ -336,7 +336,7 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
   }
   bool connect;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     connect = lane->current == nullptr && lane->reconnect.Due(now);
   }
   if (connect || rotate) {
@@ -345,12 +345,12 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
     } else if (connect) {
       lane->reconnect.ChannelNotReady(now, Jitter(0.5, 1.0));
     } else {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       lane->current->schedule.RetryRotation(now);
     }
   }
 
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   absl::Time next = lane->current == nullptr
                         ? lane->reconnect.next()
                         : lane->current->schedule.NextEvent();
@@ -363,7 +363,7 @@ absl::Time GrpcCloudClient::StepLane(Lane* lane) {
 void GrpcCloudClient::OpenSession(Lane* lane) {
   int64_t number;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (shutdown_) return;
     number = ++sessions_;
     if (options_.on_stream_opened) options_.on_stream_opened();
@@ -373,12 +373,12 @@ void GrpcCloudClient::OpenSession(Lane* lane) {
   // Not under mu_: starting the call may block briefly.
   session->stream = stub_->ScoringSession(&session->context);
   {
-    absl::MutexLock lock(&session->write_mu);
+    common::MutexLock lock(&session->write_mu);
     session->writable = true;
   }
   session->reader = std::thread([this, s = session.get()] { ReadLoop(s); });
 
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   std::shared_ptr<Session> old = std::move(lane->current);
   lane->current = std::move(session);
   if (old != nullptr) {
@@ -399,7 +399,7 @@ void GrpcCloudClient::ReadLoop(Session* session) {
   const grpc::Status status = session->stream->Finish();
   absl::flat_hash_map<uint64_t, std::shared_ptr<Pending>> failed;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     failed.swap(session->pending);
     session->schedule.Ended();
     session->end = status;
@@ -428,7 +428,7 @@ void GrpcCloudClient::Dispatch(Session* session,
   }
   std::shared_ptr<Pending> pending;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     session->answered = true;
     auto it = session->pending.find(id);
     if (it == session->pending.end()) return;  // abandoned (deadline passed)
@@ -455,7 +455,7 @@ void GrpcCloudClient::Dispatch(Session* session,
 }
 
 void GrpcCloudClient::Forget(Session* session, uint64_t id) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (session->pending.erase(id) > 0 &&
       session->schedule.phase() == Session::Phase::kDraining &&
       session->pending.empty()) {
@@ -469,7 +469,7 @@ absl::StatusOr<std::unique_ptr<CloudQuery>> GrpcCloudClient::BeginQuery(
   std::shared_ptr<Session> session;
   uint64_t id = 0;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     for (size_t i = 0; i < lanes_.size() && session == nullptr; ++i) {
       const size_t index = (next_lane_ + i) % lanes_.size();
       if (lanes_[index]->Ready()) {
@@ -585,7 +585,7 @@ void GrpcCloudClient::ReportReadyLocked() {
 
 std::string GrpcCloudClient::ConnectionState() const {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (AnyLaneReady()) return "READY";
   }
   const grpc_connectivity_state s = channel_->GetState(false);
@@ -594,7 +594,7 @@ std::string GrpcCloudClient::ConnectionState() const {
 }
 
 bool GrpcCloudClient::WaitUntilReady(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(
       absl::Condition(
           +[](const GrpcCloudClient* self)
@@ -604,12 +604,12 @@ bool GrpcCloudClient::WaitUntilReady(absl::Duration timeout) {
 }
 
 int GrpcCloudClient::ready_streams() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return ReadyStreamsLocked();
 }
 
 int64_t GrpcCloudClient::sessions_opened() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return sessions_;
 }
 

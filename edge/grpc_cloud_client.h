@@ -44,9 +44,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "common/rpc/tls.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/cloud_client.h"
@@ -145,7 +145,7 @@ class GrpcCloudClient : public CloudClient {
 
   // Guards the lanes, their sessions' state and pending queries. Never held
   // across a blocking gRPC call; taken before a session's write_mu.
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Lane>> lanes_;  // fixed after construction
   size_t next_lane_ ABSL_GUARDED_BY(mu_) = 0;
@@ -153,7 +153,7 @@ class GrpcCloudClient : public CloudClient {
   int64_t sessions_ ABSL_GUARDED_BY(mu_) = 0;
   int reported_ready_ ABSL_GUARDED_BY(mu_) = -1;
 
-  absl::Mutex rng_mu_;  // the lanes' jitter
+  common::Mutex rng_mu_;  // the lanes' jitter
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
 };
 

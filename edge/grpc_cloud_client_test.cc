@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "common/base/status_matchers.h"
 #include "common/base/wait_for.h"
 #include "duet/v1/scoring.grpc.pb.h"
@@ -48,7 +48,7 @@ class FakeScoringService final : public v1::ScoringService::Service {
       grpc::ServerReaderWriter<v1::SessionResponse, v1::SessionRequest>* stream)
       override {
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       ++streams_;
     }
     // Answers are written by a second thread, in arrival order, so queries
@@ -58,12 +58,12 @@ class FakeScoringService final : public v1::ScoringService::Service {
       std::deque<std::pair<absl::Time, uint64_t>> queue;
       bool reads_done = false;
     } due;
-    absl::Mutex due_mu;
+    common::Mutex due_mu;
     std::thread writer([&] {
       while (true) {
         std::pair<absl::Time, uint64_t> next;
         {
-          absl::MutexLock lock(&due_mu);
+          common::MutexLock lock(&due_mu);
           due_mu.Await(absl::Condition(&due, &Due::Ready));
           if (due.queue.empty()) return;
           next = due.queue.front();
@@ -72,7 +72,7 @@ class FakeScoringService final : public v1::ScoringService::Service {
         absl::SleepFor(next.first - absl::Now());
         {
           // Counted before the write: the client may see the answer first.
-          absl::MutexLock lock(&mu_);
+          common::MutexLock lock(&mu_);
           ++answered_;
         }
         v1::SessionResponse response;
@@ -83,17 +83,17 @@ class FakeScoringService final : public v1::ScoringService::Service {
     v1::SessionRequest request;
     while (stream->Read(&request)) {
       if (request.has_user_vector()) {
-        absl::MutexLock lock(&due_mu);
+        common::MutexLock lock(&due_mu);
         due.queue.emplace_back(absl::Now() + delay_,
                                request.user_vector().query_id());
       }
     }
     {
-      absl::MutexLock lock(&due_mu);
+      common::MutexLock lock(&due_mu);
       due.reads_done = true;
     }
     writer.join();
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++(context->IsCancelled() ? cancelled_ : half_closed_);
     return grpc::Status::OK;
   }
@@ -124,26 +124,26 @@ class FakeScoringService final : public v1::ScoringService::Service {
   }
 
   int streams() const {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return streams_;
   }
   int answered() const {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return answered_;
   }
   // Streams the client ended with WritesDone / by cancelling.
   int half_closed() const {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return half_closed_;
   }
   int cancelled() const {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return cancelled_;
   }
 
  private:
   const absl::Duration delay_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   int streams_ ABSL_GUARDED_BY(mu_) = 0;
   int answered_ ABSL_GUARDED_BY(mu_) = 0;
   int half_closed_ ABSL_GUARDED_BY(mu_) = 0;
@@ -180,7 +180,7 @@ absl::Status RunQuery(GrpcCloudClient& client, absl::Duration timeout) {
 // failures (as text) and counts the queries in `*total`.
 std::vector<std::string> QueryLoad(GrpcCloudClient& client, int threads,
                                    absl::Duration duration, int* total) {
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<std::string> failures;
   std::atomic<int> count{0};
   const absl::Time until = absl::Now() + duration;
@@ -191,7 +191,7 @@ std::vector<std::string> QueryLoad(GrpcCloudClient& client, int threads,
         const absl::Status s = RunQuery(client, absl::Seconds(2));
         ++count;
         if (!s.ok()) {
-          absl::MutexLock lock(&mu);
+          common::MutexLock lock(&mu);
           failures.push_back(s.ToString());
         }
       }

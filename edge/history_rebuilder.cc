@@ -25,7 +25,7 @@ HistoryRebuilder::~HistoryRebuilder() { Stop(); }
 
 void HistoryRebuilder::Start() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (done_) return;
     stop_ = false;
   }
@@ -34,14 +34,14 @@ void HistoryRebuilder::Start() {
 
 void HistoryRebuilder::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
 }
 
 absl::Status HistoryRebuilder::status() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (done_) return absl::OkStatus();
   return absl::UnavailableError(absl::StrFormat(
       "the edge is rebuilding its history for model %s (%d items, attempt "
@@ -52,13 +52,13 @@ absl::Status HistoryRebuilder::status() const {
 }
 
 bool HistoryRebuilder::WaitUntilDone(absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_; };
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
 HistoryRebuilder::Report HistoryRebuilder::report() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return report_;
 }
 
@@ -68,13 +68,13 @@ void HistoryRebuilder::Run() {
   for (int attempt = 1;; ++attempt) {
     Report pass;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       if (stop_) return;
       report_.attempts = attempt;
     }
     const absl::Time pass_start = absl::Now();
     const absl::Status s = Attempt(&pass);
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (s.ok()) {
       pass.attempts = attempt;
       pass.duration = absl::Now() - start;
@@ -104,7 +104,7 @@ void HistoryRebuilder::Run() {
                absl::FormatDuration(r.pass_duration).c_str(),
                absl::FormatDuration(r.duration).c_str(), r.attempts);
   if (options_.on_done) options_.on_done();
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   done_ = true;
 }
 
@@ -114,7 +114,7 @@ absl::Status HistoryRebuilder::Attempt(Report* report) {
   const int batch = std::max(1, options_.batch_items);
   for (size_t begin = 0; begin < items_.size(); begin += batch) {
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       if (stop_) return absl::CancelledError("the edge is shutting down");
     }
     // A batch holds distinct ids (an item may recur in a history).

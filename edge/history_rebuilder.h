@@ -20,8 +20,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "edge/cloud_client.h"
 #include "edge/state_store.h"
 #include "edge/user_model.h"
@@ -75,7 +75,7 @@ class HistoryRebuilder {
   StateStore* const store_;
   const Options options_;
   const std::vector<int64_t> items_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_error_ ABSL_GUARDED_BY(mu_);

@@ -87,7 +87,7 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
   first.store.reset = o.runtime.store.reset;
   ASSIGN_OR_RETURN(std::unique_ptr<EdgeRuntime> rt,
                    EdgeRuntime::Create(std::move(model), first));
-  absl::MutexLock lock(&u->mu_);
+  common::MutexLock lock(&u->mu_);
   u->runtime_ = std::move(rt);
   u->running_dir_ = std::move(running_dir);
   return u;
@@ -95,7 +95,7 @@ absl::StatusOr<std::unique_ptr<ModelUpdater>> ModelUpdater::Create(
 
 ModelUpdater::~ModelUpdater() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stop_ = true;
   }
   download_cancel_.Cancel();  // a download in flight ends now
@@ -127,14 +127,14 @@ void ModelUpdater::Start() {
     rt->StartRebuild();
   }
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     poll_soon_ = options_.check_interval > absl::ZeroDuration();
   }
   thread_ = std::thread([this] { Run(); });
 }
 
 std::shared_ptr<EdgeRuntime> ModelUpdater::runtime() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return runtime_;
 }
 
@@ -146,20 +146,20 @@ absl::StatusOr<duet::v1::RecommendResponse> ModelUpdater::Recommend(
 absl::StatusOr<duet::v1::RecordInteractionResponse>
 ModelUpdater::RecordInteraction(
     const duet::v1::RecordInteractionRequest& request, absl::Time deadline) {
-  absl::ReaderMutexLock gate(&write_gate_);
+  common::ReaderMutexLock gate(&write_gate_);
   return runtime()->recommender().RecordInteraction(request, deadline);
 }
 
 absl::StatusOr<duet::v1::UpdateProfileResponse> ModelUpdater::UpdateProfile(
     const duet::v1::UpdateProfileRequest& request) {
-  absl::ReaderMutexLock gate(&write_gate_);
+  common::ReaderMutexLock gate(&write_gate_);
   return runtime()->recommender().UpdateProfile(request);
 }
 
 duet::v1::EdgeState ModelUpdater::GetState() const {
   std::shared_ptr<EdgeRuntime> rt = runtime();
   duet::v1::EdgeState s = rt->recommender().GetState();
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   s.set_target_model_version(target_.version());
   std::string update = status_;
   if (update.empty() && rt->rebuilder() != nullptr &&
@@ -173,7 +173,7 @@ duet::v1::EdgeState ModelUpdater::GetState() const {
 
 void ModelUpdater::OnTarget(const duet::v1::ModelTarget& target) {
   if (target.version() == 0) return;
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (target.version() == target_.version() &&
       target.fingerprint() == target_.fingerprint()) {
     return;
@@ -184,7 +184,7 @@ void ModelUpdater::OnTarget(const duet::v1::ModelTarget& target) {
 }
 
 void ModelUpdater::OnModelRefused(const absl::Status&) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   // Every query fails while the version is not served: one question a
   // second is enough.
   const absl::Time now = absl::Now();
@@ -195,18 +195,18 @@ void ModelUpdater::OnModelRefused(const absl::Status&) {
 }
 
 std::string ModelUpdater::update_status() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return status_;
 }
 
 ModelUpdater::Stats ModelUpdater::stats() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return stats_;
 }
 
 bool ModelUpdater::WaitForVersion(uint32_t version,
                                   absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto on = [this, version]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return runtime_->model().config().version() == version;
   };
@@ -214,7 +214,7 @@ bool ModelUpdater::WaitForVersion(uint32_t version,
 }
 
 void ModelUpdater::SetStatus(const std::string& status) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   status_ = status;
 }
 
@@ -236,7 +236,7 @@ void ModelUpdater::Run() {
     bool poll;
     duet::v1::ModelTarget target;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       const absl::Time wake_at =
           std::min(next_poll, retry_at_ > absl::Now() ? retry_at_ : next_poll);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -261,7 +261,7 @@ void ModelUpdater::Run() {
     }
     const std::shared_ptr<EdgeRuntime> rt = runtime();
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       target = target_;
       if (target.version() == 0 || OnModel(rt->model(), target)) {
         status_.clear();
@@ -288,7 +288,7 @@ void ModelUpdater::Run() {
                  "%s\n",
                  target.version(), absl::FormatDuration(backoff).c_str(),
                  s.ToString().c_str());
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++stats_.failures;
     status_ = absl::StrCat("failed: ", s.ToString(), " (retrying in ",
                            absl::FormatDuration(backoff), ")");
@@ -318,7 +318,7 @@ absl::StatusOr<std::string> ModelUpdater::Install(
       options_.metrics->model_download_bytes().Increment(
           static_cast<double>(received - counted));
     }
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stats_.download_bytes += received - counted;
     counted = received;
     status_ = absl::StrCat("downloading v", target.version(), " (",
@@ -385,7 +385,7 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
   absl::Time switched;
   {
     // 2. No write from here to the swap.
-    absl::MutexLock gate(&write_gate_);
+    common::MutexLock gate(&write_gate_);
     // Two stores must not write one directory: an unfinished rebuild of the
     // old runtime stops (and resumes if this switch does not happen).
     if (old->rebuilder() != nullptr) old->rebuilder()->Stop();
@@ -424,7 +424,7 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
     if (options_.on_serving) options_.on_serving(!rebuilding);
     next->StartRebuild();
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       previous = running_dir_;
     }
     // The previous version stays for a roll-back; older ones go. Done (and
@@ -441,7 +441,7 @@ absl::Status ModelUpdater::Switch(std::unique_ptr<common::Model> model,
           absl::ToDoubleSeconds(switched - started));
     }
     std::shared_ptr<EdgeRuntime> swapped = std::move(next);
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     runtime_ = swapped;
     running_dir_ = name;
     status_.clear();

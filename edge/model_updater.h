@@ -34,8 +34,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "duet/v1/edge.pb.h"
 #include "edge/cloud_client.h"
 #include "edge/edge_metrics.h"
@@ -128,9 +128,9 @@ class ModelUpdater {
   // Writers (RecordInteraction, UpdateProfile) hold it shared for a whole
   // call; a switch holds it exclusively from opening the new state to the
   // swap, so no write lands on a runtime being replaced.
-  absl::Mutex write_gate_;
+  common::Mutex write_gate_;
 
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   std::shared_ptr<EdgeRuntime> runtime_ ABSL_GUARDED_BY(mu_);
   std::string running_dir_ ABSL_GUARDED_BY(mu_);  // directory name in models/
   duet::v1::ModelTarget target_ ABSL_GUARDED_BY(mu_);

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
+#include "common/base/mutex.h"
 #include "common/base/status_matchers.h"
 #include "common/model/model_config.h"
 #include "common/model/test_util.h"
@@ -94,15 +94,15 @@ TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
   ModelUpdater::Options o = Options();
   EdgeMetrics metrics(std::make_shared<prometheus::Registry>());
   o.metrics = &metrics;
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<uint32_t> models;  // on_model calls
   std::vector<bool> serving;     // on_serving calls (health)
   o.on_model = [&](const duet::v1::ModelConfig& c) {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     models.push_back(c.version());
   };
   o.on_serving = [&](bool s) {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     serving.push_back(s);
   };
   auto updater = Start(o);
@@ -113,7 +113,7 @@ TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
     Interact(*updater, rng() % V1().catalog().num_items());
   }
 
-  absl::Notification downloading, release;
+  common::Notification downloading, release;
   cloud_.chunk_bytes = 100 << 10;
   cloud_.SetChunkHook([&](duet::v1::EdgeModelChunk* chunk) {
     if (chunk->has_config() && !downloading.HasBeenNotified()) {
@@ -158,7 +158,7 @@ TEST_F(EdgeModelUpdaterTest, SwitchesToTheAnnouncedVersionKeepingTheHistory) {
   EXPECT_EQ(s.profile_version(), 1u);
   EXPECT_EQ(updater->stats().switches, 1);
   {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     EXPECT_THAT(models, testing::ElementsAre(1u, 2u));  // duet_model_info
     EXPECT_THAT(serving, testing::Each(true));          // health stays SERVING
   }
@@ -344,10 +344,10 @@ TEST_F(EdgeModelUpdaterTest,
   ASSERT_TRUE(models.SetCurrent(ModelStore::DirName(V2().config())).ok());
 
   ModelUpdater::Options o = Options();
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<bool> serving;
   o.on_serving = [&](bool s) {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     serving.push_back(s);
   };
   auto restarted = Start(o);
@@ -357,7 +357,7 @@ TEST_F(EdgeModelUpdaterTest,
   ASSERT_TRUE(rt->rebuilder()->WaitUntilDone(absl::Seconds(60)));
   {
     // NOT_SERVING while the history is rebuilt, as any migration.
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     EXPECT_THAT(serving, testing::ElementsAre(false, true));
   }
   EXPECT_EQ(rt->state().history_items(), items_);

@@ -15,7 +15,7 @@ ProfileMemo::ProfileMemo(Options options) : options_(std::move(options)) {
 }
 
 ProfileMemo::~ProfileMemo() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](int* pending) { return *pending == 0; }, &pending_));
 }
@@ -36,7 +36,7 @@ absl::StatusOr<std::vector<float>> ProfileMemo::Compute(
 }
 
 void ProfileMemo::Publish(std::shared_ptr<const Value> value) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   // Background recomputes may finish out of order: never go back.
   if (value->version >= current_->version) current_ = std::move(value);
 }
@@ -60,7 +60,7 @@ absl::Status ProfileMemo::Restore(uint64_t version, std::vector<float> z_s) {
   auto value = std::make_shared<Value>();
   value->version = version;
   value->z_s = std::move(z_s);
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   current_ = std::move(value);
   return absl::OkStatus();
 }
@@ -68,7 +68,7 @@ absl::Status ProfileMemo::Restore(uint64_t version, std::vector<float> z_s) {
 void ProfileMemo::RecomputeInBackground(std::vector<float> s,
                                         uint64_t version) {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++pending_;
   }
   options_.executor([this, s = std::move(s), version] {
@@ -82,19 +82,19 @@ void ProfileMemo::RecomputeInBackground(std::vector<float> s,
       Publish(std::move(value));
       if (options_.on_recompute) options_.on_recompute(took);
     }
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (z.ok()) ++recomputes_;
     --pending_;
   });
 }
 
 std::shared_ptr<const ProfileMemo::Value> ProfileMemo::Current() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return current_;
 }
 
 bool ProfileMemo::WaitForVersion(uint64_t v, absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   struct Arg {
     const ProfileMemo* self;
     uint64_t v;
@@ -108,7 +108,7 @@ bool ProfileMemo::WaitForVersion(uint64_t v, absl::Duration timeout) const {
 }
 
 int64_t ProfileMemo::recomputes() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return recomputes_;
 }
 

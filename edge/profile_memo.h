@@ -14,9 +14,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/base/mutex.h"
 #include "common/kernels/mlp.h"
 
 namespace duet::edge {
@@ -67,7 +67,7 @@ class ProfileMemo {
   void Publish(std::shared_ptr<const Value> value);
 
   const Options options_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   std::shared_ptr<const Value> current_ ABSL_GUARDED_BY(mu_);
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t recomputes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,7 +6,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "common/base/status_matchers.h"
 #include "common/base/thread_pool.h"
 #include "edge/internal/test_model.h"

@@ -258,13 +258,13 @@ Recommender::~Recommender() {
 }
 
 void Recommender::WaitForCompaction() {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   write_mu_.Await(absl::Condition(
       +[](bool* compacting) { return !*compacting; }, &compacting_));
 }
 
 void Recommender::Commit(Write* w) {
-  absl::MutexLock lock(&write_mu_);
+  common::MutexLock lock(&write_mu_);
   queue_.push_back(w);
   auto leads_or_done = [this, w]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     return w->done || (queue_.front() == w && !compacting_);
@@ -360,7 +360,7 @@ void Recommender::StartCompactionLocked() {
       std::fprintf(stderr, "duet-edge: state compaction failed: %s\n",
                    compacted.ToString().c_str());
     }
-    absl::MutexLock lock(&write_mu_);
+    common::MutexLock lock(&write_mu_);
     compacting_ = false;
   });
 }

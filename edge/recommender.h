@@ -28,8 +28,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "common/obs/energy_meter.h"
 #include "duet/v1/edge.pb.h"
@@ -137,7 +137,7 @@ class Recommender {
   void StartCompactionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   // Orders the writes: the log order is the order the state sees them in.
-  absl::Mutex write_mu_;
+  common::Mutex write_mu_;
   std::deque<Write*> queue_ ABSL_GUARDED_BY(write_mu_);
   // A snapshot is being written (no write may start meanwhile).
   bool compacting_ ABSL_GUARDED_BY(write_mu_) = false;

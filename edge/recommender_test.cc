@@ -303,7 +303,7 @@ class GatedSyncFileSystem : public FileSystem {
       return inner_->Append(data);
     }
     absl::Status Sync() override {
-      absl::MutexLock lock(&fs_->mu_);
+      common::MutexLock lock(&fs_->mu_);
       ++fs_->syncs_waiting_;
       fs_->mu_.Await(absl::Condition(fs_, &GatedSyncFileSystem::SyncAllowed));
       --fs_->syncs_waiting_;
@@ -345,18 +345,18 @@ class GatedSyncFileSystem : public FileSystem {
   }
 
   void Allow(int n) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     syncs_allowed_ += n;
   }
   void AwaitWaiting(int n) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     auto waiting = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return syncs_waiting_ >= n;
     };
     mu_.Await(absl::Condition(&waiting));
   }
   int syncs_done() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return syncs_done_;
   }
   bool SyncAllowed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -364,7 +364,7 @@ class GatedSyncFileSystem : public FileSystem {
   }
 
  private:
-  absl::Mutex mu_;
+  common::Mutex mu_;
   int syncs_allowed_ ABSL_GUARDED_BY(mu_) = 0;
   int syncs_done_ ABSL_GUARDED_BY(mu_) = 0;
   int syncs_waiting_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,7 +6,7 @@ namespace duet::edge {
 
 void RelayCache::Put(int64_t item_id, std::vector<float> rows) {
   if (capacity_ <= 0) return;
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = index_.find(item_id);
   if (it != index_.end()) {
     it->second->rows = std::move(rows);
@@ -22,7 +22,7 @@ void RelayCache::Put(int64_t item_id, std::vector<float> rows) {
 }
 
 std::optional<std::vector<float>> RelayCache::Get(int64_t item_id) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   auto it = index_.find(item_id);
   if (it == index_.end()) return std::nullopt;
   lru_.splice(lru_.begin(), lru_, it->second);
@@ -30,7 +30,7 @@ std::optional<std::vector<float>> RelayCache::Get(int64_t item_id) {
 }
 
 int RelayCache::size() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return static_cast<int>(lru_.size());
 }
 

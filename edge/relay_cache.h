@@ -11,7 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 
 namespace duet::edge {
 
@@ -31,7 +31,7 @@ class RelayCache {
     std::vector<float> rows;
   };
   const int capacity_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);  // most recent first
   absl::flat_hash_map<int64_t, std::list<Entry>::iterator> index_
       ABSL_GUARDED_BY(mu_);

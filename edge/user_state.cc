@@ -116,7 +116,7 @@ absl::Status UserState::ValidateProfile(absl::Span<const float> s) const {
 uint64_t UserState::PushInteraction(int64_t item_id,
                                     absl::Span<const float> rows,
                                     absl::string_view interaction_id) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   scratchpad_.Push(rows);
   history_items_.push_back(item_id);
   while (static_cast<int>(history_items_.size()) > history_capacity_) {
@@ -144,7 +144,7 @@ void UserState::RememberLocked(std::string id, uint64_t sequence) {
 }
 
 std::optional<uint64_t> UserState::FindInteraction(absl::string_view id) const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   auto it = recent_index_.find(id);
   if (it == recent_index_.end()) return std::nullopt;
   return it->second;
@@ -155,7 +155,7 @@ absl::Status UserState::RebuildScratchpad(
   for (const std::vector<float>& r : rows) {
     RETURN_IF_ERROR(ValidateInteractionRows(r));
   }
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (rows.size() != history_items_.size()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%d rows for a history of %d items", rows.size(),
@@ -175,14 +175,14 @@ absl::Status UserState::RebuildScratchpad(
 }
 
 std::vector<int64_t> UserState::history_items() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return {history_items_.begin(), history_items_.end()};
 }
 
 uint64_t UserState::UpdateProfile(absl::Span<const float> s) {
   uint64_t version;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     profile_.assign(s.begin(), s.end());
     version = ++profile_version_;
   }
@@ -194,7 +194,7 @@ absl::Status UserState::ReplayProfile(absl::Span<const float> s,
                                       uint64_t version) {
   RETURN_IF_ERROR(ValidateProfile(s));
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     profile_.assign(s.begin(), s.end());
     profile_version_ = version;
   }
@@ -207,7 +207,7 @@ absl::Status UserState::ComputeUserVector(const UserModel& model,
   // Holding the shared_ptr keeps this query's z_s alive and whole even if a
   // recompute publishes a new one meanwhile.
   const std::shared_ptr<const ProfileMemo::Value> memo = memo_->Current();
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return model.Run(memo->z_s.data(), c, scratchpad_.pooled(), out);
 }
 
@@ -216,7 +216,7 @@ UserStateData UserState::Export() const {
   const std::shared_ptr<const ProfileMemo::Value> memo = memo_->Current();
   data.memo_version = memo->version;
   data.memo = memo->z_s;
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   data.interactions_total = interactions_total_;
   data.profile_version = profile_version_;
   data.profile = profile_;
@@ -240,7 +240,7 @@ absl::Status UserState::Import(const UserStateData& data) {
                         data.memo_version, data.profile_version));
   }
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (static_cast<int>(data.tables.size()) != scratchpad_.num_tables()) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "state has %d user tables, model %s has %d", data.tables.size(),
@@ -273,14 +273,14 @@ absl::Status UserState::Import(const UserStateData& data) {
 }
 
 uint64_t UserState::profile_version() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return profile_version_;
 }
 
 UserStateInfo UserState::Info() const {
   UserStateInfo info;
   info.memo_version = memo_->version();
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   info.interactions_total = interactions_total_;
   info.profile_version = profile_version_;
   info.history_items = static_cast<int>(history_items_.size());

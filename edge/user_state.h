@@ -17,8 +17,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "duet/v1/scoring.pb.h"
 #include "edge/profile_memo.h"
@@ -147,7 +147,7 @@ class UserState {
 
   const common::Model* model_;
   const int history_capacity_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   Scratchpad scratchpad_ ABSL_GUARDED_BY(mu_);
   std::vector<float> profile_ ABSL_GUARDED_BY(mu_);
   uint64_t profile_version_ ABSL_GUARDED_BY(mu_) = 0;

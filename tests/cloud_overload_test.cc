@@ -23,8 +23,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "common/model/test_util.h"
 #include "duet/v1/scoring.grpc.pb.h"
@@ -103,7 +103,7 @@ class OverloadClient {
   // `clients` threads, each with one call outstanding, for `duration`.
   RunResult Closed(int clients, absl::Duration duration) {
     RunResult result;
-    absl::Mutex mu;
+    common::Mutex mu;
     const absl::Time end = absl::Now() + duration;
     const absl::Time start = absl::Now();
     std::vector<std::thread> threads;
@@ -117,7 +117,7 @@ class OverloadClient {
           const absl::Time t0 = absl::Now();
           const grpc::Status s = stub_->Score(&context, request_, &response);
           const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
-          absl::MutexLock lock(&mu);
+          common::MutexLock lock(&mu);
           result.latency_ms[s.error_code()].push_back(ms);
         }
       });
@@ -137,7 +137,7 @@ class OverloadClient {
       absl::Time sent;
     };
     RunResult result;
-    absl::Mutex mu;
+    common::Mutex mu;
     int outstanding = 0;
     std::mt19937_64 rng(7);
     std::exponential_distribution<double> gap(qps);
@@ -153,7 +153,7 @@ class OverloadClient {
       }
       if (next > now) absl::SleepFor(next - now);
       {
-        absl::MutexLock lock(&mu);
+        common::MutexLock lock(&mu);
         if (outstanding >= max_outstanding) {
           ++result.dropped;
           continue;
@@ -169,13 +169,13 @@ class OverloadClient {
                               const double ms = absl::ToDoubleMilliseconds(
                                   absl::Now() - call->sent);
                               delete call;
-                              absl::MutexLock lock(&mu);
+                              common::MutexLock lock(&mu);
                               result.latency_ms[s.error_code()].push_back(ms);
                               --outstanding;
                             });
     }
     // Wait for every call (each has a deadline, so this is bounded).
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     mu.Await(absl::Condition(
         +[](int* n) { return *n == 0; }, &outstanding));
     result.seconds = absl::ToDoubleSeconds(absl::Now() - start);

@@ -27,7 +27,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/format/sha256.h"
 #include "common/model/model.h"
 #include "common/model/model_config.h"
@@ -193,12 +193,12 @@ std::unique_ptr<Server> StartServer(const Version& v1,
 
 // What the clients saw, per vector version.
 struct Tally {
-  absl::Mutex mu;
+  common::Mutex mu;
   std::map<uint32_t, int> ok ABSL_GUARDED_BY(mu);
   std::vector<std::string> unexpected ABSL_GUARDED_BY(mu);
 
   int Ok(uint32_t version) {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     return ok[version];
   }
 };
@@ -208,7 +208,7 @@ void Record(Tally& tally, const Version& sent, int code,
             const std::string& message,
             const google::protobuf::RepeatedPtrField<v1::ScoredItem>* items) {
   const uint32_t version = sent.model->config().version();
-  absl::MutexLock lock(&tally.mu);
+  common::MutexLock lock(&tally.mu);
   if (code == grpc::OK) {
     // Scored by the model the vector is for: equal to its reference.
     bool equal = items->size() == kTopK;
@@ -265,7 +265,7 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
       *user.mutable_user_vector() = VectorOf(*sent, id);
       SessionResponse r;
       if (!stream->Write(begin) || !stream->Write(user) || !stream->Read(&r)) {
-        absl::MutexLock lock(&tally.mu);
+        common::MutexLock lock(&tally.mu);
         tally.unexpected.push_back("stream broke");
         return;
       }
@@ -273,7 +273,7 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
         Record(tally, *sent, grpc::OK, "", &r.scores().items());
         const uint32_t target = r.scores().target().version();
         if (target != 1 && target != 2) {
-          absl::MutexLock lock(&tally.mu);
+          common::MutexLock lock(&tally.mu);
           tally.unexpected.push_back(absl::StrCat("target v", target));
         }
       } else {
@@ -283,7 +283,7 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
     stream->WritesDone();
     const grpc::Status end = stream->Finish();
     if (!end.ok()) {
-      absl::MutexLock lock(&tally.mu);
+      common::MutexLock lock(&tally.mu);
       tally.unexpected.push_back("stream ended " + end.error_message());
     }
   });
@@ -442,7 +442,7 @@ TEST(CloudReloadTest, SwapUnderLoadThenCorruptVersionKeepsServing) {
   EXPECT_TRUE(server->Score(*v2, &response).ok());
   EXPECT_EQ(not_serving.load(), 0) << "of " << health_checks.load();
   EXPECT_GT(health_checks.load(), 0);
-  absl::MutexLock lock(&tally.mu);
+  common::MutexLock lock(&tally.mu);
   EXPECT_THAT(tally.unexpected, ::testing::IsEmpty());
   EXPECT_EQ(
       test::MetricValue(server->Metrics(), "duet_model_version_queries_total",

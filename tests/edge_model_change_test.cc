@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/model/reference_model.h"
 #include "duet/v1/scoring.grpc.pb.h"
 #include "edge/state_store.h"
@@ -72,7 +72,7 @@ class EdgeModelChangeTest : public EdgeProcessTest {
   // An interaction the edge acknowledged: the history keeps the last
   // max(history_length) of them.
   void Acknowledged(int64_t item) {
-    absl::MutexLock lock(&history_mu_);
+    common::MutexLock lock(&history_mu_);
     history_.push_back(item);
     ++acknowledged_;
     const size_t longest = static_cast<size_t>(Longest());
@@ -176,7 +176,7 @@ class EdgeModelChangeTest : public EdgeProcessTest {
     user.dynamic_features.assign(request.context_features().begin(),
                                  request.context_features().end());
     {
-      absl::MutexLock lock(&history_mu_);
+      common::MutexLock lock(&history_mu_);
       user.history = history_;
     }
     const std::vector<int64_t> ids(request.candidate_ids().begin(),
@@ -210,7 +210,7 @@ class EdgeModelChangeTest : public EdgeProcessTest {
   }
 
   std::unique_ptr<common::Model> current_;
-  absl::Mutex history_mu_;
+  common::Mutex history_mu_;
   std::vector<int64_t> history_;  // guarded by history_mu_ under load
   int64_t acknowledged_ = 0;
   std::vector<float> s_;
@@ -320,7 +320,7 @@ TEST_F(EdgeModelChangeTest, StagedReleaseUnderLoadFailsNoQuery) {
     absl::Time at;
     double ms;
   };
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<Sample> samples;
   std::vector<std::string> failures;
   std::atomic<bool> stop{false};
@@ -332,7 +332,7 @@ TEST_F(EdgeModelChangeTest, StagedReleaseUnderLoadFailsNoQuery) {
       const absl::Time start = absl::Now();
       const grpc::Status s = Recommend(request, &response);
       const absl::Time end = absl::Now();
-      absl::MutexLock lock(&mu);
+      common::MutexLock lock(&mu);
       if (!s.ok()) {
         failures.push_back(absl::StrCat("Recommend: ", s.error_message()));
         continue;
@@ -407,7 +407,7 @@ TEST_F(EdgeModelChangeTest, StagedReleaseUnderLoadFailsNoQuery) {
   load.join();
 
   {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     EXPECT_THAT(failures, testing::IsEmpty());
   }
   std::ifstream in(fleet_json);

@@ -17,9 +17,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "common/base/wait_for.h"
 #include "common/model/model.h"
 #include "common/model/test_util.h"
@@ -202,7 +202,7 @@ TEST_F(EdgeScaleOutIntegrationTest, StreamRotationUnderLoadFailsNoQuery) {
   const double opened_before =
       EdgeMetric("duet_cloud_streams_opened_total", {});
   std::atomic<int> total{0};
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<std::string> failures;
   const absl::Time until = absl::Now() + absl::Seconds(4);
   std::vector<std::thread> callers;
@@ -212,7 +212,7 @@ TEST_F(EdgeScaleOutIntegrationTest, StreamRotationUnderLoadFailsNoQuery) {
         const grpc::Status s = Recommend();
         ++total;
         if (!s.ok()) {
-          absl::MutexLock lock(&mu);
+          common::MutexLock lock(&mu);
           failures.push_back(
               absl::StrCat(s.error_code(), ": ", s.error_message()));
         }

@@ -11,9 +11,9 @@
 #include <utility>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "cloud/internal/test_models.h"
 #include "cloud/scoring_core.h"
+#include "common/base/mutex.h"
 #include "common/model/reference_model.h"
 #include "common/model/test_util.h"
 #include "gmock/gmock.h"
@@ -89,7 +89,7 @@ inline std::vector<int64_t> Candidates(const common::Model& m, int n,
 inline absl::StatusOr<duet::v1::Scores> RunQuery(
     ScoringCore& core, const duet::v1::BeginQuery& begin,
     const duet::v1::UserVector& uv) {
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto q = core.Begin(begin, absl::InfiniteFuture(), Rpc::kScore,
                       [&](absl::StatusOr<duet::v1::Scores> r) {
@@ -104,7 +104,7 @@ inline absl::StatusOr<duet::v1::Scores> RunQuery(
 
 inline absl::StatusOr<duet::v1::ScoreResponse> RunMonolithic(
     ScoringCore& core, const duet::v1::MonolithicScoreRequest& request) {
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::ScoreResponse> result;
   core.MonolithicScore(request, absl::InfiniteFuture(),
                        [&](absl::StatusOr<duet::v1::ScoreResponse> r) {

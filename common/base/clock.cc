@@ -8,7 +8,7 @@ namespace {
 class RealClock final : public Clock {
  public:
   absl::Time Now() override { return absl::Now(); }
-  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+  bool AwaitWithDeadline(common::Mutex* mu, const absl::Condition& cond,
                          absl::Time deadline) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return mu->AwaitWithDeadline(cond, deadline);
@@ -19,8 +19,8 @@ class RealClock final : public Clock {
 
 void Clock::SleepUntil(absl::Time t) {
   static const bool kNever = false;
-  absl::Mutex mu;
-  absl::MutexLock lock(&mu);
+  common::Mutex mu;
+  common::MutexLock lock(&mu);
   AwaitWithDeadline(&mu, absl::Condition(&kNever), t);
 }
 
@@ -35,32 +35,33 @@ FakeClock::FakeClock()
 FakeClock::FakeClock(absl::Time start) : now_(start) {}
 
 absl::Time FakeClock::Now() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return now_;
 }
 
 void FakeClock::Advance(absl::Duration d) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   now_ += d;
 }
 
 int FakeClock::waiters() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return waiters_;
 }
 
 void FakeClock::WaitForWaiters(int n) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   const auto enough = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return waiters_ >= n;
   };
   mu_.Await(absl::Condition(&enough));
 }
 
-bool FakeClock::AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+bool FakeClock::AwaitWithDeadline(common::Mutex* mu,
+                                  const absl::Condition& cond,
                                   absl::Time deadline) {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++waiters_;
   }
   // `mu` then `mu_` (inside the condition): the only order these two are
@@ -69,7 +70,7 @@ bool FakeClock::AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
   while (!mu->AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(1))) {
   }
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     --waiters_;
   }
   return cond.Eval();

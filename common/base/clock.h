@@ -5,8 +5,8 @@
 #define DUET_COMMON_BASE_CLOCK_H_
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 
 namespace duet::common {
 
@@ -18,8 +18,8 @@ class Clock {
 
   // With `mu` held: waits (releasing `mu` meanwhile) until `cond` holds or
   // Now() >= deadline; returns whether `cond` holds. `cond` is evaluated
-  // with `mu` held, as by absl::Mutex::Await.
-  virtual bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+  // with `mu` held, as by common::Mutex::Await.
+  virtual bool AwaitWithDeadline(common::Mutex* mu, const absl::Condition& cond,
                                  absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
 
@@ -40,7 +40,7 @@ class FakeClock final : public Clock {
   explicit FakeClock(absl::Time start);
 
   absl::Time Now() override;
-  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+  bool AwaitWithDeadline(common::Mutex* mu, const absl::Condition& cond,
                          absl::Time deadline) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
@@ -52,7 +52,7 @@ class FakeClock final : public Clock {
   void WaitForWaiters(int n);
 
  private:
-  absl::Mutex mu_;
+  common::Mutex mu_;
   absl::Time now_ ABSL_GUARDED_BY(mu_);
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;
 };

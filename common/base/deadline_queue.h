@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 
 namespace duet::common {
 
@@ -41,7 +41,7 @@ class DeadlineQueue {
   DeadlineQueue& operator=(const DeadlineQueue&) = delete;
 
   Handle Add(absl::Time when, T item) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     const Handle h{when, next_id_++};
     auto it = items_.emplace(Key(h), std::move(item)).first;
     if (it == items_.begin()) earliest_changed_ = true;
@@ -50,7 +50,7 @@ class DeadlineQueue {
 
   // True when the item was still queued (it will not fire).
   bool Remove(const Handle& h) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return items_.erase(Key(h)) > 0;
   }
 
@@ -58,11 +58,11 @@ class DeadlineQueue {
   // items still queued; they never fire. Idempotent.
   std::vector<T> Stop() {
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       stop_ = true;
     }
     if (thread_.joinable()) thread_.join();
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     std::vector<T> left;
     left.reserve(items_.size());
     for (auto& [key, item] : items_) left.push_back(std::move(item));
@@ -71,7 +71,7 @@ class DeadlineQueue {
   }
 
   size_t size() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return items_.size();
   }
 
@@ -106,7 +106,7 @@ class DeadlineQueue {
 
   Clock* const clock_;
   const OnExpired on_expired_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   std::map<KeyType, T> items_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool earliest_changed_ ABSL_GUARDED_BY(mu_) = false;

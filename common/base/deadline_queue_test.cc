@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "common/base/clock.h"
+#include "common/base/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -20,17 +20,17 @@ class Fired {
  public:
   DeadlineQueue<std::string>::OnExpired Callback() {
     return [this](std::vector<std::string> items) {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       for (auto& s : items) got_.push_back(std::move(s));
     };
   }
   std::vector<std::string> got() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return got_;
   }
   // Real-time wait for `n` items (the queue's thread runs on its own).
   std::vector<std::string> WaitFor(size_t n) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     const auto enough = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
       return got_.size() >= n;
     };
@@ -39,7 +39,7 @@ class Fired {
   }
 
  private:
-  absl::Mutex mu_;
+  common::Mutex mu_;
   std::vector<std::string> got_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -115,18 +115,18 @@ TEST(DeadlineQueueTest, StopReturnsWhatIsQueuedAndNothingFiresAfterIt) {
 TEST(DeadlineQueueTest, TheCallbackMayAddAndRemove) {
   FakeClock clock;
   std::vector<std::string> got;
-  absl::Mutex mu;
+  common::Mutex mu;
   DeadlineQueue<std::string>* queue = nullptr;
   DeadlineQueue<std::string> q(&clock, [&](std::vector<std::string> items) {
     for (auto& s : items) {
       if (s == "first") queue->Add(clock.Now(), "second");
-      absl::MutexLock lock(&mu);
+      common::MutexLock lock(&mu);
       got.push_back(s);
     }
   });
   queue = &q;
   q.Add(clock.Now(), "first");
-  absl::MutexLock lock(&mu);
+  common::MutexLock lock(&mu);
   const auto two = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return got.size() >= 2;
   };
@@ -136,9 +136,9 @@ TEST(DeadlineQueueTest, TheCallbackMayAddAndRemove) {
 
 TEST(RealClockTest, WaitsUntilTheDeadlineOrTheCondition) {
   Clock* clock = Clock::Real();
-  absl::Mutex mu;
+  common::Mutex mu;
   bool flag = false;
-  absl::MutexLock lock(&mu);
+  common::MutexLock lock(&mu);
   const absl::Time start = clock->Now();
   EXPECT_FALSE(clock->AwaitWithDeadline(&mu, absl::Condition(&flag),
                                         start + absl::Milliseconds(20)));
@@ -154,9 +154,9 @@ TEST(FakeClockTest, MovesOnlyWhenAdvanced) {
   EXPECT_EQ(clock.Now(), t0);
   clock.Advance(absl::Minutes(5));
   EXPECT_EQ(clock.Now(), t0 + absl::Minutes(5));
-  absl::Mutex mu;
+  common::Mutex mu;
   bool flag = true;
-  absl::MutexLock lock(&mu);
+  common::MutexLock lock(&mu);
   // The condition already holds: no waiting, whatever the deadline.
   EXPECT_TRUE(clock.AwaitWithDeadline(&mu, absl::Condition(&flag),
                                       absl::InfiniteFuture()));

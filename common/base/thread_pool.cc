@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/obs/cpu_account.h"
 
 namespace duet::common {
@@ -42,7 +42,7 @@ struct ParallelForState {
       if (helper && account != nullptr) {
         account->fetch_add(ThreadCpuNanos() - start, std::memory_order_relaxed);
       }
-      absl::MutexLock lock(&mu);
+      common::MutexLock lock(&mu);
       done += ran;
     }
   }
@@ -55,7 +55,7 @@ struct ParallelForState {
   const std::function<void(int)>& fn;
   std::atomic<int64_t>* const account;
   std::atomic<int> next{0};
-  absl::Mutex mu;
+  common::Mutex mu;
   int done ABSL_GUARDED_BY(mu) = 0;
 };
 
@@ -79,7 +79,7 @@ struct ThreadPool::Impl {
     while (true) {
       std::function<void()> task;
       {
-        absl::MutexLock lock(&mu);
+        common::MutexLock lock(&mu);
         mu.Await(absl::Condition(this, &Impl::HasWorkOrStopping));
         // Drain before exiting: stopping only ends the loop once the queue is
         // empty (tasks may still Schedule more work while draining).
@@ -98,7 +98,7 @@ struct ThreadPool::Impl {
   const std::string name;
   const int capacity;
   std::vector<std::thread> workers;
-  absl::Mutex mu;
+  common::Mutex mu;
   std::deque<std::function<void()>> queue ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
 };
@@ -109,14 +109,14 @@ ThreadPool::ThreadPool(int num_threads, std::string name, int queue_capacity)
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&impl_->mu);
+    common::MutexLock lock(&impl_->mu);
     impl_->stopping = true;
   }
   for (std::thread& t : impl_->workers) t.join();
 }
 
 bool ThreadPool::TrySchedule(std::function<void()> fn) {
-  absl::MutexLock lock(&impl_->mu);
+  common::MutexLock lock(&impl_->mu);
   if (impl_->stopping) return false;
   if (impl_->capacity > 0 &&
       impl_->queue.size() >= static_cast<size_t>(impl_->capacity)) {
@@ -127,7 +127,7 @@ bool ThreadPool::TrySchedule(std::function<void()> fn) {
 }
 
 void ThreadPool::Schedule(std::function<void()> fn) {
-  absl::MutexLock lock(&impl_->mu);
+  common::MutexLock lock(&impl_->mu);
   impl_->queue.push_back(std::move(fn));
 }
 
@@ -144,7 +144,7 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int)>& fn) {
     Schedule([state] { state->Work(/*helper=*/true); });
   }
   state->Work(/*helper=*/false);
-  absl::MutexLock lock(&state->mu);
+  common::MutexLock lock(&state->mu);
   state->mu.Await(absl::Condition(state.get(), &ParallelForState::AllDone));
 }
 

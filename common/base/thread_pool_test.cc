@@ -5,8 +5,7 @@
 #include <vector>
 
 #include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "common/base/mutex.h"
 #include "common/obs/cpu_account.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -33,7 +32,7 @@ TEST(ThreadPoolTest, DestructorRunsEveryQueuedTask) {
 
 TEST(ThreadPoolTest, TryScheduleFailsWhenQueueFull) {
   std::atomic<int> count{0};
-  absl::Notification started, release;
+  common::Notification started, release;
   {
     ThreadPool pool(1, "bounded", /*queue_capacity=*/2);
     ASSERT_TRUE(pool.TrySchedule([&] {
@@ -87,10 +86,10 @@ TEST(ThreadPoolTest, CurrentWorkerIsInRangeOnPoolAndMinusOneOff) {
   std::set<int> seen;
   {
     ThreadPool pool(2, "who");
-    absl::Mutex mu;
+    common::Mutex mu;
     for (int i = 0; i < 200; ++i) {
       pool.Schedule([&] {
-        absl::MutexLock lock(&mu);
+        common::MutexLock lock(&mu);
         seen.insert(ThreadPool::CurrentWorker());
       });
     }

@@ -161,7 +161,7 @@ PowercapReader::PowercapReader(std::vector<Zone> zones)
     : zones_(std::move(zones)) {}
 
 absl::StatusOr<double> PowercapReader::ReadJoules() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   // Zones that read fine keep their progress even if a later one fails; the
   // failed one catches up on the next read.
   for (Zone& zone : zones_) {
@@ -175,7 +175,7 @@ absl::StatusOr<double> PowercapReader::ReadJoules() {
 }
 
 std::vector<std::string> PowercapReader::zone_names() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   std::vector<std::string> names;
   for (const Zone& zone : zones_) names.push_back(zone.name);
   return names;
@@ -364,7 +364,7 @@ absl::Status EnergyMeter::Init() {
 
 EnergyMeter::~EnergyMeter() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (poller_.joinable()) poller_.join();
@@ -388,7 +388,7 @@ absl::Status EnergyMeter::Poll() {
       read_errors_->Increment();
       return joules.status();
     }
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (*joules > last_rapl_joules_) {
       energy_->Increment(*joules - last_rapl_joules_);
       last_rapl_joules_ = *joules;
@@ -402,7 +402,7 @@ absl::Status EnergyMeter::Poll() {
     read_errors_->Increment();
     return cpu_seconds.status();
   }
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (*cpu_seconds > last_cpu_seconds_) {
     energy_->Increment((*cpu_seconds - last_cpu_seconds_) *
                        device_.watts_per_busy_core);

@@ -16,8 +16,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
@@ -59,7 +59,7 @@ class PowercapReader {
 
   explicit PowercapReader(std::vector<Zone> zones);
 
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   std::vector<Zone> zones_ ABSL_GUARDED_BY(mu_);
   uint64_t total_uj_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -229,7 +229,7 @@ class EnergyMeter {
   prometheus::Histogram* query_energy_ = nullptr;
   prometheus::Histogram* query_network_energy_ = nullptr;
 
-  absl::Mutex mu_;
+  common::Mutex mu_;
   double last_cpu_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   double last_rapl_joules_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -75,21 +75,21 @@ class FakePowercap : public TempDir {
 class FakeCpuTime : public CpuTimeSource {
  public:
   absl::StatusOr<double> CpuSeconds() override {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (!error_.ok()) return error_;
     return seconds_;
   }
   void Set(double seconds) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     seconds_ = seconds;
   }
   void Fail(absl::Status error) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     error_ = std::move(error);
   }
 
  private:
-  absl::Mutex mu_;
+  common::Mutex mu_;
   double seconds_ = 0;
   absl::Status error_;
 };

@@ -338,7 +338,7 @@ InfoMetrics::InfoMetrics(std::shared_ptr<prometheus::Registry> registry,
 
 void InfoMetrics::SetModel(const std::string& name, const std::string& version,
                            const std::string& signature) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   if (model_gauge_ != nullptr) model_family_->Remove(model_gauge_);
   model_gauge_ = &model_family_->Add(
       {{"name", name}, {"version", version}, {"signature", signature}});

@@ -12,7 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/family.h"
@@ -128,7 +128,7 @@ class InfoMetrics {
 
   const std::shared_ptr<prometheus::Registry> registry_;  // keeps families
   prometheus::Family<prometheus::Gauge>* const model_family_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   prometheus::Gauge* model_gauge_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/kernels/quantize.h"
 #include "common/kernels/top_k.h"
 #include "common/model/model.h"
@@ -83,18 +83,18 @@ class FakeCloud : public CloudClient {
   // Also serves `model` (a version of the same name); the newest is the
   // default of requests with model_version 0.
   void Serve(const common::Model* model) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     served_[model->config().version()] = model;
   }
   // Announced in every Scores and QueryError from now on (nullptr: none).
   void SetTarget(const common::Model* model) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     target_ = model;
   }
   // Called on every chunk (the config one first) before it is delivered
   // (may block, or change the chunk).
   void SetChunkHook(std::function<void(duet::v1::EdgeModelChunk*)> hook) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     chunk_hook_ = std::move(hook);
   }
 
@@ -102,20 +102,20 @@ class FakeCloud : public CloudClient {
   // call back into the edge).
   void SetEmbeddingsHook(
       std::function<void(const duet::v1::GetItemEmbeddingsRequest&)> hook) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     embeddings_hook_ = std::move(hook);
   }
 
   std::vector<std::string> events() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return events_;
   }
   std::vector<duet::v1::BeginQuery> begun() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return begun_;
   }
   std::vector<duet::v1::GetItemEmbeddingsRequest> embedding_requests() {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     return embedding_requests_;
   }
 
@@ -128,7 +128,7 @@ class FakeCloud : public CloudClient {
     const common::Model* model;
     duet::v1::ModelTarget target;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       begun_.push_back(begin);
       model = ServedLocked(begin.model_version());
       target = TargetLocked();
@@ -144,7 +144,7 @@ class FakeCloud : public CloudClient {
     const common::Model* model;
     std::function<void(const duet::v1::GetItemEmbeddingsRequest&)> hook;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       embedding_requests_.push_back(request);
       model = ServedLocked(request.model_version());
       hook = embeddings_hook_;
@@ -171,7 +171,7 @@ class FakeCloud : public CloudClient {
     const common::Model* model;
     std::function<void(duet::v1::EdgeModelChunk*)> hook;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       model = request.model_version() == 0
                   ? target_
                   : ServedLocked(request.model_version());
@@ -216,7 +216,7 @@ class FakeCloud : public CloudClient {
       const duet::v1::GetModelStatusRequest&, absl::Time) override {
     if (!available) return absl::UnavailableError("cloud is not connected");
     ++status_calls;
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     duet::v1::ModelStatus status;
     for (auto it = served_.rbegin(); it != served_.rend(); ++it) {
       duet::v1::ServedVersion* v = status.add_versions();
@@ -317,12 +317,12 @@ class FakeCloud : public CloudClient {
   }
 
   void Record(std::string e) {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     events_.push_back(std::move(e));
   }
 
   std::atomic<uint64_t> next_id_{0};
-  absl::Mutex mu_;
+  common::Mutex mu_;
   std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, const common::Model*> served_ ABSL_GUARDED_BY(mu_);
   const common::Model* target_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -25,11 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cloud/scoring_core.h"
 #include "cloud/session_multiplexer.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "common/model/model_generator.h"
 #include "common/model/presets.h"
@@ -96,12 +95,12 @@ void CheckError(const absl::Status& s) {
 
 void RunSession(const uint8_t* data, size_t size, bool stamp) {
   ScoringCore& core = Core();
-  absl::Mutex mu;
+  common::Mutex mu;
   std::vector<duet::v1::SessionResponse> responses;
   {
     duet::cloud::SessionMultiplexer mux(&core, absl::Now() + absl::Seconds(5),
                                         [&](duet::v1::SessionResponse r) {
-                                          absl::MutexLock lock(&mu);
+                                          common::MutexLock lock(&mu);
                                           responses.push_back(std::move(r));
                                         });
     std::vector<int> top_k;
@@ -125,7 +124,7 @@ void RunSession(const uint8_t* data, size_t size, bool stamp) {
     }
   }
   const int64_t num_items = core.model().catalog().num_items();
-  absl::MutexLock lock(&mu);
+  common::MutexLock lock(&mu);
   for (const auto& r : responses) {
     if (r.has_scores()) {
       for (const auto& item : r.scores().items()) {
@@ -155,7 +154,7 @@ void RunScore(const uint8_t* data, size_t size, bool stamp) {
   *begin.mutable_candidate_ids() = request.candidate_ids();
   begin.set_top_k(request.top_k());
   begin.set_relay_top(request.relay_top());
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto query = core.Begin(begin, absl::Now() + absl::Seconds(5),
                           duet::cloud::Rpc::kScore,
@@ -181,7 +180,7 @@ void RunScore(const uint8_t* data, size_t size, bool stamp) {
 void RunMonolithic(const uint8_t* data, size_t size) {
   duet::v1::MonolithicScoreRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::ScoreResponse> result;
   Core().MonolithicScore(request, absl::Now() + absl::Seconds(5),
                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
@@ -199,7 +198,7 @@ void RunMonolithic(const uint8_t* data, size_t size) {
 void RunEmbeddings(const uint8_t* data, size_t size) {
   duet::v1::GetItemEmbeddingsRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  absl::Notification done;
+  common::Notification done;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
   Core().GetItemEmbeddings(
       request, absl::Now() + absl::Seconds(5),

@@ -37,7 +37,7 @@ FleetRelease::FleetRelease(Options options) : options_(std::move(options)) {}
 
 FleetRelease::~FleetRelease() {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     stop_ = true;
   }
   download_cancel_.Cancel();
@@ -64,12 +64,12 @@ void FleetRelease::OnTarget(FleetDevice* device,
                             const duet::v1::ModelTarget& target) {
   if (target.version() == 0) return;
   if (IsVersion(*device->runtime()->version->model, target)) return;
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   pending_[device] = target;
 }
 
 ModelSwitches FleetRelease::switches() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return switches_;
 }
 
@@ -78,7 +78,7 @@ void FleetRelease::Run() {
     FleetDevice* device;
     duet::v1::ModelTarget target;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ ||
                (!pending_.empty() && absl::Now() >= retry_download_at_);
@@ -99,14 +99,14 @@ void FleetRelease::Run() {
                    "duet-loadgen: fleet: downloading model v%u failed "
                    "(retrying in 1 s): %s\n",
                    target.version(), version.status().ToString().c_str());
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       pending_.emplace(device, target);
       retry_download_at_ = absl::Now() + absl::Seconds(1);
       continue;
     }
     const uint32_t from = device->runtime()->version->model->config().version();
     const absl::Status s = Switch(device, *version);
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (s.ok()) {
       ++switches_.switched[absl::StrCat("v", from, "\u2192v",
                                         (*version)->model->config().version())];
@@ -121,7 +121,7 @@ void FleetRelease::Run() {
 absl::StatusOr<std::shared_ptr<const FleetModel>> FleetRelease::Version(
     const duet::v1::ModelTarget& target) {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     for (const auto& [key, version] : versions_) {
       if (IsVersion(*version->model, target)) return version;
     }
@@ -157,7 +157,7 @@ absl::StatusOr<std::shared_ptr<const FleetModel>> FleetRelease::Version(
       common::ModelLabel(version->model->config()).c_str(),
       static_cast<long long>(bytes),
       static_cast<long long>(absl::ToInt64Milliseconds(absl::Now() - start)));
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   versions_[version->model->fingerprint()] = version;
   return std::shared_ptr<const FleetModel>(version);
 }
@@ -174,7 +174,7 @@ absl::Status FleetRelease::Switch(FleetDevice* device,
   RETURN_IF_ERROR(edge::FetchItemRows(
       *device->cloud, model, old->state->history_items(), fetch, &rows));
 
-  absl::MutexLock writes(&device->write_mu);
+  common::MutexLock writes(&device->write_mu);
   const edge::UserStateData before = old->state->Export();
   // Items interacted with since the fetch.
   RETURN_IF_ERROR(edge::FetchItemRows(*device->cloud, model,
@@ -200,7 +200,7 @@ absl::Status FleetRelease::Switch(FleetDevice* device,
   next->recommender = MakeRecommender(device, *version, state.get());
   next->state = std::move(state);
   next->version = std::move(version);
-  absl::MutexLock lock(&device->mu);
+  common::MutexLock lock(&device->mu);
   device->current = std::move(next);
   return absl::OkStatus();
 }

@@ -21,7 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/model/model.h"
 #include "edge/cloud_client.h"
 #include "edge/recommender.h"
@@ -50,13 +50,13 @@ struct FleetDevice {
   };
   std::string id;  // "fleet-<d>", BeginQuery.device_id
   edge::CloudClient* cloud = nullptr;
-  absl::Mutex write_mu;
+  common::Mutex write_mu;
 
   std::shared_ptr<Runtime> runtime() const {
-    absl::MutexLock lock(&mu);
+    common::MutexLock lock(&mu);
     return current;
   }
-  mutable absl::Mutex mu;
+  mutable common::Mutex mu;
   std::shared_ptr<Runtime> current ABSL_GUARDED_BY(mu);
 };
 
@@ -90,7 +90,7 @@ class FleetRelease {
   absl::Status Switch(FleetDevice* device,
                       std::shared_ptr<const FleetModel> version);
   const Options options_;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   // Devices waiting to switch, by the target announced to them.
   std::map<FleetDevice*, duet::v1::ModelTarget> pending_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<const FleetModel>> versions_

@@ -54,7 +54,7 @@ TEST(LoadgenFleetReleaseTest,
     rt->recommender =
         release.MakeRecommender(device.get(), *v1, rt->state.get());
     {
-      absl::MutexLock lock(&device->mu);
+      common::MutexLock lock(&device->mu);
       device->current = std::move(rt);
     }
     devices.push_back(std::move(device));

@@ -193,7 +193,7 @@ class FleetTarget : public Target {
       runtime->recommender = release_->MakeRecommender(device.get(), *initial_,
                                                        runtime->state.get());
       {
-        absl::MutexLock lock(&device->mu);
+        common::MutexLock lock(&device->mu);
         device->current = std::move(runtime);
       }
       devices_.push_back(std::move(device));
@@ -242,7 +242,7 @@ class FleetTarget : public Target {
     duet::v1::RecordInteractionRequest request;
     request.set_item_id(item);
     // Not while the device swaps its state (the switch would miss it).
-    absl::MutexLock writes(&device.write_mu);
+    common::MutexLock writes(&device.write_mu);
     return device.runtime()
         ->recommender->RecordInteraction(request, absl::Now() + deadline)
         .status();

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 #include "common/base/status_macros.h"
 #include "common/model/model_config.h"
 #include "duet/v1/edge.grpc.pb.h"
@@ -120,7 +120,7 @@ class MonolithicTarget : public Target {
     duet::v1::MonolithicScoreRequest request;
     User& u = users_[q.user % users_.size()];
     {
-      absl::MutexLock lock(&u.mu);
+      common::MutexLock lock(&u.mu);
       request.mutable_static_features()->Add(u.static_features.begin(),
                                              u.static_features.end());
       request.mutable_history_item_ids()->Add(u.history.begin(),
@@ -141,7 +141,7 @@ class MonolithicTarget : public Target {
 
   absl::Status Interact(int user, int64_t item, absl::Duration) override {
     User& u = users_[user % users_.size()];
-    absl::MutexLock lock(&u.mu);
+    common::MutexLock lock(&u.mu);
     u.history.push_back(item);
     while (static_cast<int>(u.history.size()) > max_history_) {
       u.history.pop_front();
@@ -151,7 +151,7 @@ class MonolithicTarget : public Target {
 
  private:
   struct User {
-    absl::Mutex mu;
+    common::Mutex mu;
     std::vector<float> static_features;
     std::deque<int64_t> history ABSL_GUARDED_BY(mu);
   };

@@ -29,7 +29,7 @@ QuerySpec LoadDriver::NextQuery(Rng& rng, int64_t seq) const {
 void LoadDriver::Execute(const QuerySpec& spec, absl::Time intended,
                          bool measured, Rng& rng) {
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     ++inflight_;
   }
   QueryResult r = target_->Query(spec, rng);
@@ -44,7 +44,7 @@ void LoadDriver::Execute(const QuerySpec& spec, absl::Time intended,
   o.network_joules = r.bytes_up * options_.uplink_joules_per_byte;
   recorder_.Record(o, measured);
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     --inflight_;
     if (measured && done > last_completion_) last_completion_ = done;
     if (r.code != absl::StatusCode::kOk &&
@@ -101,8 +101,8 @@ void LoadDriver::RunOpen() {
     bool measured;
     int64_t seq;
   };
-  absl::Mutex qmu;
-  absl::CondVar qcv;
+  common::Mutex qmu;
+  common::CondVar qcv;
   std::deque<Ticket> queue;
   int busy = 0;
   bool closed = false;
@@ -112,7 +112,7 @@ void LoadDriver::RunOpen() {
     while (true) {
       Ticket t;
       {
-        absl::MutexLock lock(&qmu);
+        common::MutexLock lock(&qmu);
         while (queue.empty() && !closed) qcv.Wait(&qmu);
         if (queue.empty()) return;
         t = queue.front();
@@ -120,7 +120,7 @@ void LoadDriver::RunOpen() {
         ++busy;
       }
       Execute(NextQuery(rng, t.seq), t.intended, t.measured, rng);
-      absl::MutexLock lock(&qmu);
+      common::MutexLock lock(&qmu);
       --busy;
     }
   };
@@ -149,7 +149,7 @@ void LoadDriver::RunOpen() {
     // latency still counts from `next`).
     const absl::Duration wait = next - absl::Now();
     if (wait > absl::Microseconds(50)) absl::SleepFor(wait);
-    absl::MutexLock lock(&qmu);
+    common::MutexLock lock(&qmu);
     if (static_cast<int>(queue.size()) + busy >= options_.max_outstanding) {
       recorder_.RecordDropped(measured);
       continue;
@@ -158,7 +158,7 @@ void LoadDriver::RunOpen() {
     qcv.Signal();
   }
   {
-    absl::MutexLock lock(&qmu);
+    common::MutexLock lock(&qmu);
     closed = true;
     qcv.SignalAll();
   }
@@ -170,14 +170,14 @@ void LoadDriver::ProgressLoop() {
   while (true) {
     tick += absl::Seconds(1);
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       if (mu_.AwaitWithDeadline(absl::Condition(&done_), tick)) return;
     }
     const RunRecorder::Interval in = recorder_.TakeInterval();
     const absl::Time now = absl::Now();
     int64_t inflight;
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       inflight = inflight_;
     }
     *options_.progress << absl::StrFormat(
@@ -194,7 +194,7 @@ DriverResult LoadDriver::Run() {
   start_ = absl::Now();
   measure_start_ = start_ + options_.warmup;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     last_completion_ = measure_start_;
   }
   std::thread progress;
@@ -207,7 +207,7 @@ DriverResult LoadDriver::Run() {
   }
   DriverResult result;
   {
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     done_ = true;
     result.measured = last_completion_ - measure_start_;
   }

@@ -13,6 +13,7 @@
 #include <iosfwd>
 
 #include "absl/time/time.h"
+#include "common/base/mutex.h"
 #include "tools/loadgen/sampler.h"
 #include "tools/loadgen/stats.h"
 #include "tools/loadgen/target.h"
@@ -72,7 +73,7 @@ class LoadDriver {
   const CandidateCountDistribution* const counts_;
   RunRecorder recorder_;
   absl::Time start_, measure_start_;
-  absl::Mutex mu_;
+  common::Mutex mu_;
   absl::Time last_completion_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;

@@ -121,7 +121,7 @@ void StatusCounts::Merge(const StatusCounts& other) {
 }
 
 void RunRecorder::Record(const QueryOutcome& o, bool measured) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   ++window_counts_.completed;
   if (o.code == absl::StatusCode::kOk) {
     window_.Record(o.latency_ns);
@@ -139,18 +139,18 @@ void RunRecorder::Record(const QueryOutcome& o, bool measured) {
 }
 
 void RunRecorder::RecordDropped(bool measured) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   ++window_counts_.dropped;
   if (measured) ++totals_.dropped;
 }
 
 void RunRecorder::RecordInteraction(bool ok) {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   ++(ok ? totals_.interactions_ok : totals_.interactions_failed);
 }
 
 RunRecorder::Interval RunRecorder::TakeInterval() {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   Interval out = window_counts_;
   out.p99_ns = window_.Percentile(0.99);
   window_counts_ = Interval();
@@ -159,7 +159,7 @@ RunRecorder::Interval RunRecorder::TakeInterval() {
 }
 
 RunTotals RunRecorder::Totals() const {
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return totals_;
 }
 

@@ -16,7 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "common/base/mutex.h"
 
 namespace duet::loadgen {
 
@@ -108,7 +108,7 @@ class RunRecorder {
   RunTotals Totals() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   RunTotals totals_ ABSL_GUARDED_BY(mu_);
   LatencyHistogram window_ ABSL_GUARDED_BY(mu_);
   Interval window_counts_ ABSL_GUARDED_BY(mu_);

@@ -29,7 +29,7 @@ absl::StatusOr<std::unique_ptr<MatmulStack>> MatmulStack::Create(
   auto stack = std::unique_ptr<MatmulStack>(new MatmulStack(std::move(specs)));
   PinOneDnnToCallingThread();
   try {
-    absl::MutexLock lock(&stack->mu_);
+    common::MutexLock lock(&stack->mu_);
     stack->CreatePlanLocked(1);
   } catch (const dnnl::error& e) {
     return DnnlError(e, "create the matmul primitives");
@@ -61,17 +61,17 @@ void MatmulStack::Run(ThreadState& ts, const void* in, int64_t m,
 }
 
 std::vector<std::string> MatmulStack::Implementations() const {
-  absl::ReaderMutexLock lock(&mu_);
+  common::ReaderMutexLock lock(&mu_);
   return implementations_;
 }
 
 const MatmulStack::Plan& MatmulStack::GetPlan(int64_t m) const {
   {
-    absl::ReaderMutexLock lock(&mu_);
+    common::ReaderMutexLock lock(&mu_);
     auto it = plans_.find(m);
     if (it != plans_.end()) return *it->second;
   }
-  absl::MutexLock lock(&mu_);
+  common::MutexLock lock(&mu_);
   return CreatePlanLocked(m);
 }
 

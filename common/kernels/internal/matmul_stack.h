@@ -18,8 +18,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "common/base/aligned_buffer.h"
+#include "common/base/mutex.h"
 #include "dnnl.hpp"
 
 namespace duet::common::internal {
@@ -126,7 +126,7 @@ class MatmulStack {
   const std::vector<LayerSpec> specs_;
   const size_t in_row_bytes_;
   size_t act_row_bytes_ = 0;
-  mutable absl::Mutex mu_;
+  mutable common::Mutex mu_;
   mutable absl::flat_hash_map<int64_t, std::unique_ptr<Plan>> plans_
       ABSL_GUARDED_BY(mu_);
   mutable std::vector<std::vector<std::unique_ptr<Packed>>> packed_
