@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "cloud/scoring_service_impl.h"
 #include "common/rpc/grpc_status.h"
+#include "common/rpc/message_bytes.h"
 
 namespace duet::cloud {
 namespace {
@@ -19,7 +20,7 @@ constexpr size_t kChunkBytes = 1 << 20;
 // slices of kChunkBytes. The part stays alive (shared) until the stream
 // ends, even if its version is retired meanwhile.
 class EdgeModelWriter final
-    : public grpc::ServerWriteReactor<duet::v1::EdgeModelChunk> {
+    : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   EdgeModelWriter(std::shared_ptr<const EdgePart> part, CloudMetrics* metrics)
       : part_(std::move(part)), metrics_(metrics), start_(absl::Now()) {
@@ -35,7 +36,7 @@ class EdgeModelWriter final
         offset += n;
       } while (offset < f.bytes.size());
     }
-    StartWrite(&chunk_);
+    Write();
   }
 
   void OnWriteDone(bool ok) override {
@@ -59,12 +60,21 @@ class EdgeModelWriter final
     chunk_.set_file(f.name);
     chunk_.set_offset(static_cast<int64_t>(slice.offset));
     chunk_.set_data(f.bytes.data() + slice.offset, slice.size);
-    StartWrite(&chunk_);
+    Write();
   }
 
   void OnDone() override { delete this; }
 
  private:
+  void Write() {
+    const grpc::Status s = common::SerializeMessage(chunk_, &bytes_);
+    if (!s.ok()) {
+      Finish(s);
+      return;
+    }
+    StartWrite(&bytes_);
+  }
+
   const std::shared_ptr<const EdgePart> part_;
   CloudMetrics* const metrics_;
   const absl::Time start_;
@@ -74,23 +84,27 @@ class EdgeModelWriter final
   std::vector<Slice> slices_;  // every file at least once (empty ones too)
   size_t next_ = 0;
   duet::v1::EdgeModelChunk chunk_;
+  grpc::ByteBuffer bytes_;  // chunk_, serialized
 };
 
-class FailedWriter final
-    : public grpc::ServerWriteReactor<duet::v1::EdgeModelChunk> {
+class FailedWriter final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  explicit FailedWriter(const absl::Status& status) {
-    Finish(common::ToGrpcStatus(status));
-  }
+  explicit FailedWriter(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
 };
 
 }  // namespace
 
-grpc::ServerWriteReactor<duet::v1::EdgeModelChunk>*
-ScoringServiceImpl::GetEdgeModel(grpc::CallbackServerContext* context,
-                                 const duet::v1::GetEdgeModelRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ScoringServiceImpl::GetEdgeModel(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes) {
   (void)context;
+  duet::v1::GetEdgeModelRequest parsed;
+  if (grpc::Status s = common::ParseMessage(*bytes, &parsed); !s.ok()) {
+    core_->metrics().CountQuery(Rpc::kGetEdgeModel,
+                                absl::StatusCode::kInvalidArgument);
+    return new FailedWriter(s);
+  }
+  const duet::v1::GetEdgeModelRequest* request = &parsed;
   uint32_t version = request->model_version();
   uint64_t fingerprint = request->model_fingerprint();
   if (version == 0) {
@@ -104,7 +118,7 @@ ScoringServiceImpl::GetEdgeModel(grpc::CallbackServerContext* context,
           ") names a version that is not served; serving ",
           core_->served().Describe()));
       core_->metrics().CountQuery(Rpc::kGetEdgeModel, s.code());
-      return new FailedWriter(s);
+      return new FailedWriter(common::ToGrpcStatus(s));
     }
     version = target->version();
     fingerprint = target->fingerprint();
@@ -113,16 +127,24 @@ ScoringServiceImpl::GetEdgeModel(grpc::CallbackServerContext* context,
       core_->served().EdgePartOf(version, fingerprint);
   if (!part.ok()) {
     core_->metrics().CountQuery(Rpc::kGetEdgeModel, part.status().code());
-    return new FailedWriter(part.status());
+    return new FailedWriter(common::ToGrpcStatus(part.status()));
   }
   return new EdgeModelWriter(*std::move(part), &core_->metrics());
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::GetModelStatus(
-    grpc::CallbackServerContext* context,
-    const duet::v1::GetModelStatusRequest* request,
-    duet::v1::ModelStatus* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* out) {
+  (void)context;
+  auto* call = new common::UnaryCall<duet::v1::GetModelStatusRequest,
+                                     duet::v1::ModelStatus>(bytes, out);
+  if (!call->parsed()) {
+    core_->metrics().CountQuery(Rpc::kGetModelStatus,
+                                absl::StatusCode::kInvalidArgument);
+    return call;
+  }
+  const duet::v1::GetModelStatusRequest* request = &call->request();
+  duet::v1::ModelStatus* response = call->response();
   const absl::Time now = absl::Now();
   response->set_model_name(core_->runtime()->model().config().name());
   for (const ServedModels::Info& v : core_->served().List()) {
@@ -141,8 +163,8 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetModelStatus(
   }
   response->set_release(core_->release_policy()->Describe());
   core_->metrics().CountQuery(Rpc::kGetModelStatus, absl::StatusCode::kOk);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  call->Reply(grpc::Status::OK);
+  return call;
 }
 
 }  // namespace duet::cloud

@@ -6,10 +6,11 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cloud/session_multiplexer.h"
+#include "common/base/mutex.h"
 #include "common/rpc/grpc_status.h"
+#include "common/rpc/message_bytes.h"
 
 namespace duet::cloud {
 namespace {
@@ -25,35 +26,46 @@ absl::Time Deadline(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(d);
 }
 
-// One ScoringSession stream. Reads requests one at a time and feeds them to
-// its SessionMultiplexer; responses (from any thread) are queued and written
-// one at a time. Finishes once the client has half-closed (or the call is
-// cancelled), every query has been answered and every write has completed.
+// One ScoringSession stream. Reads requests one at a time, parses each and
+// feeds it to its SessionMultiplexer; responses (from any thread) are
+// serialized, queued and written one at a time. Finishes once the client has
+// half-closed (or the call is cancelled), every query has been answered and
+// every write has completed. A message that does not parse ends the stream
+// INVALID_ARGUMENT (its open queries cancelled), never OK.
 class SessionReactor final
-    : public grpc::ServerBidiReactor<SessionRequest, SessionResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   SessionReactor(ScoringCore* core, grpc::CallbackServerContext* context)
-      : mux_(core, Deadline(context),
-             [this](SessionResponse r) { Enqueue(std::move(r)); }) {
-    StartRead(&request_);
+      : core_(core), mux_(core, Deadline(context), [this](SessionResponse r) {
+          Enqueue(std::move(r));
+        }) {
+    StartRead(&request_bytes_);
   }
 
   void OnReadDone(bool ok) override {
+    grpc::Status end;  // OK: the client half-closed (or the call ended)
     if (ok) {
-      mux_.OnRequest(request_);
-      StartRead(&request_);
-      return;
+      end = common::ParseMessage(request_bytes_, &request_);
+      if (end.ok()) {
+        mux_.OnRequest(request_);
+        StartRead(&request_bytes_);
+        return;
+      }
+      core_->metrics().CountQuery(Rpc::kScoringSession,
+                                  absl::StatusCode::kInvalidArgument);
+      mux_.CancelAll();
     }
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       reads_done_ = true;
+      if (!end.ok()) end_status_ = std::move(end);
     }
     MaybeFinish();
   }
 
   void OnWriteDone(bool ok) override {
     {
-      absl::MutexLock lock(&mu_);
+      common::MutexLock lock(&mu_);
       queue_.pop_front();
       if (!ok) {
         broken_ = true;  // the client is gone: drop what is queued
@@ -74,9 +86,15 @@ class SessionReactor final
 
  private:
   void Enqueue(SessionResponse response) {
-    absl::MutexLock lock(&mu_);
+    grpc::ByteBuffer bytes;
+    const grpc::Status serialized = common::SerializeMessage(response, &bytes);
+    common::MutexLock lock(&mu_);
     if (broken_ || finished_) return;
-    queue_.push_back(std::move(response));
+    if (!serialized.ok()) {  // cannot happen for a message we built
+      end_status_ = serialized;
+      return;
+    }
+    queue_.push_back(std::move(bytes));
     if (!writing_) {
       writing_ = true;
       StartWrite(&queue_.front());
@@ -87,18 +105,21 @@ class SessionReactor final
     // Read the query count first (the multiplexer queues a query's response
     // before the count drops), then the write state.
     const int open = mux_.open_queries();
-    absl::MutexLock lock(&mu_);
+    common::MutexLock lock(&mu_);
     if (finished_ || !reads_done_ || open > 0 || writing_ || !queue_.empty()) {
       return;
     }
     finished_ = true;
-    Finish(grpc::Status::OK);
+    Finish(end_status_);
   }
 
+  ScoringCore* const core_;
+  grpc::ByteBuffer request_bytes_;
   SessionRequest request_;
   SessionMultiplexer mux_;
-  absl::Mutex mu_;
-  std::deque<SessionResponse> queue_ ABSL_GUARDED_BY(mu_);
+  common::Mutex mu_;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);  // OK unless a message failed
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
@@ -107,21 +128,30 @@ class SessionReactor final
 
 }  // namespace
 
-grpc::ServerBidiReactor<SessionRequest, SessionResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 ScoringServiceImpl::ScoringSession(grpc::CallbackServerContext* context) {
   return new SessionReactor(core_, context);
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
-    grpc::CallbackServerContext* context, const duet::v1::ScoreRequest* request,
-    duet::v1::ScoreResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* out) {
+  auto* call =
+      new common::UnaryCall<duet::v1::ScoreRequest, duet::v1::ScoreResponse>(
+          bytes, out);
+  if (!call->parsed()) {
+    core_->metrics().CountQuery(Rpc::kScore,
+                                absl::StatusCode::kInvalidArgument);
+    return call;
+  }
+  const duet::v1::ScoreRequest* request = &call->request();
+  duet::v1::ScoreResponse* response = call->response();
   // Check the user vector before any item-side work is spent on the query.
   if (absl::Status s = core_->ValidateUserVector(request->user_vector());
       !s.ok()) {
     core_->metrics().CountQuery(Rpc::kScore, s.code());
-    reactor->Finish(common::ToGrpcStatus(s));
-    return reactor;
+    call->Reply(common::ToGrpcStatus(s));
+    return call;
   }
   ScoringCore::QuerySpec spec;
   spec.candidates = request->candidate_ids();
@@ -135,51 +165,61 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
   }
   auto query = core_->Begin(
       spec, Deadline(context), Rpc::kScore,
-      [reactor, response](absl::StatusOr<duet::v1::Scores> result) {
+      [call, response](absl::StatusOr<duet::v1::Scores> result) {
         if (!result.ok()) {
-          reactor->Finish(common::ToGrpcStatus(result.status()));
+          call->Reply(common::ToGrpcStatus(result.status()));
           return;
         }
         response->mutable_items()->Swap(result->mutable_items());
         response->mutable_timings()->Swap(result->mutable_timings());
         response->mutable_relay()->Swap(result->mutable_relay());
-        reactor->Finish(grpc::Status::OK);
+        call->Reply(grpc::Status::OK);
       });
   if (!query.ok()) {
-    reactor->Finish(common::ToGrpcStatus(query.status()));
-    return reactor;
+    call->Reply(common::ToGrpcStatus(query.status()));
+    return call;
   }
   core_->ProvideUserVector(*query, request->user_vector());
-  return reactor;
+  return call;
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
-    grpc::CallbackServerContext* context,
-    const duet::v1::MonolithicScoreRequest* request,
-    duet::v1::ScoreResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* out) {
+  auto* call = new common::UnaryCall<duet::v1::MonolithicScoreRequest,
+                                     duet::v1::ScoreResponse>(bytes, out);
+  if (!call->parsed()) {
+    core_->metrics().CountQuery(Rpc::kMonolithicScore,
+                                absl::StatusCode::kInvalidArgument);
+    return call;
+  }
   core_->MonolithicScore(
-      *request, Deadline(context),
-      [reactor, response](absl::StatusOr<duet::v1::ScoreResponse> result) {
-        if (result.ok()) response->Swap(&*result);
-        reactor->Finish(common::ToGrpcStatus(result.status()));
+      call->request(), Deadline(context),
+      [call](absl::StatusOr<duet::v1::ScoreResponse> result) {
+        if (result.ok()) call->response()->Swap(&*result);
+        call->Reply(common::ToGrpcStatus(result.status()));
       });
-  return reactor;
+  return call;
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
-    grpc::CallbackServerContext* context,
-    const duet::v1::GetItemEmbeddingsRequest* request,
-    duet::v1::GetItemEmbeddingsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* bytes,
+    grpc::ByteBuffer* out) {
+  auto* call =
+      new common::UnaryCall<duet::v1::GetItemEmbeddingsRequest,
+                            duet::v1::GetItemEmbeddingsResponse>(bytes, out);
+  if (!call->parsed()) {
+    core_->metrics().CountQuery(Rpc::kGetItemEmbeddings,
+                                absl::StatusCode::kInvalidArgument);
+    return call;
+  }
   core_->GetItemEmbeddings(
-      *request, Deadline(context),
-      [reactor,
-       response](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result) {
-        if (result.ok()) response->Swap(&*result);
-        reactor->Finish(common::ToGrpcStatus(result.status()));
+      call->request(), Deadline(context),
+      [call](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result) {
+        if (result.ok()) call->response()->Swap(&*result);
+        call->Reply(common::ToGrpcStatus(result.status()));
       });
-  return reactor;
+  return call;
 }
 
 }  // namespace duet::cloud

@@ -3,14 +3,22 @@
 #include <algorithm>
 
 #include "common/rpc/grpc_status.h"
+#include "common/rpc/message_bytes.h"
 
 namespace duet::edge {
 namespace {
 
-template <typename T>
-grpc::Status Reply(absl::StatusOr<T> result, T* response) {
-  if (!result.ok()) return common::ToGrpcStatus(result.status());
-  *response = *std::move(result);
+// Reads the request, runs `handle` on it and writes its response.
+template <typename Request, typename Response, typename Handle>
+grpc::Status Serve(grpc::ServerUnaryStreamer<Request, Response>* stream,
+                   Handle handle) {
+  Request request;
+  if (grpc::Status s = common::ReadUnaryRequest(stream, &request); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<Response> response = handle(request);
+  if (!response.ok()) return common::ToGrpcStatus(response.status());
+  stream->Write(*response);  // fails only if the client has gone
   return grpc::Status::OK;
 }
 
@@ -24,31 +32,42 @@ absl::Time EdgeServiceImpl::Deadline(const grpc::ServerContext& context) const {
   return absl::FromChrono(deadline);
 }
 
-grpc::Status EdgeServiceImpl::Recommend(
-    grpc::ServerContext* context, const duet::v1::RecommendRequest* request,
-    duet::v1::RecommendResponse* response) {
-  return Reply(updater_->Recommend(*request, Deadline(*context)), response);
-}
-
-grpc::Status EdgeServiceImpl::RecordInteraction(
+grpc::Status EdgeServiceImpl::StreamedRecommend(
     grpc::ServerContext* context,
-    const duet::v1::RecordInteractionRequest* request,
-    duet::v1::RecordInteractionResponse* response) {
-  return Reply(updater_->RecordInteraction(*request, Deadline(*context)),
-               response);
+    grpc::ServerUnaryStreamer<duet::v1::RecommendRequest,
+                              duet::v1::RecommendResponse>* stream) {
+  return Serve(stream, [&](const duet::v1::RecommendRequest& request) {
+    return updater_->Recommend(request, Deadline(*context));
+  });
 }
 
-grpc::Status EdgeServiceImpl::UpdateProfile(
-    grpc::ServerContext*, const duet::v1::UpdateProfileRequest* request,
-    duet::v1::UpdateProfileResponse* response) {
-  return Reply(updater_->UpdateProfile(*request), response);
+grpc::Status EdgeServiceImpl::StreamedRecordInteraction(
+    grpc::ServerContext* context,
+    grpc::ServerUnaryStreamer<duet::v1::RecordInteractionRequest,
+                              duet::v1::RecordInteractionResponse>* stream) {
+  return Serve(stream, [&](const duet::v1::RecordInteractionRequest& request) {
+    return updater_->RecordInteraction(request, Deadline(*context));
+  });
 }
 
-grpc::Status EdgeServiceImpl::GetState(grpc::ServerContext*,
-                                       const duet::v1::GetStateRequest*,
-                                       duet::v1::EdgeState* response) {
-  *response = updater_->GetState();
-  return grpc::Status::OK;
+grpc::Status EdgeServiceImpl::StreamedUpdateProfile(
+    grpc::ServerContext*,
+    grpc::ServerUnaryStreamer<duet::v1::UpdateProfileRequest,
+                              duet::v1::UpdateProfileResponse>* stream) {
+  return Serve(stream, [&](const duet::v1::UpdateProfileRequest& request) {
+    return updater_->UpdateProfile(request);
+  });
+}
+
+grpc::Status EdgeServiceImpl::StreamedGetState(
+    grpc::ServerContext*,
+    grpc::ServerUnaryStreamer<duet::v1::GetStateRequest, duet::v1::EdgeState>*
+        stream) {
+  return Serve(stream,
+               [&](const duet::v1::GetStateRequest&)
+                   -> absl::StatusOr<duet::v1::EdgeState> {
+                 return updater_->GetState();
+               });
 }
 
 }  // namespace duet::edge

@@ -14,25 +14,34 @@
 
 namespace duet::edge {
 
-class EdgeServiceImpl final : public duet::v1::EdgeService::Service {
+// Each method is a streamed unary method (the generated
+// WithStreamedUnaryMethod_*): the handler reads its request itself, so bytes
+// that do not parse get INVALID_ARGUMENT naming the message type
+// (common/rpc/message_bytes.h), not gRPC's INTERNAL with no message.
+class EdgeServiceImpl final
+    : public duet::v1::EdgeService::StreamedUnaryService {
  public:
   EdgeServiceImpl(ModelUpdater* updater, absl::Duration default_timeout)
       : updater_(updater), default_timeout_(default_timeout) {}
 
-  grpc::Status Recommend(grpc::ServerContext* context,
-                         const duet::v1::RecommendRequest* request,
-                         duet::v1::RecommendResponse* response) override;
-  grpc::Status RecordInteraction(
+  grpc::Status StreamedRecommend(
       grpc::ServerContext* context,
-      const duet::v1::RecordInteractionRequest* request,
-      duet::v1::RecordInteractionResponse* response) override;
-  grpc::Status UpdateProfile(
+      grpc::ServerUnaryStreamer<duet::v1::RecommendRequest,
+                                duet::v1::RecommendResponse>* stream) override;
+  grpc::Status StreamedRecordInteraction(
       grpc::ServerContext* context,
-      const duet::v1::UpdateProfileRequest* request,
-      duet::v1::UpdateProfileResponse* response) override;
-  grpc::Status GetState(grpc::ServerContext* context,
-                        const duet::v1::GetStateRequest* request,
-                        duet::v1::EdgeState* response) override;
+      grpc::ServerUnaryStreamer<duet::v1::RecordInteractionRequest,
+                                duet::v1::RecordInteractionResponse>* stream)
+      override;
+  grpc::Status StreamedUpdateProfile(
+      grpc::ServerContext* context,
+      grpc::ServerUnaryStreamer<duet::v1::UpdateProfileRequest,
+                                duet::v1::UpdateProfileResponse>* stream)
+      override;
+  grpc::Status StreamedGetState(
+      grpc::ServerContext* context,
+      grpc::ServerUnaryStreamer<duet::v1::GetStateRequest, duet::v1::EdgeState>*
+          stream) override;
 
  private:
   absl::Time Deadline(const grpc::ServerContext& context) const;

@@ -1,7 +1,9 @@
 // The bad-input matrix of duet-cloud (issue 7): one table of every malformed
 // request to every RPC with its exact status code and a message substring,
 // run against one real duet-cloud process on loopback. Stream cases each use
-// a fresh ScoringSession stream that must still end OK; after the whole
+// a fresh ScoringSession stream that must still end OK (a query's error is a
+// QueryError), except bytes that do not parse, which end the stream
+// INVALID_ARGUMENT; after the whole
 // table the server is SERVING, has nothing in flight and scores a valid
 // query. Every RPC has a deadline.
 #include <unistd.h>
@@ -177,6 +179,13 @@ class CloudBadInputTest : public ::testing::Test {
   }
   static Outcome Of(const grpc::Status& s) {
     return {s.error_code(), s.error_message()};
+  }
+  // `messages` as raw bytes to ScoringService's `method`.
+  static Outcome Raw(const std::string& method,
+                     const std::vector<std::string>& messages) {
+    const test::RawOutcome o = test::RawCall(
+        target_, absl::StrCat("/duet.v1.ScoringService/", method), messages);
+    return {static_cast<grpc::StatusCode>(o.code), o.message};
   }
   static Outcome Score(const v1::ScoreRequest& request) {
     grpc::ClientContext context;
@@ -656,6 +665,36 @@ TEST_F(CloudBadInputTest, EveryMalformedRequestGetsItsExactCode) {
          }
          return Of(reader->Finish());
        }},
+      // --- Bytes that do not parse (a client of any language can send
+      // them): INVALID_ARGUMENT naming the type, never UNIMPLEMENTED, and a
+      // stream never ends OK after one.
+      {"session: garbage bytes first", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.SessionRequest",
+       [&] { return Raw("ScoringSession", {test::kGarbageBytes}); }},
+      {"session: a valid begin, then truncated bytes", C::INVALID_ARGUMENT,
+       "a message of 4 bytes does not parse as duet.v1.SessionRequest",
+       [&] {
+         return Raw("ScoringSession", {Begin(1, ids, 2).SerializeAsString(),
+                                       test::kTruncatedBytes});
+       }},
+      {"score: garbage bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.ScoreRequest",
+       [&] { return Raw("Score", {test::kGarbageBytes}); }},
+      {"score: truncated bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.ScoreRequest",
+       [&] { return Raw("Score", {test::kTruncatedBytes}); }},
+      {"monolithic: garbage bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.MonolithicScoreRequest",
+       [&] { return Raw("MonolithicScore", {test::kGarbageBytes}); }},
+      {"embeddings: truncated bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.GetItemEmbeddingsRequest",
+       [&] { return Raw("GetItemEmbeddings", {test::kTruncatedBytes}); }},
+      {"edge model: garbage bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.GetEdgeModelRequest",
+       [&] { return Raw("GetEdgeModel", {test::kGarbageBytes}); }},
+      {"model status: truncated bytes", C::INVALID_ARGUMENT,
+       "does not parse as duet.v1.GetModelStatusRequest",
+       [&] { return Raw("GetModelStatus", {test::kTruncatedBytes}); }},
       // --- Transport -------------------------------------------------------
       {"oversized message (> max receive size)", C::RESOURCE_EXHAUSTED,
        "larger than max",

@@ -1,6 +1,7 @@
 // Every malformed EdgeService request against a real duet-edge (with a real
 // duet-cloud behind it), table-driven: each gets its exact status code and
-// a message naming what was wrong; afterwards the edge is still SERVING,
+// a message naming what was wrong (bytes that do not parse included);
+// afterwards the edge is still SERVING,
 // nothing was recorded, and a valid Recommend still works.
 #include <cmath>
 #include <cstdint>
@@ -193,6 +194,33 @@ TEST_F(EdgeBadInputTest, EveryMalformedRequestGetsItsExactError) {
     const grpc::Status s = c.call(stub_.get());
     EXPECT_EQ(s.error_code(), c.code) << s.error_message();
     EXPECT_THAT(s.error_message(), HasSubstr(c.message));
+  }
+
+  // Bytes that parse as no request (a client of any language can send
+  // them): INVALID_ARGUMENT naming the type, not gRPC's INTERNAL.
+  const struct {
+    const char* method;
+    const char* bytes;
+    const char* type;
+  } raw_cases[] = {
+      {"Recommend", test::kGarbageBytes, "duet.v1.RecommendRequest"},
+      {"Recommend", test::kTruncatedBytes, "duet.v1.RecommendRequest"},
+      {"RecordInteraction", test::kGarbageBytes,
+       "duet.v1.RecordInteractionRequest"},
+      {"RecordInteraction", test::kTruncatedBytes,
+       "duet.v1.RecordInteractionRequest"},
+      {"UpdateProfile", test::kTruncatedBytes, "duet.v1.UpdateProfileRequest"},
+      {"GetState", test::kGarbageBytes, "duet.v1.GetStateRequest"},
+  };
+  for (const auto& c : raw_cases) {
+    SCOPED_TRACE(absl::StrCat(c.method, " with bytes that do not parse"));
+    const test::RawOutcome got = test::RawCall(
+        EdgeTarget(), absl::StrCat("/duet.v1.EdgeService/", c.method),
+        {c.bytes}, absl::Seconds(10));
+    EXPECT_EQ(got.code, grpc::StatusCode::INVALID_ARGUMENT) << got.message;
+    EXPECT_THAT(got.message,
+                HasSubstr(absl::StrCat("does not parse as ", c.type)));
+    EXPECT_EQ(got.responses, 0);
   }
 
   // Still healthy; nothing was recorded; a valid query works.

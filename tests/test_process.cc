@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "common/model/test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 
 extern char** environ;
@@ -208,6 +209,56 @@ double MetricValue(const std::string& text, const std::string& name,
     }
   }
   return found ? sum : -1;
+}
+
+RawOutcome RawCall(const std::string& target, const std::string& method,
+                   const std::vector<std::string>& messages,
+                   absl::Duration timeout) {
+  grpc::GenericStub stub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, method, &cq);
+  // One operation at a time: each waits for its own completion.
+  const auto wait = [&cq] {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && ok;
+  };
+  RawOutcome outcome;
+  call->StartCall(nullptr);
+  if (wait()) {
+    bool sending = true;
+    for (const std::string& m : messages) {
+      grpc::Slice slice(m);
+      grpc::ByteBuffer bytes(&slice, 1);
+      call->Write(bytes, nullptr);
+      if (!(sending = wait())) break;
+    }
+    if (sending) {
+      call->WritesDone(nullptr);
+      wait();
+    }
+    grpc::ByteBuffer response;
+    for (;;) {
+      call->Read(&response, nullptr);
+      if (!wait()) break;
+      ++outcome.responses;
+    }
+  }
+  grpc::Status status;
+  call->Finish(&status, nullptr);
+  wait();
+  cq.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq.Next(&tag, &ok)) {
+  }
+  outcome.code = status.error_code();
+  outcome.message = status.error_message();
+  return outcome;
 }
 
 }  // namespace duet::test

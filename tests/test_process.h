@@ -76,6 +76,30 @@ std::string HttpGet(int port, const std::string& path);
 double MetricValue(const std::string& text, const std::string& name,
                    const std::vector<std::string>& labels = {});
 
+// The outcome of a call made with raw bytes.
+struct RawOutcome {
+  int code = 0;  // grpc::StatusCode
+  std::string message;
+  int responses = 0;  // messages the server sent before the status
+};
+
+// Calls `method` ("/duet.v1.ScoringService/Score") on `target` with
+// `messages` as the request bytes, exactly as given (they need not parse),
+// then half-closes and reads every response: a client of any language that
+// sends bytes the server cannot parse. Insecure channel; `timeout` is the
+// call's deadline.
+RawOutcome RawCall(const std::string& target, const std::string& method,
+                   const std::vector<std::string>& messages,
+                   absl::Duration timeout = absl::Seconds(20));
+
+// Bytes that parse as no protobuf message: field 1 with wire type 7, which
+// does not exist.
+inline constexpr char kGarbageBytes[] = "\x0f\xff\xff";
+// A length-delimited field 1 that claims 5 bytes and has 2: truncated.
+inline constexpr char kTruncatedBytes[] =
+    "\x0a\x05"
+    "ab";
+
 }  // namespace duet::test
 
 #endif  // DUET_TESTS_TEST_PROCESS_H_
