@@ -1,15 +1,17 @@
 #include "common/kernels/embedding_bag.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <utility>
 
+#include "common/kernels/internal/f32x8.h"
+
 namespace duet::common {
 namespace {
+
+using internal::F32x8;
 
 // Rows ahead to prefetch (issued across bag boundaries: the id stream is one
 // array). On the 2-core KVM build machine the DRAM-resident gather runs at
@@ -37,17 +39,13 @@ inline float LoadFloat(const uint8_t* p) {
 // Touches every cache line of [p, p + bytes).
 template <size_t kBytes>
 inline void PrefetchRow(const uint8_t* p) {
-  for (size_t off = 0; off < kBytes; off += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
-  }
+  for (size_t off = 0; off < kBytes; off += 64) internal::Prefetch(p + off);
   // An unaligned row spills into one more line.
-  _mm_prefetch(reinterpret_cast<const char*>(p + kBytes - 1), _MM_HINT_T0);
+  internal::Prefetch(p + kBytes - 1);
 }
 inline void PrefetchRowDynamic(const uint8_t* p, size_t bytes) {
-  for (size_t off = 0; off < bytes; off += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
-  }
-  _mm_prefetch(reinterpret_cast<const char*>(p + bytes - 1), _MM_HINT_T0);
+  for (size_t off = 0; off < bytes; off += 64) internal::Prefetch(p + off);
+  internal::Prefetch(p + bytes - 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -65,10 +63,10 @@ void BagSumFp32Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
   const int64_t total = offs.Begin(num_bags);
   for (int64_t b = 0; b < num_bags; ++b) {
     const int64_t begin = offs.Begin(b), end = offs.Begin(b + 1);
-    __m256 acc0[kNv], acc1[kNv];
+    F32x8 acc0[kNv], acc1[kNv];
     for (int j = 0; j < kNv; ++j) {
-      acc0[j] = _mm256_setzero_ps();
-      acc1[j] = _mm256_setzero_ps();
+      acc0[j] = internal::Zero();
+      acc1[j] = internal::Zero();
     }
     int64_t k = begin;
     if (kTwoSets) {
@@ -78,13 +76,11 @@ void BagSumFp32Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
           PrefetchRow<kRowBytes>(base +
                                  ids[k + kPrefetchDistance + 1] * kRowBytes);
         }
-        const float* r0 =
-            reinterpret_cast<const float*>(base + ids[k] * kRowBytes);
-        const float* r1 =
-            reinterpret_cast<const float*>(base + ids[k + 1] * kRowBytes);
+        const uint8_t* r0 = base + ids[k] * kRowBytes;
+        const uint8_t* r1 = base + ids[k + 1] * kRowBytes;
         for (int j = 0; j < kNv; ++j) {
-          acc0[j] = _mm256_add_ps(acc0[j], _mm256_loadu_ps(r0 + 8 * j));
-          acc1[j] = _mm256_add_ps(acc1[j], _mm256_loadu_ps(r1 + 8 * j));
+          acc0[j] = internal::Add(acc0[j], internal::Load(r0 + 32 * j));
+          acc1[j] = internal::Add(acc1[j], internal::Load(r1 + 32 * j));
         }
       }
     }
@@ -92,17 +88,16 @@ void BagSumFp32Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
       if (k + kPrefetchDistance < total) {
         PrefetchRow<kRowBytes>(base + ids[k + kPrefetchDistance] * kRowBytes);
       }
-      const float* r =
-          reinterpret_cast<const float*>(base + ids[k] * kRowBytes);
+      const uint8_t* r = base + ids[k] * kRowBytes;
       for (int j = 0; j < kNv; ++j) {
-        acc0[j] = _mm256_add_ps(acc0[j], _mm256_loadu_ps(r + 8 * j));
+        acc0[j] = internal::Add(acc0[j], internal::Load(r + 32 * j));
       }
     }
     float* o = out + b * out_stride;
     for (int j = 0; j < kNv; ++j) {
-      __m256 v = kTwoSets ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j];
-      if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(o + 8 * j));
-      _mm256_storeu_ps(o + 8 * j, v);
+      F32x8 v = kTwoSets ? internal::Add(acc0[j], acc1[j]) : acc0[j];
+      if (accumulate) v = internal::Add(v, internal::Load(o + 8 * j));
+      internal::Store(v, o + 8 * j);
     }
   }
 }
@@ -110,15 +105,12 @@ void BagSumFp32Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
 // Int8 row: value[j] = scale * code[j] + bias. The bias term is the same for
 // every column, so it is summed once per row as a scalar and added at the end.
 template <int kNv>
-inline void AccumulateInt8Row(const uint8_t* r, __m256* acc, float* bias_sum) {
+inline void AccumulateInt8Row(const uint8_t* r, F32x8* acc, float* bias_sum) {
   constexpr int kDim = kNv * 8;
-  const __m256 scale = _mm256_set1_ps(LoadFloat(r + kDim));
+  const F32x8 scale = internal::Set1(LoadFloat(r + kDim));
   *bias_sum += LoadFloat(r + kDim + 4);
   for (int j = 0; j < kNv; ++j) {
-    const __m128i codes =
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + 8 * j));
-    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
-    acc[j] = _mm256_fmadd_ps(scale, v, acc[j]);
+    acc[j] = internal::MulAdd(scale, internal::LoadU8(r + 8 * j), acc[j]);
   }
 }
 
@@ -131,10 +123,10 @@ void BagSumInt8Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
   const int64_t total = offs.Begin(num_bags);
   for (int64_t b = 0; b < num_bags; ++b) {
     const int64_t begin = offs.Begin(b), end = offs.Begin(b + 1);
-    __m256 acc0[kNv], acc1[kNv];
+    F32x8 acc0[kNv], acc1[kNv];
     for (int j = 0; j < kNv; ++j) {
-      acc0[j] = _mm256_setzero_ps();
-      acc1[j] = _mm256_setzero_ps();
+      acc0[j] = internal::Zero();
+      acc1[j] = internal::Zero();
     }
     float bias0 = 0.0f, bias1 = 0.0f;
     int64_t k = begin;
@@ -155,13 +147,13 @@ void BagSumInt8Fixed(const uint8_t* base, const int64_t* ids, Offsets offs,
       }
       AccumulateInt8Row<kNv>(base + ids[k] * kRowBytes, acc0, &bias0);
     }
-    const __m256 bias = _mm256_set1_ps(bias0 + bias1);
+    const F32x8 bias = internal::Set1(bias0 + bias1);
     float* o = out + b * out_stride;
     for (int j = 0; j < kNv; ++j) {
-      __m256 v = kTwoSets ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j];
-      v = _mm256_add_ps(v, bias);
-      if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(o + 8 * j));
-      _mm256_storeu_ps(o + 8 * j, v);
+      F32x8 v = kTwoSets ? internal::Add(acc0[j], acc1[j]) : acc0[j];
+      v = internal::Add(v, bias);
+      if (accumulate) v = internal::Add(v, internal::Load(o + 8 * j));
+      internal::Store(v, o + 8 * j);
     }
   }
 }
@@ -190,11 +182,9 @@ void BagSumFp32Generic(const uint8_t* base, int dim, const int64_t* ids,
       const uint8_t* r = base + ids[k] * row_bytes;
       int j = 0;
       for (; j < vec_end; j += 8) {
-        _mm256_storeu_ps(
-            o + j,
-            _mm256_add_ps(
-                _mm256_loadu_ps(o + j),
-                _mm256_loadu_ps(reinterpret_cast<const float*>(r + 4 * j))));
+        internal::Store(
+            internal::Add(internal::Load(o + j), internal::Load(r + 4 * j)),
+            o + j);
       }
       for (; j < dim; ++j) o[j] += LoadFloat(r + 4 * j);
     }
@@ -219,16 +209,13 @@ void BagSumInt8Generic(const uint8_t* base, int dim, const int64_t* ids,
       const uint8_t* r = base + ids[k] * row_bytes;
       const float scale = LoadFloat(r + dim);
       const float bias = LoadFloat(r + dim + 4);
-      const __m256 vscale = _mm256_set1_ps(scale);
-      const __m256 vbias = _mm256_set1_ps(bias);
+      const F32x8 vscale = internal::Set1(scale);
+      const F32x8 vbias = internal::Set1(bias);
       int j = 0;
       for (; j < vec_end; j += 8) {
-        const __m128i codes =
-            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + j));
-        const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
-        _mm256_storeu_ps(o + j,
-                         _mm256_add_ps(_mm256_loadu_ps(o + j),
-                                       _mm256_fmadd_ps(vscale, v, vbias)));
+        const F32x8 v =
+            internal::MulAdd(vscale, internal::LoadU8(r + j), vbias);
+        internal::Store(internal::Add(internal::Load(o + j), v), o + j);
       }
       for (; j < dim; ++j) o[j] += scale * static_cast<float>(r[j]) + bias;
     }

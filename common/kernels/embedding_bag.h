@@ -36,8 +36,9 @@ struct EmbeddingTable {
   int dim = 0;
 };
 
-// Pooled gather, the production kernel (AVX2/AVX-512 where built for it,
-// software prefetch `kPrefetchDistance` rows ahead):
+// Pooled gather, the production kernel (8 fp32 lanes: AVX2 on x86-64-v3,
+// NEON on aarch64, portable C++ elsewhere, internal/f32x8.h; software
+// prefetch `kPrefetchDistance` rows ahead):
 //   for b in [0, num_bags):
 //     acc = accumulate ? out[b*out_stride .. +dim] : 0
 //     for k in [offsets[b], offsets[b+1]): acc += row(table, ids[k])

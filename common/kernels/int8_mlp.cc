@@ -1,7 +1,5 @@
 // Int8Mlp: derives each int8 layer's oneDNN form (folded zero point, output
 // scales, clip), quantizes the fp32 input, and runs the shared matmul stack.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +19,12 @@
 #include "common/kernels/internal/onednn.h"
 #include "common/kernels/mlp.h"
 #include "dnnl.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 namespace duet::common {
 namespace {
@@ -42,7 +46,7 @@ using Dt = dnnl::memory::data_type;
 inline uint8_t QuantizeInputOne(float x, float scale, float zero_point,
                                 float lo, float hi) {
   float r = std::nearbyint(x / scale) + zero_point;
-  r = r < hi ? r : hi;  // NaN -> hi, like _mm256_min_ps below
+  r = r < hi ? r : hi;  // NaN -> hi, as the vector paths below
   r = r > lo ? r : lo;
   return static_cast<uint8_t>(static_cast<int32_t>(r));
 }
@@ -52,11 +56,12 @@ void QuantizeInput(const float* x, int64_t n, float scale,
   const float zp = static_cast<float>(r.input_zero_point);
   const float lo = static_cast<float>(r.input_min);
   const float hi = static_cast<float>(r.input_max);
+  int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
   const __m256 vscale = _mm256_set1_ps(scale);
   const __m256 vzp = _mm256_set1_ps(zp);
   const __m256 vmax = _mm256_set1_ps(hi);
   const __m256 vmin = _mm256_set1_ps(lo);
-  int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vscale);
     v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -67,6 +72,25 @@ void QuantizeInput(const float* x, int64_t n, float scale,
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i),
                      _mm_packus_epi16(i16, i16));
   }
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+  const float32x4_t vscale = vdupq_n_f32(scale);
+  const float32x4_t vzp = vdupq_n_f32(zp);
+  const float32x4_t vmax = vdupq_n_f32(hi);
+  const float32x4_t vmin = vdupq_n_f32(lo);
+  for (; i + 8 <= n; i += 8) {
+    int32x4_t v[2];
+    for (int j = 0; j < 2; ++j) {
+      float32x4_t t = vaddq_f32(
+          vrndnq_f32(vdivq_f32(vld1q_f32(x + i + 4 * j), vscale)), vzp);
+      // Compare-and-select: NaN takes the upper bound (fmin would keep it).
+      t = vbslq_f32(vcltq_f32(t, vmax), t, vmax);
+      t = vbslq_f32(vcgtq_f32(t, vmin), t, vmin);
+      v[j] = vcvtq_s32_f32(t);
+    }
+    vst1_u8(q + i,
+            vqmovun_s16(vcombine_s16(vqmovn_s32(v[0]), vqmovn_s32(v[1]))));
+  }
+#endif
   for (; i < n; ++i) q[i] = QuantizeInputOne(x[i], scale, zp, lo, hi);
 }
 
