@@ -8,6 +8,14 @@
 // (memory load, recompute; DESIGN.md §5.3) side by side in every iteration
 // (alternating which runs first), medians in load_us / recompute_us: where
 // recompute_over_load crosses 1 is the selector's crossover.
+// split_vs_monolithic/<preset>: one query's in-process cloud work at N,
+// fresh random candidates each iteration, the three side by side (order
+// rotating): the monolithic evaluator (MonolithicScore's), the split item
+// side + combined top computed (no cache), and the same with the
+// precomputed item table (ModelRuntime, DUET_BENCH_ITEM_TABLE_MB, default
+// 1024 as duet-cloud's --item_table_budget_mb, built before timing).
+// Medians in mono_ms / split_ms / table_ms, ratios mono_over_split /
+// mono_over_table, the table's coverage and build time.
 //   item_model_benchmark [--benchmark_filter=...]
 //   DUET_BENCH_MODEL=DIR uses an existing model directory for item_model/;
 //   by default rm2 and rm3 are generated (personalized split) at
@@ -30,6 +38,7 @@
 #include "common/model/model.h"
 #include "common/model/model_generator.h"
 #include "common/model/presets.h"
+#include "common/model/reference_model.h"
 
 namespace duet::cloud {
 namespace {
@@ -232,7 +241,131 @@ void BM_CombinedTop(benchmark::State& state, const std::string& preset,
   state.counters["recompute_over_load"] = recompute / load;
 }
 
+struct SplitFixture {
+  std::unique_ptr<common::ThreadPool> pool;
+  std::shared_ptr<ModelRuntime> computed, table;
+  double build_s = 0;
+};
+
+SplitFixture& GetSplitFixture(const std::string& preset) {
+  static std::map<std::string, SplitFixture> fixtures;
+  auto it = fixtures.find(preset);
+  if (it != fixtures.end()) return it->second;
+  const char* scale_env = std::getenv("DUET_BENCH_ROWS_SCALE");
+  const double scale = scale_env != nullptr ? std::atof(scale_env) : 0.25;
+  const char* mb_env = std::getenv("DUET_BENCH_ITEM_TABLE_MB");
+  const int64_t mb = mb_env != nullptr ? std::atoll(mb_env) : 1024;
+  const std::string dir =
+      GeneratedModelDir(preset, common::PresetSplit::kPersonalized, scale);
+  SplitFixture f;
+  f.pool = std::make_unique<common::ThreadPool>(1, "bench");
+  for (int with_table = 0; with_table < 2; ++with_table) {
+    common::LoadOptions lo;
+    lo.parts = {true, true, true};
+    lo.verify_checksums = false;
+    auto model = common::Model::Load(dir, lo);
+    if (!model.ok()) std::abort();
+    ModelRuntime::Options o;
+    o.max_candidates = 1024;
+    o.buffer_sets = 1;
+    o.force_lookup = LookupStrategy::kBatch;
+    o.force_user = UserStrategy::kLoad;
+    o.placement.num_workers = 1;
+    o.placement_sample_items = 1000;
+    o.item_cache_entries = 0;
+    o.item_table_budget_bytes = with_table ? mb << 20 : 0;
+    const auto t0 = Clock::now();
+    auto rt = ModelRuntime::Create(*std::move(model), o, f.pool.get());
+    if (!rt.ok()) std::abort();
+    (*rt)->WaitForItemTable();
+    (with_table ? f.table : f.computed) = *rt;
+    if (with_table) {
+      f.build_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+  }
+  return fixtures.emplace(preset, std::move(f)).first->second;
+}
+
+void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
+  const int n = static_cast<int>(state.range(0));
+  SplitFixture& f = GetSplitFixture(preset);
+  const common::Model& m = f.computed->model();
+  const common::ModelDims& d = m.dims();
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int64_t> item(0, m.catalog().num_items() - 1);
+  std::uniform_real_distribution<float> unit(0, 1);
+  common::UserInputs user;
+  user.static_features.resize(d.static_in);
+  user.dynamic_features.resize(d.dynamic_in);
+  for (float& x : user.static_features) x = unit(rng);
+  for (float& x : user.dynamic_features) x = unit(rng);
+  for (int i = 0; i < 200; ++i) user.history.push_back(item(rng));
+  std::vector<float> u(d.user_out);
+  for (float& x : u) x = unit(rng);
+  std::vector<int64_t> candidates(n);
+  std::vector<float> ctr(n);
+  auto b0 = f.computed->TakeBuffers();
+  auto b1 = f.table->TakeBuffers();
+  std::copy(u.begin(), u.end(), b0->u.data());
+  std::copy(u.begin(), u.end(), b1->u.data());
+  std::vector<double> times[3];
+  int64_t it = 0, from_table = 0;
+  for (auto _ : state) {
+    for (int64_t& c : candidates) c = item(rng);
+    for (int k = 0; k < 3; ++k) {
+      const int variant = static_cast<int>((k + it) % 3);
+      const auto t0 = Clock::now();
+      absl::Status s;
+      if (variant == 0) {
+        s = f.computed->monolithic()->Score(user, candidates, ctr.data());
+      } else {
+        ModelRuntime& rt = variant == 1 ? *f.computed : *f.table;
+        ModelRuntime::QueryBuffers* b = variant == 1 ? b0.get() : b1.get();
+        ModelRuntime::ItemSideCounts counts;
+        s = rt.ComputeItemSide(candidates.data(), n, LookupStrategy::kBatch,
+                               false, b, &counts);
+        if (s.ok()) s = rt.Combine(n, UserStrategy::kLoad, b);
+        if (variant == 2) from_table += counts.table_rows;
+      }
+      if (!s.ok()) {
+        state.SkipWithError("scoring failed");
+        return;
+      }
+      times[variant].push_back(
+          std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    ++it;
+  }
+  const double mono = MedianOf(times[0]), split = MedianOf(times[1]),
+               table = MedianOf(times[2]);
+  const ModelRuntime::ItemTableStatus ts = f.table->item_table_status();
+  state.counters["mono_ms"] = 1e3 * mono;
+  state.counters["split_ms"] = 1e3 * split;
+  state.counters["table_ms"] = 1e3 * table;
+  state.counters["mono_over_split"] = mono / split;
+  state.counters["mono_over_table"] = mono / table;
+  state.counters["table_hit_ratio"] =
+      static_cast<double>(from_table) / (static_cast<double>(n) * it);
+  state.counters["table_mib"] = static_cast<double>(ts.bytes) / (1 << 20);
+  state.counters["table_first_layer"] =
+      ts.plan.form == ItemTableForm::kFirstLayer ? 1 : 0;
+  state.counters["table_build_s"] = f.build_s;
+  f.computed->ReturnBuffers(std::move(b0));
+  f.table->ReturnBuffers(std::move(b1));
+}
+
 void Register() {
+  for (const char* preset : {"rm1", "rm2", "rm3", "rm4", "rm5"}) {
+    benchmark::RegisterBenchmark(
+        (std::string("split_vs_monolithic/") + preset).c_str(),
+        [preset = std::string(preset)](benchmark::State& st) {
+          BM_SplitVsMonolithic(st, preset);
+        })
+        ->Arg(8)
+        ->Arg(1024)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   for (const char* preset : {"rm1", "rm2", "rm3", "rm4", "rm5"}) {
     for (auto split :
          {common::PresetSplit::kPersonalized, common::PresetSplit::kPaper}) {

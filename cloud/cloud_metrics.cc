@@ -113,6 +113,28 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
                         .Help("Entries held by the item-tower output cache")
                         .Register(r)
                         .Add({});
+  auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(r);
+  };
+  table_coverage_ = gauge(
+      "duet_item_table_coverage_ratio",
+      "Catalog items whose precomputed item side is built, over the catalog");
+  table_progress_ =
+      gauge("duet_item_table_build_progress_ratio",
+            "Rows of the precomputed item table built, over the rows planned");
+  table_seconds_ = gauge("duet_item_table_build_seconds",
+                         "Time spent building the precomputed item table");
+  table_bytes_ =
+      gauge("duet_item_table_bytes", "Memory of the precomputed item table");
+  auto& table_rows =
+      prometheus::BuildCounter()
+          .Name("duet_item_table_candidates_total")
+          .Help(
+              "Candidates whose item side came from the precomputed item "
+              "table or was computed")
+          .Register(r);
+  table_rows_ = &table_rows.Add({{"source", "table"}});
+  computed_rows_ = &table_rows.Add({{"source", "computed"}});
   placement_tables_ = &prometheus::BuildGauge()
                            .Name("duet_placement_tables")
                            .Help("Item tables per placement mode")
@@ -157,6 +179,18 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
                                "devices by GetEdgeModel")
                            .Register(r)
                            .Add({});
+}
+
+void CloudMetrics::SetItemTable(uint32_t version, int64_t num_items,
+                                int64_t built, int64_t planned, int64_t bytes,
+                                double seconds) {
+  const prometheus::Labels labels{{"version", absl::StrCat(version)}};
+  table_coverage_->Add(labels).Set(
+      num_items > 0 ? static_cast<double>(built) / num_items : 0.0);
+  table_progress_->Add(labels).Set(
+      planned > 0 ? static_cast<double>(built) / planned : 1.0);
+  table_seconds_->Add(labels).Set(seconds);
+  table_bytes_->Add(labels).Set(static_cast<double>(bytes));
 }
 
 prometheus::Counter* CloudMetrics::VersionQueries(uint32_t version) {

@@ -65,6 +65,17 @@ class CloudMetrics {
   void SetCacheEntries(int64_t n) {
     cache_entries_->Set(static_cast<double>(n));
   }
+  // The precomputed item side of one model version (ItemTable), labelled
+  // {version}: duet_item_table_coverage_ratio (items covered so far /
+  // catalog), duet_item_table_build_progress_ratio (rows built / planned),
+  // duet_item_table_build_seconds, duet_item_table_bytes.
+  void SetItemTable(uint32_t version, int64_t num_items, int64_t built,
+                    int64_t planned, int64_t bytes, double seconds);
+  // duet_item_table_candidates_total{source="table"|"computed"}.
+  void CountItemTable(int64_t from_table, int64_t computed) {
+    if (from_table > 0) table_rows_->Increment(static_cast<double>(from_table));
+    if (computed > 0) computed_rows_->Increment(static_cast<double>(computed));
+  }
   // duet_placement_tables{mode} and duet_placement_table_info{table,mode};
   // a new plan (model reload) replaces the previous plan's series.
   void SetPlacement(const PlacementPlan& plan);
@@ -108,6 +119,12 @@ class CloudMetrics {
   prometheus::Counter* cache_bypassed_ = nullptr;
   prometheus::Gauge* cache_break_even_ = nullptr;
   prometheus::Gauge* cache_entries_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* table_coverage_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* table_progress_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* table_seconds_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* table_bytes_ = nullptr;
+  prometheus::Counter* table_rows_ = nullptr;
+  prometheus::Counter* computed_rows_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;
   common::Mutex placement_mu_;

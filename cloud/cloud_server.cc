@@ -80,6 +80,12 @@ absl::Status CloudServer::Init() {
 
   ScoringCoreOptions co = o.core;
   co.registry = registry;
+  co.on_item_table_built = [](const ModelRuntime::ItemTableStatus& s) {
+    Log(absl::StrFormat(
+        "item table of v%d: %s in %.2f s: %s", s.version,
+        s.status.ok() ? "built" : "NOT built", s.build_seconds,
+        s.status.ok() ? s.plan.DebugString() : s.status.ToString()));
+  };
   const absl::Time calib_start = absl::Now();
   ASSIGN_OR_RETURN(core_, ScoringCore::Create(std::move(model), co));
   Log(absl::StrFormat(
@@ -89,6 +95,7 @@ absl::Status CloudServer::Init() {
       core_->options().max_candidates, core_->options().item_cache_entries));
   Log(core_->placement().DebugString());
   Log(core_->runtime()->CacheDebugString());
+  Log(core_->runtime()->ItemTableDebugString());
   Log(absl::StrFormat("strategy selector (%.2f s):\n%s",
                       absl::ToDoubleSeconds(absl::Now() - calib_start),
                       core_->selector().DebugString()));

@@ -86,35 +86,56 @@ absl::Status CombinedTop::Score(const float* u, const float* v, int n,
                                          : ScoreRecompute(u, v, n, ctr);
 }
 
-absl::Status CombinedTop::ScoreLoad(const float* u, const float* v, int n,
-                                    float* ctr) const {
-  CombineScratch& s = Scratch();
-  // a = W_u u + b, once for the whole query.
-  float* ap = Grow(s.a, hidden_);
-  if (first_u_ != nullptr) {
-    RETURN_IF_ERROR(first_u_->Run(u, 1, ap));
-  } else {
-    for (int o = 0; o < hidden_; ++o) {
-      const float* w = w_u_.data() + static_cast<size_t>(o) * user_out_;
-      float acc = 0;
-      for (int i = 0; i < user_out_; ++i) acc += w[i] * u[i];
-      ap[o] = acc + bias_[o];
-    }
+absl::Status CombinedTop::UserContribution(const float* u, float* a) const {
+  if (first_u_ != nullptr) return first_u_->Run(u, 1, a);
+  for (int o = 0; o < hidden_; ++o) {
+    const float* w = w_u_.data() + static_cast<size_t>(o) * user_out_;
+    float acc = 0;
+    for (int i = 0; i < user_out_; ++i) acc += w[i] * u[i];
+    a[o] = acc + bias_[o];
   }
-  float* z = single_layer_ ? ctr : Grow(s.z, static_cast<size_t>(n) * hidden_);
-  RETURN_IF_ERROR(first_v_->Run(v, n, z));
-  const size_t total = static_cast<size_t>(n) * hidden_;
+  return absl::OkStatus();
+}
+
+absl::Status CombinedTop::FinishLoad(const float* a, float* z, int n,
+                                     float* ctr) const {
   if (single_layer_) {
+    const size_t total = static_cast<size_t>(n) * hidden_;
     for (size_t i = 0; i < total; ++i) {
-      ctr[i] = 1.0f / (1.0f + std::exp(-(z[i] + ap[i % hidden_])));
+      ctr[i] = 1.0f / (1.0f + std::exp(-(z[i] + a[i % hidden_])));
     }
     return absl::OkStatus();
   }
   for (int r = 0; r < n; ++r) {
     float* zr = z + static_cast<size_t>(r) * hidden_;
-    for (int o = 0; o < hidden_; ++o) zr[o] = std::max(0.0f, zr[o] + ap[o]);
+    for (int o = 0; o < hidden_; ++o) zr[o] = std::max(0.0f, zr[o] + a[o]);
   }
   return rest_->Run(z, n, ctr);
+}
+
+absl::Status CombinedTop::ScoreLoad(const float* u, const float* v, int n,
+                                    float* ctr) const {
+  CombineScratch& s = Scratch();
+  // a = W_u u + b, once for the whole query.
+  float* ap = Grow(s.a, hidden_);
+  RETURN_IF_ERROR(UserContribution(u, ap));
+  float* z = single_layer_ ? ctr : Grow(s.z, static_cast<size_t>(n) * hidden_);
+  RETURN_IF_ERROR(first_v_->Run(v, n, z));
+  return FinishLoad(ap, z, n, ctr);
+}
+
+absl::Status CombinedTop::ItemContribution(const float* v, int n,
+                                           float* z) const {
+  if (n <= 0) return absl::OkStatus();
+  return first_v_->Run(v, n, z);
+}
+
+absl::Status CombinedTop::ScoreContributions(const float* u, float* z, int n,
+                                             float* ctr) const {
+  if (n <= 0) return absl::OkStatus();
+  float* ap = Grow(Scratch().a, hidden_);
+  RETURN_IF_ERROR(UserContribution(u, ap));
+  return FinishLoad(ap, z, n, ctr);
 }
 
 absl::Status CombinedTop::ScoreRecompute(const float* u, const float* v, int n,

@@ -30,6 +30,16 @@ class CombinedTop {
   absl::Status Score(const float* u, const float* v, int n,
                      UserStrategy strategy, float* ctr) const;
 
+  // z = W_v v for n rows (the first layer's item contribution, no bias):
+  // what a precomputed ItemTable of form kFirstLayer stores. z: [n, hidden].
+  absl::Status ItemContribution(const float* v, int n, float* z) const;
+  // Memory load from precomputed contributions: a = W_u u + b once, then
+  // y_j = Rest(ReLU(z_j + a)) (sigmoid(z_j + a) for a single layer). z:
+  // [n, first_layer_out()], overwritten.
+  absl::Status ScoreContributions(const float* u, float* z, int n,
+                                  float* ctr) const;
+  int first_layer_out() const { return hidden_; }
+
   // Multiply-adds x 2 of one query under each strategy (for the selector's
   // log and the roofline estimate).
   int64_t Flops(int n, UserStrategy strategy) const;
@@ -38,6 +48,10 @@ class CombinedTop {
   explicit CombinedTop(const common::Model* model) : model_(model) {}
   absl::Status ScoreLoad(const float* u, const float* v, int n,
                          float* ctr) const;
+  // a = W_u u + b into a: [hidden].
+  absl::Status UserContribution(const float* u, float* a) const;
+  // ctr from z = W_v v (overwritten) and a.
+  absl::Status FinishLoad(const float* a, float* z, int n, float* ctr) const;
   absl::Status ScoreRecompute(const float* u, const float* v, int n,
                               float* ctr) const;
 

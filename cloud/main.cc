@@ -35,6 +35,14 @@ ABSL_FLAG(int64_t, memory_budget_mb, 8192,
 ABSL_FLAG(int64_t, item_cache_entries, 100000,
           "Entries of the item-tower output cache (v_j per item and model); "
           "0 disables it (the paper-faithful path).");
+ABSL_FLAG(int64_t, item_table_budget_mb, 0,
+          "Memory of the precomputed item side per model version: v_j or the "
+          "first combined layer's W_v v_j (whichever covers more items) for "
+          "the catalog, or for as many items as fit, built in the background "
+          "at low priority (a reloaded version before it is served); "
+          "uncovered candidates are computed. 0 (the default) disables it: "
+          "see docs/OPERATIONS.md for what it costs in memory and reload "
+          "time.");
 ABSL_FLAG(std::string, item_cache_policy, "auto",
           "auto: measure at load the hit ratio above which the cache saves "
           "time for the model, track the live hit ratio and bypass the "
@@ -143,6 +151,12 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   c.placement.memory_budget_bytes =
       absl::GetFlag(FLAGS_memory_budget_mb) * (int64_t{1} << 20);
   c.item_cache_entries = absl::GetFlag(FLAGS_item_cache_entries);
+  const int64_t table_mb = absl::GetFlag(FLAGS_item_table_budget_mb);
+  if (table_mb < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--item_table_budget_mb is ", table_mb, ", must be >= 0"));
+  }
+  c.item_table_budget_bytes = table_mb * (int64_t{1} << 20);
   auto cache_mode = ParseCacheMode(absl::GetFlag(FLAGS_item_cache_policy));
   if (!cache_mode.ok()) return cache_mode.status();
   c.item_cache_mode = *cache_mode;

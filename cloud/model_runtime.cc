@@ -1,11 +1,18 @@
 #include "cloud/model_runtime.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/mutex.h"
+#include "common/base/scratch.h"
 #include "common/base/status_macros.h"
 #include "common/model/catalog.h"
 
@@ -21,7 +28,19 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ModelRuntime::Create(
   auto runtime = std::shared_ptr<ModelRuntime>(
       new ModelRuntime(std::move(model), options));
   RETURN_IF_ERROR(runtime->Init(pool));
+  if (runtime->item_table_ != nullptr) {
+    ModelRuntime* rt = runtime.get();
+    runtime->builder_ = std::thread([rt] { rt->BuildItemTable(); });
+  } else {
+    common::MutexLock lock(&runtime->build_mu_);
+    runtime->build_done_ = true;
+  }
   return runtime;
+}
+
+ModelRuntime::~ModelRuntime() {
+  stop_build_ = true;
+  if (builder_.joinable()) builder_.join();
 }
 
 absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
@@ -103,11 +122,192 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
     }
   }
 
+  RETURN_IF_ERROR(PlanItemTable());
   common::MutexLock lock(&buffers_mu_);
   for (int i = 0; i < o.buffer_sets; ++i) {
-    free_buffers_.push_back(std::make_unique<QueryBuffers>(max_n, d));
+    free_buffers_.push_back(
+        std::make_unique<QueryBuffers>(max_n, d, z_width()));
   }
   return absl::OkStatus();
+}
+
+int ModelRuntime::z_width() const {
+  return item_table_ != nullptr &&
+                 item_table_->plan().form == ItemTableForm::kFirstLayer
+             ? item_table_->plan().width
+             : 0;
+}
+
+absl::Status ModelRuntime::PlanItemTable() {
+  const Options& o = options_;
+  if (o.item_table_budget_bytes <= 0) return absl::OkStatus();
+  const int64_t num_items = model_->catalog().num_items();
+  ItemTable::Plan plan = ItemTable::ChoosePlan(
+      num_items, model_->dims().item_out, combined_->first_layer_out(),
+      o.item_table_budget_bytes);
+  if (plan.rows == 0) return absl::OkStatus();
+  std::vector<int64_t> order;
+  if (!o.item_table_order.empty()) {
+    plan.rows = std::min<int64_t>(
+        plan.rows, static_cast<int64_t>(o.item_table_order.size()));
+    order.assign(o.item_table_order.begin(),
+                 o.item_table_order.begin() + plan.rows);
+  }
+  ASSIGN_OR_RETURN(item_table_, ItemTable::Create(plan, std::move(order)));
+  return absl::OkStatus();
+}
+
+absl::Status ModelRuntime::ComputeTableRows(const int64_t* items, int n,
+                                            float* rows, std::vector<float>* f,
+                                            std::vector<float>* v) const {
+  const common::ModelDims& d = model_->dims();
+  const common::Fp32Mlp* top = model_->item_top();
+  const bool first_layer =
+      item_table_->plan().form == ItemTableForm::kFirstLayer;
+  // v_j straight into the rows when they hold v_j.
+  float* vj = first_layer
+                  ? common::GrowTo(*v, static_cast<size_t>(n) * d.item_out)
+                  : rows;
+  if (top == nullptr) {
+    engine_->GatherRows(items, n, vj);
+  } else {
+    float* fj = common::GrowTo(*f, static_cast<size_t>(n) * d.item_top_in);
+    engine_->GatherRows(items, n, fj);
+    RETURN_IF_ERROR(top->Run(fj, n, vj));
+  }
+  if (first_layer) return combined_->ItemContribution(vj, n, rows);
+  return absl::OkStatus();
+}
+
+void ModelRuntime::BuildItemTable() {
+  // Low priority (nice 19) on its own thread rather than tasks on the
+  // worker pool, which has no priorities: a chunk queued there would delay
+  // the queries behind it, while the kernel preempts this thread for them
+  // and still gives it the cores queries leave idle.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+  const absl::Time t0 = absl::Now();
+  std::vector<float> f, v;
+  auto report = [&](bool done, const absl::Status& status) {
+    build_ns_ = absl::ToInt64Nanoseconds(absl::Now() - t0);
+    if (!options_.on_item_table_progress) return;
+    ItemTableStatus s = item_table_status();
+    s.done = done;
+    s.status = status;
+    options_.on_item_table_progress(s);
+  };
+  // 256 rows: big enough for an efficient GEMM, small enough to publish
+  // often and to stop quickly.
+  const absl::Status status = item_table_->Build(
+      [&](const int64_t* items, int n, float* rows) {
+        return ComputeTableRows(items, n, rows, &f, &v);
+      },
+      256, stop_build_, [&] { report(false, absl::OkStatus()); });
+  // Reported before WaitForItemTable returns, so a reload publishes the
+  // new table's metrics before the version is served.
+  report(true, status);
+  common::MutexLock lock(&build_mu_);
+  build_status_ = status;
+  build_done_ = true;
+}
+
+ModelRuntime::ItemTableStatus ModelRuntime::item_table_status() const {
+  ItemTableStatus s;
+  s.version = model_->config().version();
+  if (item_table_ == nullptr) {
+    s.done = true;
+    return s;
+  }
+  s.plan = item_table_->plan();
+  s.built_rows = item_table_->built_rows();
+  s.bytes = item_table_->bytes();
+  s.build_seconds = static_cast<double>(build_ns_.load()) * 1e-9;
+  common::MutexLock lock(&build_mu_);
+  s.done = build_done_;
+  s.status = build_status_;
+  return s;
+}
+
+std::string ModelRuntime::ItemTableDebugString() const {
+  if (item_table_ == nullptr) {
+    return options_.item_table_budget_bytes > 0
+               ? "item table: off (not one row fits the budget)"
+               : "item table: off";
+  }
+  return absl::StrCat("item table: building ",
+                      item_table_->plan().DebugString(),
+                      " in the background (budget ",
+                      options_.item_table_budget_bytes >> 20, " MiB)");
+}
+
+void ModelRuntime::WaitForItemTable() const {
+  common::MutexLock lock(&build_mu_);
+  build_mu_.Await(absl::Condition(
+      +[](const bool* done) { return *done; }, &build_done_));
+}
+
+absl::Status ModelRuntime::ComputeItemSide(const int64_t* candidates, int n,
+                                           LookupStrategy strategy,
+                                           bool use_cache, QueryBuffers* b,
+                                           ItemSideCounts* counts) const {
+  ItemSideCounts c;
+  const int64_t built =
+      item_table_ != nullptr ? item_table_->built_rows() : int64_t{0};
+  b->has_z = false;
+  if (built == 0) {
+    c.computed = n;
+    absl::Status s = item_model_->Compute(candidates, n, strategy, use_cache,
+                                          b->v.data(), &c.cache_hits);
+    if (counts != nullptr) *counts = c;
+    return s;
+  }
+  const bool first_layer =
+      item_table_->plan().form == ItemTableForm::kFirstLayer;
+  const int width = item_table_->plan().width;
+  float* out = first_layer ? b->z.data() : b->v.data();
+  int64_t* miss_ids = b->miss_ids.data();
+  int32_t* miss_rows = b->miss_rows.data();
+  int misses = 0;
+  for (int j = 0; j < n; ++j) {
+    if (const float* row = item_table_->Row(candidates[j], built)) {
+      std::memcpy(out + static_cast<size_t>(j) * width, row,
+                  width * sizeof(float));
+    } else {
+      miss_ids[misses] = candidates[j];
+      miss_rows[misses] = j;
+      ++misses;
+    }
+  }
+  b->has_z = first_layer;
+  c.table_rows = n - misses;
+  c.computed = misses;
+  if (misses > 0) {
+    // The uncovered rows, compacted: v_j into per-thread scratch when the
+    // table holds v_j; else into b->v (unused then) and W_v v_j into the
+    // scratch. Then scattered back.
+    thread_local std::vector<float> scratch;
+    float* rows = common::GrowTo(scratch, static_cast<size_t>(misses) * width);
+    float* vm = first_layer ? b->v.data() : rows;
+    RETURN_IF_ERROR(item_model_->Compute(miss_ids, misses, strategy, use_cache,
+                                         vm, &c.cache_hits));
+    if (first_layer) {
+      RETURN_IF_ERROR(combined_->ItemContribution(vm, misses, rows));
+    }
+    for (int i = 0; i < misses; ++i) {
+      std::memcpy(out + static_cast<size_t>(miss_rows[i]) * width,
+                  rows + static_cast<size_t>(i) * width, width * sizeof(float));
+    }
+  }
+  if (counts != nullptr) *counts = c;
+  return absl::OkStatus();
+}
+
+absl::Status ModelRuntime::Combine(int n, UserStrategy strategy,
+                                   QueryBuffers* b) const {
+  if (b->has_z) {
+    return combined_->ScoreContributions(b->u.data(), b->z.data(), n,
+                                         b->ctr.data());
+  }
+  return combined_->Score(b->u.data(), b->v.data(), n, strategy, b->ctr.data());
 }
 
 absl::Status ModelRuntime::CalibrateCache(common::ThreadPool* pool) {
@@ -212,8 +412,8 @@ std::unique_ptr<ModelRuntime::QueryBuffers> ModelRuntime::TakeBuffers() const {
     }
   }
   // All sets are held by finished queries whose last task has not run yet.
-  return std::make_unique<QueryBuffers>(options_.max_candidates,
-                                        model_->dims());
+  return std::make_unique<QueryBuffers>(options_.max_candidates, model_->dims(),
+                                        z_width());
 }
 
 void ModelRuntime::ReturnBuffers(std::unique_ptr<QueryBuffers> b) const {

@@ -11,10 +11,13 @@
 #ifndef DUET_CLOUD_MODEL_RUNTIME_H_
 #define DUET_CLOUD_MODEL_RUNTIME_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -24,6 +27,7 @@
 #include "cloud/combined_top.h"
 #include "cloud/item_cache.h"
 #include "cloud/item_model.h"
+#include "cloud/item_table.h"
 #include "cloud/lookup_engine.h"
 #include "cloud/strategy_selector.h"
 #include "cloud/table_placement.h"
@@ -37,6 +41,16 @@ namespace duet::cloud {
 
 class ModelRuntime {
  public:
+  struct ItemTableStatus {
+    uint32_t version = 0;
+    ItemTable::Plan plan;    // rows 0: no table
+    int64_t built_rows = 0;  // covered so far
+    int64_t bytes = 0;
+    double build_seconds = 0;  // so far, or in all once done
+    bool done = false;         // built, failed or stopped (see status)
+    absl::Status status;
+  };
+
   struct Options {
     int max_candidates = 1024;
     int buffer_sets = 64;  // preallocated query buffers (max in flight)
@@ -47,23 +61,72 @@ class ModelRuntime {
     int64_t item_cache_entries = 100000;  // 0: no cache
     CacheMode item_cache_mode = CacheMode::kAuto;
     absl::Duration calibration_budget = absl::Seconds(3);
+    // Precomputed item side (ItemTable): at most this many bytes of rows,
+    // built after Create on a low-priority thread; 0: none.
+    int64_t item_table_budget_bytes = 0;
+    // The items to cover, hottest first; empty: ids from 0 up. Only the
+    // first rows the budget allows are used.
+    std::vector<int64_t> item_table_order;
+    // Called on the build thread after each chunk and at the end.
+    std::function<void(const ItemTableStatus&)> on_item_table_progress;
   };
 
   // Output buffers of one query, sized for max_candidates and this model.
   struct QueryBuffers {
-    QueryBuffers(int max_candidates, const common::ModelDims& d)
+    // z_width: the first combined layer's width when the runtime has an
+    // item table of form kFirstLayer, else 0.
+    QueryBuffers(int max_candidates, const common::ModelDims& d, int z_width)
         : v(static_cast<size_t>(max_candidates) * d.item_out),
           ctr(max_candidates),
-          u(d.user_out) {}
+          u(d.user_out),
+          z(static_cast<size_t>(max_candidates) * z_width),
+          miss_ids(max_candidates),
+          miss_rows(max_candidates) {}
     common::AlignedBuffer<float> v, ctr, u;
+    // The item side as first-layer contributions (z, [n, z_width]) instead
+    // of v, when the item table holds them.
+    common::AlignedBuffer<float> z;
+    common::AlignedBuffer<int64_t> miss_ids;
+    common::AlignedBuffer<int32_t> miss_rows;
+    bool has_z = false;  // set by ComputeItemSide
+  };
+
+  // How a query's item side was served.
+  struct ItemSideCounts {
+    int table_rows = 0;  // from the item table
+    int computed = 0;    // the rest (through the cache when used)
+    int cache_hits = 0;  // of the computed ones
   };
 
   // Needs the cloud part of `model`. Plans the placement, builds the engine
   // and calibrates the selector on `pool` (as queries run) within
   // options.calibration_budget.
+  // Starts the item table's build (if any) on its own thread before
+  // returning; queries do not wait for it.
   static absl::StatusOr<std::shared_ptr<ModelRuntime>> Create(
       std::unique_ptr<const common::Model> model, const Options& options,
       common::ThreadPool* pool);
+  // Stops and joins the item table's build.
+  ~ModelRuntime();
+
+  // The item side of n candidates into b (b->v, or b->z when the table
+  // holds first-layer contributions): rows the item table covers are
+  // copied, the rest computed by the item model (through the cache when
+  // use_cache). Sets *counts (may be null).
+  absl::Status ComputeItemSide(const int64_t* candidates, int n,
+                               LookupStrategy strategy, bool use_cache,
+                               QueryBuffers* b, ItemSideCounts* counts) const;
+  // b->ctr from b->u and the item side ComputeItemSide left in b. Ignores
+  // `strategy` when b holds contributions (memory load from the table).
+  absl::Status Combine(int n, UserStrategy strategy, QueryBuffers* b) const;
+
+  // Null when there is no item table (budget 0 or nothing fits).
+  const ItemTable* item_table() const { return item_table_.get(); }
+  ItemTableStatus item_table_status() const;
+  // The chosen form and coverage, for the start-up log.
+  std::string ItemTableDebugString() const;
+  // Blocks until the item table's build ended (at once when none).
+  void WaitForItemTable() const;
 
   const common::Model& model() const { return *model_; }
   const PlacementPlan& placement() const { return engine_->plan(); }
@@ -91,6 +154,13 @@ class ModelRuntime {
   absl::Status Init(common::ThreadPool* pool);
   // Measures t_row, c_hit and c_miss (see CachePolicy) and sets the policy.
   absl::Status CalibrateCache(common::ThreadPool* pool);
+  absl::Status PlanItemTable();
+  void BuildItemTable();
+  // Item-table rows for n items (the build thread's ComputeRows).
+  absl::Status ComputeTableRows(const int64_t* items, int n, float* rows,
+                                std::vector<float>* f,
+                                std::vector<float>* v) const;
+  int z_width() const;
 
   const std::unique_ptr<const common::Model> model_;
   const Options options_;
@@ -103,6 +173,14 @@ class ModelRuntime {
   std::unique_ptr<CombinedTop> combined_;
   std::unique_ptr<StrategySelector> selector_;
   std::unique_ptr<common::MonolithicModel> monolithic_;
+
+  std::unique_ptr<ItemTable> item_table_;
+  std::atomic<bool> stop_build_{false};
+  std::atomic<int64_t> build_ns_{0};
+  mutable common::Mutex build_mu_;
+  absl::Status build_status_ ABSL_GUARDED_BY(build_mu_);
+  bool build_done_ ABSL_GUARDED_BY(build_mu_) = false;
+  std::thread builder_;  // joined by the destructor
 
   mutable common::Mutex buffers_mu_;
   mutable std::vector<std::unique_ptr<QueryBuffers>> free_buffers_

@@ -88,6 +88,14 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
   ro.item_cache_entries = options_.item_cache_entries;
   ro.item_cache_mode = options_.item_cache_mode;
   ro.calibration_budget = calibration;
+  ro.item_table_budget_bytes = options_.item_table_budget_bytes;
+  ro.on_item_table_progress = [metrics = metrics_,
+                               done = options_.on_item_table_built](
+                                  const ModelRuntime::ItemTableStatus& s) {
+    metrics->SetItemTable(s.version, s.plan.num_items, s.built_rows,
+                          s.plan.rows, s.bytes, s.build_seconds);
+    if (s.done && done) done(s);
+  };
   return ro;
 }
 
@@ -110,7 +118,7 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   }
   if (o.registry == nullptr)
     o.registry = std::make_shared<prometheus::Registry>();
-  metrics_ = std::make_unique<CloudMetrics>(o.registry);
+  metrics_ = std::make_shared<CloudMetrics>(o.registry);
   pool_ = std::make_unique<common::ThreadPool>(o.workers, "duet-cloud");
   o.placement.num_workers = o.workers;
   ASSIGN_OR_RETURN(
@@ -172,6 +180,9 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::AddVersion(
       ModelRuntime::Create(std::move(model),
                            RuntimeOptions(options_.reload_calibration_budget),
                            pool_.get()));
+  // The new version's item table is built before it takes traffic (the
+  // serving versions keep answering meanwhile).
+  rt->WaitForItemTable();
   Serve(rt);
   if (runtime() == rt) {
     metrics_->SetPlacement(rt->placement());
@@ -385,18 +396,19 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
   const int n = static_cast<int>(q->candidates.size());
   const LookupStrategy strategy = q->rt->selector().ChooseLookup(n);
   metrics_->CountLookup(strategy);
-  int hits = 0;
   CachePolicy* policy = q->rt->cache_policy();
   const bool use_cache = policy != nullptr && policy->UseForQuery();
-  const absl::Status status =
-      q->rt->item_model().Compute(q->candidates.data(), n, strategy, use_cache,
-                                  q->buffers->v.data(), &hits);
+  ModelRuntime::ItemSideCounts counts;
+  const absl::Status status = q->rt->ComputeItemSide(
+      q->candidates.data(), n, strategy, use_cache, q->buffers.get(), &counts);
+  const int hits = counts.cache_hits;
   const absl::Time done = clock_->Now();
-  if (policy != nullptr) {
+  metrics_->CountItemTable(counts.table_rows, counts.computed);
+  if (policy != nullptr && counts.computed > 0) {
     metrics_->CountCacheQuery(use_cache);
     if (use_cache && status.ok()) {
-      policy->Observe(hits, n);
-      metrics_->CountCache(hits, n - hits);
+      policy->Observe(hits, counts.computed);
+      metrics_->CountCache(hits, counts.computed - hits);
     }
   }
   if (!status.ok()) {
@@ -474,11 +486,7 @@ absl::StatusOr<duet::v1::Scores> ScoringCore::Combine(Query& query) {
   const UserStrategy strategy = q->rt->selector().ChooseUser(n);
   metrics_->CountUser(strategy);
   float* ctr = q->buffers->ctr.data();
-  if (absl::Status s = q->rt->combined_top().Score(
-          q->buffers->u.data(), q->buffers->v.data(), n, strategy, ctr);
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(q->rt->Combine(n, strategy, q->buffers.get()));
   RETURN_IF_ERROR(common::CheckFiniteScores(q->candidates.data(), ctr, n));
   const std::vector<common::Scored> top =
       common::TopK(q->candidates.data(), ctr, n, q->top_k);

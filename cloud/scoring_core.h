@@ -69,6 +69,13 @@ struct ScoringCoreOptions {
   // The selector's calibration for a reloaded model: it runs beside live
   // queries, so it is kept shorter.
   absl::Duration reload_calibration_budget = absl::Milliseconds(500);
+  // Precomputed item side (ModelRuntime::Options): bytes of rows per
+  // version, 0: none. The first version builds it while serving; a
+  // reloaded one builds it before it is served.
+  int64_t item_table_budget_bytes = 0;
+  // Called once per version when its item table's build ends (on the build
+  // thread; the server logs it). May be empty.
+  std::function<void(const ModelRuntime::ItemTableStatus&)> on_item_table_built;
   // Which versions stay served (latest K or a list) and the idle grace
   // period before one outside the policy is retired.
   VersionPolicy versions;
@@ -225,7 +232,8 @@ class ScoringCore {
       google::protobuf::RepeatedPtrField<duet::v1::ItemEmbeddings>* out);
 
   ScoringCoreOptions options_;
-  std::unique_ptr<CloudMetrics> metrics_;
+  // Shared with the item table builders, which may outlive the core.
+  std::shared_ptr<CloudMetrics> metrics_;
   std::unique_ptr<common::ThreadPool> pool_;
 
   std::unique_ptr<ServedModels> served_;

@@ -1,0 +1,343 @@
+#include "cloud/item_table.h"
+
+#include <atomic>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cloud/internal/scoring_test_util.h"
+#include "cloud/internal/test_models.h"
+#include "cloud/model_runtime.h"
+#include "cloud/scoring_core.h"
+#include "common/base/status_matchers.h"
+#include "common/model/reference_model.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace duet::cloud {
+namespace {
+
+using common::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(ItemTablePlanTest, ChoosesTheFormCoveringMostItems) {
+  // Both cover the catalog: the first layer's contributions (less work).
+  ItemTable::Plan p = ItemTable::ChoosePlan(1000, 32, 64, 1 << 20);
+  EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
+  EXPECT_EQ(p.rows, 1000);
+  EXPECT_EQ(p.width, 64);
+  // 100 rows of v_j fit, 50 of W_v v_j: v_j.
+  p = ItemTable::ChoosePlan(1000, 32, 64, 100 * 32 * 4);
+  EXPECT_EQ(p.form, ItemTableForm::kItemVector);
+  EXPECT_EQ(p.rows, 100);
+  EXPECT_EQ(p.bytes(), 100 * 32 * 4);
+  // A narrower first layer (the paper split's single output) always wins.
+  p = ItemTable::ChoosePlan(1000, 32, 1, 400);
+  EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
+  EXPECT_EQ(p.rows, 100);
+  EXPECT_EQ(ItemTable::ChoosePlan(1000, 32, 64, 0).rows, 0);
+}
+
+TEST(ItemTableTest, CreateRejectsBadOrders) {
+  ItemTable::Plan p = ItemTable::ChoosePlan(10, 4, 4, 3 * 16);
+  ASSERT_EQ(p.rows, 3);
+  EXPECT_THAT(ItemTable::Create(p, {1, 2}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("order has 2 items")));
+  EXPECT_THAT(
+      ItemTable::Create(p, {1, 2, 1}).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("repeated")));
+  EXPECT_THAT(ItemTable::Create(p, {1, 2, 10}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("outside the catalog")));
+}
+
+TEST(ItemTableTest, ReadersSeeTheBuiltPrefixOnly) {
+  ItemTable::Plan p = ItemTable::ChoosePlan(100, 2, 2, 6 * 8);
+  ASSERT_EQ(p.rows, 6);
+  auto table = ItemTable::Create(p, {50, 7, 3, 99, 0, 12});
+  ASSERT_TRUE(table.ok()) << table.status();
+  ItemTable& t = **table;
+  EXPECT_EQ(t.Row(50, t.built_rows()), nullptr);
+  std::atomic<bool> stop{false};
+  int chunks = 0;
+  const absl::Status s = t.Build(
+      [](const int64_t* items, int n, float* rows) {
+        for (int i = 0; i < n; ++i) {
+          rows[2 * i] = static_cast<float>(items[i]);
+          rows[2 * i + 1] = -static_cast<float>(items[i]);
+        }
+        return absl::OkStatus();
+      },
+      2, stop, [&] { stop = ++chunks == 2; });
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+  const int64_t built = t.built_rows();
+  ASSERT_EQ(built, 4);
+  for (int64_t item : {50, 7, 3, 99}) {
+    const float* row = t.Row(item, built);
+    ASSERT_NE(row, nullptr) << item;
+    EXPECT_EQ(row[0], item);
+    EXPECT_EQ(row[1], -item);
+  }
+  EXPECT_EQ(t.Row(0, built), nullptr);   // planned, not built
+  EXPECT_EQ(t.Row(12, built), nullptr);  // planned, not built
+  EXPECT_EQ(t.Row(1, built), nullptr);   // not covered
+  EXPECT_EQ(t.bytes(), 6 * 2 * 4 + 100 * 4);
+}
+
+// Scores through the item table equal the monolithic reference (DESIGN.md
+// §2: fp32 within 1e-5) for every preset, with the table covering every
+// candidate, some of them (the rest computed, through the cache or not) and
+// none, in both forms.
+struct ScoreCase {
+  std::string preset;
+  bool tight;  // a budget that makes v_j cover more items than W_v v_j
+};
+
+class ItemTableScoresTest : public ::testing::TestWithParam<ScoreCase> {
+ protected:
+  common::ThreadPool pool_{2, "item-table-test"};
+};
+
+TEST_P(ItemTableScoresTest, EqualTheMonolithicReference) {
+  const ScoreCase& c = GetParam();
+  common::LoadOptions all;
+  all.parts.user_tables = true;
+  auto loaded = common::Model::Load(ModelDir(c.preset), all);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const common::Model& m = **loaded;
+  const common::ModelDims& d = m.dims();
+  const int64_t num_items = m.catalog().num_items();
+  constexpr int kN = 48;
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int64_t> item(0, num_items - 1);
+  std::vector<int64_t> candidates;
+  while (static_cast<int>(candidates.size()) < kN) {
+    const int64_t id = item(rng);
+    if (std::find(candidates.begin(), candidates.end(), id) ==
+        candidates.end()) {
+      candidates.push_back(id);
+    }
+  }
+  // The monolithic reference for one user.
+  common::UserInputs user;
+  std::uniform_real_distribution<float> unit(0, 1);
+  user.static_features.resize(d.static_in);
+  user.dynamic_features.resize(d.dynamic_in);
+  for (float& x : user.static_features) x = unit(rng);
+  for (float& x : user.dynamic_features) x = unit(rng);
+  for (int i = 0; i < 30; ++i) user.history.push_back(item(rng));
+  std::vector<float> want(kN);
+  ASSERT_TRUE(
+      common::MonolithicModel(&m).Score(user, candidates, want.data()).ok());
+  // u as the edge computes it (fp32).
+  std::vector<float> pooled(d.pooled);
+  common::PoolHistory(m, user.history, pooled.data());
+  std::vector<float> u(d.user_out);
+  ASSERT_TRUE(common::SplitModel(&m)
+                  .UserVector(user.static_features.data(),
+                              user.dynamic_features.data(), pooled.data(),
+                              /*int8=*/false, u.data())
+                  .ok());
+
+  // Covered: the first half of the candidates, then other items.
+  const int covered = kN / 2;
+  std::vector<int64_t> order(candidates.begin(), candidates.begin() + covered);
+  for (int64_t id = 0; static_cast<int>(order.size()) < 3 * kN; ++id) {
+    if (std::find(candidates.begin(), candidates.end(), id) ==
+        candidates.end()) {
+      order.push_back(id);
+    }
+  }
+  for (bool cache : {false, true}) {
+    ModelRuntime::Options o;
+    o.max_candidates = kN;
+    o.buffer_sets = 2;
+    o.force_lookup = LookupStrategy::kBatch;
+    o.force_user = UserStrategy::kRecompute;
+    o.placement.num_workers = 2;
+    o.placement_sample_items = 300;
+    o.item_cache_entries = cache ? 1000 : 0;
+    o.item_cache_mode = CacheMode::kAlways;
+    o.item_table_order = order;
+    o.item_table_budget_bytes =
+        c.tight ? static_cast<int64_t>(order.size()) * d.item_out * 4
+                : int64_t{1} << 30;
+    auto reloaded = common::Model::Load(ModelDir(c.preset), {});
+    ASSERT_TRUE(reloaded.ok());
+    auto rt = ModelRuntime::Create(*std::move(reloaded), o, &pool_);
+    ASSERT_TRUE(rt.ok()) << rt.status();
+    (*rt)->WaitForItemTable();
+    const ModelRuntime::ItemTableStatus status = (*rt)->item_table_status();
+    ASSERT_TRUE(status.done && status.status.ok()) << status.status;
+    ASSERT_EQ(status.built_rows, status.plan.rows);
+    ASSERT_LT(status.plan.rows, num_items);  // a budget under the catalog
+    if (c.tight && d.item_out < (*rt)->combined_top().first_layer_out()) {
+      EXPECT_EQ(status.plan.form, ItemTableForm::kItemVector);
+    }
+    // Every candidate, the covered ones, the uncovered ones.
+    struct Slice {
+      int begin, n, want_table;
+    };
+    for (const Slice& s :
+         {Slice{0, kN, std::min<int>(covered, status.plan.rows)},
+          Slice{0, covered, std::min<int>(covered, status.plan.rows)},
+          Slice{covered, kN - covered, 0}}) {
+      for (int rep = 0; rep < 2; ++rep) {  // the second hits the cache
+        auto b = (*rt)->TakeBuffers();
+        ModelRuntime::ItemSideCounts counts;
+        ASSERT_TRUE((*rt)
+                        ->ComputeItemSide(candidates.data() + s.begin, s.n,
+                                          LookupStrategy::kBatch, cache,
+                                          b.get(), &counts)
+                        .ok());
+        EXPECT_EQ(counts.table_rows, s.want_table);
+        EXPECT_EQ(counts.computed, s.n - s.want_table);
+        std::copy(u.begin(), u.end(), b->u.data());
+        ASSERT_TRUE(
+            (*rt)->Combine(s.n, UserStrategy::kRecompute, b.get()).ok());
+        for (int j = 0; j < s.n; ++j) {
+          ASSERT_NEAR(b->ctr[j], want[s.begin + j], 1e-5)
+              << c.preset << " candidate " << s.begin + j << " cache " << cache
+              << " form " << ItemTableFormName(status.plan.form);
+        }
+        (*rt)->ReturnBuffers(std::move(b));
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Presets, ItemTableScoresTest,
+    ::testing::Values(ScoreCase{"tiny", false}, ScoreCase{"tiny", true},
+                      ScoreCase{"rm1", false}, ScoreCase{"rm1", true},
+                      ScoreCase{"rm2", false}, ScoreCase{"rm2", true},
+                      ScoreCase{"rm3", false}, ScoreCase{"rm3", true},
+                      ScoreCase{"rm4", false}, ScoreCase{"rm4", true},
+                      ScoreCase{"rm5", false}, ScoreCase{"rm5", true}),
+    [](const auto& info) {
+      return info.param.preset + (info.param.tight ? "_tight" : "_roomy");
+    });
+
+// The whole catalog of the tiny preset, ids in order, and a budget that
+// covers only part of it: the rest is computed.
+TEST(ItemTableRuntimeTest, IdentityOrderCoversAPrefixWithinTheBudget) {
+  common::ThreadPool pool(2, "item-table-test");
+  auto model = common::Model::Load(ModelDir("tiny"), {});
+  ASSERT_TRUE(model.ok());
+  const int64_t num_items = (*model)->catalog().num_items();
+  ModelRuntime::Options o;
+  o.max_candidates = 16;
+  o.buffer_sets = 1;
+  o.force_lookup = LookupStrategy::kBatch;
+  o.force_user = UserStrategy::kLoad;
+  o.placement.num_workers = 2;
+  o.item_cache_entries = 0;
+  o.item_table_budget_bytes = 1;  // nothing fits
+  {
+    auto model2 = common::Model::Load(ModelDir("tiny"), {});
+    auto rt = ModelRuntime::Create(*std::move(model2), o, &pool);
+    ASSERT_TRUE(rt.ok());
+    EXPECT_EQ((*rt)->item_table(), nullptr);
+    EXPECT_EQ((*rt)->ItemTableDebugString(),
+              "item table: off (not one row fits the budget)");
+  }
+  std::atomic<int> reports{0};
+  o.on_item_table_progress = [&](const ModelRuntime::ItemTableStatus&) {
+    ++reports;
+  };
+  auto probe = ItemTable::ChoosePlan(num_items, (*model)->dims().item_out,
+                                     (*model)->dims().item_out, 1 << 30);
+  o.item_table_budget_bytes = 100 * int64_t{4} * probe.width;
+  auto rt = ModelRuntime::Create(*std::move(model), o, &pool);
+  ASSERT_TRUE(rt.ok());
+  (*rt)->WaitForItemTable();
+  const auto s = (*rt)->item_table_status();
+  EXPECT_TRUE(s.done);
+  EXPECT_GE(s.plan.rows, 100);
+  EXPECT_LT(s.plan.rows, num_items);
+  EXPECT_EQ(s.built_rows, s.plan.rows);
+  EXPECT_GT(reports.load(), 0);
+  const ItemTable* t = (*rt)->item_table();
+  EXPECT_NE(t->Row(0, s.built_rows), nullptr);
+  EXPECT_NE(t->Row(s.plan.rows - 1, s.built_rows), nullptr);
+  EXPECT_EQ(t->Row(s.plan.rows, s.built_rows), nullptr);
+  EXPECT_EQ(t->bytes(), s.plan.bytes());  // no item -> row map
+}
+
+// The value of `name`'s series with label `label`=`value` (any when label
+// is empty), or -1.
+double Metric(prometheus::Registry& r, const std::string& name,
+              const std::string& label, const std::string& value) {
+  for (const auto& family : r.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& metric : family.metric) {
+      bool match = label.empty();
+      for (const auto& l : metric.label) {
+        match |= l.name == label && l.value == value;
+      }
+      if (!match) continue;
+      return family.type == prometheus::MetricType::Counter
+                 ? metric.counter.value
+                 : metric.gauge.value;
+    }
+  }
+  return -1;
+}
+
+TEST(ScoringCoreItemTableTest, QueriesReadTheTableAndReloadsBuildItFirst) {
+  ScoringCoreOptions o = FastOptions();
+  o.item_table_budget_bytes = int64_t{1} << 20;  // tiny's whole catalog
+  o.item_cache_entries = 0;
+  auto registry = std::make_shared<prometheus::Registry>();
+  o.registry = registry;
+  std::atomic<int> built{0};
+  o.on_item_table_built = [&](const ModelRuntime::ItemTableStatus& s) {
+    EXPECT_TRUE(s.status.ok()) << s.status;
+    ++built;
+  };
+  auto core = MakeCore("tiny", o);
+  ASSERT_NE(core, nullptr);
+  core->runtime()->WaitForItemTable();
+  const common::Model& m = core->model();
+  const int64_t num_items = m.catalog().num_items();
+  EXPECT_EQ(core->runtime()->item_table_status().built_rows, num_items);
+  const std::vector<int64_t> ids = Candidates(m, 200, 3);
+  const std::vector<float> u = RandomU(m, 5);
+  auto scores = RunQuery(*core, Begin(ids, 200), Fp32Vector(m, u));
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  ExpectMatchesSplitModel(m, u, ids, *scores);
+  EXPECT_EQ(
+      Metric(*registry, "duet_item_table_candidates_total", "source", "table"),
+      200);
+  EXPECT_EQ(Metric(*registry, "duet_item_table_coverage_ratio", "version", "1"),
+            1.0);
+  EXPECT_EQ(
+      Metric(*registry, "duet_item_table_build_progress_ratio", "version", "1"),
+      1.0);
+  EXPECT_GT(Metric(*registry, "duet_item_table_bytes", "version", "1"), 0);
+  EXPECT_GE(Metric(*registry, "duet_item_table_build_seconds", "version", "1"),
+            0);
+
+  // A reload: the new version's table is complete when it is served.
+  common::TempDir dir;
+  ASSERT_TRUE(common::GenerateTestModel("tiny", 1.0, dir.path(), /*seed=*/2,
+                                        /*version=*/2)
+                  .ok());
+  common::LoadOptions lo;
+  lo.parts.user_tables = true;
+  auto v2 = common::Model::Load(dir.path(), lo);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  auto rt = core->AddVersion(*std::move(v2));
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  const ModelRuntime::ItemTableStatus s = (*rt)->item_table_status();
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.built_rows, num_items);
+  EXPECT_EQ(built.load(), 2);
+  EXPECT_EQ(Metric(*registry, "duet_item_table_coverage_ratio", "version", "2"),
+            1.0);
+}
+
+}  // namespace
+}  // namespace duet::cloud
