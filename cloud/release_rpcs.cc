@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cloud/scoring_service_impl.h"
+#include "common/base/mutex.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/message_bytes.h"
 
@@ -39,9 +40,13 @@ class EdgeModelWriter final
     Write();
   }
 
+  // Release before each operation handed to gRPC, Acquire in each callback:
+  // the hand-offs, told to TSan (common/base/mutex.h).
   void OnWriteDone(bool ok) override {
+    common::tsan::Acquire(this);
     if (!ok) {
       metrics_->CountQuery(Rpc::kGetEdgeModel, absl::StatusCode::kCancelled);
+      common::tsan::Release(this);
       Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                           "the client went away during GetEdgeModel"));
       return;
@@ -51,6 +56,7 @@ class EdgeModelWriter final
       metrics_->CountQuery(Rpc::kGetEdgeModel, absl::StatusCode::kOk);
       metrics_->ObserveStage(Rpc::kGetEdgeModel, Stage::kTotal,
                              absl::ToDoubleSeconds(absl::Now() - start_));
+      common::tsan::Release(this);
       Finish(grpc::Status::OK);
       return;
     }
@@ -63,11 +69,15 @@ class EdgeModelWriter final
     Write();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    common::tsan::Acquire(this);
+    delete this;
+  }
 
  private:
   void Write() {
     const grpc::Status s = common::SerializeMessage(chunk_, &bytes_);
+    common::tsan::Release(this);
     if (!s.ok()) {
       Finish(s);
       return;
@@ -89,8 +99,14 @@ class EdgeModelWriter final
 
 class FailedWriter final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  explicit FailedWriter(const grpc::Status& status) { Finish(status); }
-  void OnDone() override { delete this; }
+  explicit FailedWriter(const grpc::Status& status) {
+    common::tsan::Release(this);
+    Finish(status);
+  }
+  void OnDone() override {
+    common::tsan::Acquire(this);
+    delete this;
+  }
 };
 
 }  // namespace
@@ -141,7 +157,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetModelStatus(
   if (!call->parsed()) {
     core_->metrics().CountQuery(Rpc::kGetModelStatus,
                                 absl::StatusCode::kInvalidArgument);
-    return call;
+    return call->HandOff();
   }
   const duet::v1::GetModelStatusRequest* request = &call->request();
   duet::v1::ModelStatus* response = call->response();
@@ -164,7 +180,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetModelStatus(
   response->set_release(core_->release_policy()->Describe());
   core_->metrics().CountQuery(Rpc::kGetModelStatus, absl::StatusCode::kOk);
   call->Reply(grpc::Status::OK);
-  return call;
+  return call->HandOff();
 }
 
 }  // namespace duet::cloud

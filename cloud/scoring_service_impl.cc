@@ -39,15 +39,21 @@ class SessionReactor final
       : core_(core), mux_(core, Deadline(context), [this](SessionResponse r) {
           Enqueue(std::move(r));
         }) {
+    common::tsan::Release(this);
     StartRead(&request_bytes_);
   }
 
+  // Each callback starts with Acquire and each operation handed to gRPC is
+  // preceded by Release: the hand-offs through gRPC's (uninstrumented)
+  // completion queues, told to TSan (common/base/mutex.h).
   void OnReadDone(bool ok) override {
+    common::tsan::Acquire(this);
     grpc::Status end;  // OK: the client half-closed (or the call ended)
     if (ok) {
       end = common::ParseMessage(request_bytes_, &request_);
       if (end.ok()) {
         mux_.OnRequest(request_);
+        common::tsan::Release(this);
         StartRead(&request_bytes_);
         return;
       }
@@ -64,6 +70,7 @@ class SessionReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    common::tsan::Acquire(this);
     {
       common::MutexLock lock(&mu_);
       queue_.pop_front();
@@ -72,6 +79,7 @@ class SessionReactor final
         queue_.clear();
       }
       if (!queue_.empty()) {
+        common::tsan::Release(this);
         StartWrite(&queue_.front());
         return;
       }
@@ -80,9 +88,16 @@ class SessionReactor final
     MaybeFinish();
   }
 
-  void OnCancel() override { mux_.CancelAll(); }
+  void OnCancel() override {
+    common::tsan::Acquire(this);
+    mux_.CancelAll();
+    common::tsan::Release(this);
+  }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    common::tsan::Acquire(this);
+    delete this;
+  }
 
  private:
   void Enqueue(SessionResponse response) {
@@ -97,6 +112,7 @@ class SessionReactor final
     queue_.push_back(std::move(bytes));
     if (!writing_) {
       writing_ = true;
+      common::tsan::Release(this);
       StartWrite(&queue_.front());
     }
   }
@@ -105,12 +121,22 @@ class SessionReactor final
     // Read the query count first (the multiplexer queues a query's response
     // before the count drops), then the write state.
     const int open = mux_.open_queries();
-    common::MutexLock lock(&mu_);
-    if (finished_ || !reads_done_ || open > 0 || writing_ || !queue_.empty()) {
-      return;
+    bool finish = false;
+    grpc::Status end;
+    {
+      common::MutexLock lock(&mu_);
+      if (!finished_ && reads_done_ && open == 0 && !writing_ &&
+          queue_.empty()) {
+        finished_ = finish = true;
+        end = end_status_;
+      }
     }
-    finished_ = true;
-    Finish(end_status_);
+    // The callback's last access: OnDone (another thread) follows it.
+    common::tsan::Release(this);
+    // Not under mu_: once finished, gRPC may run OnDone, which deletes this
+    // (mu_ with it), on another thread before Finish returns (TSan found the
+    // unlock after the delete).
+    if (finish) Finish(end);
   }
 
   ScoringCore* const core_;
@@ -142,7 +168,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
   if (!call->parsed()) {
     core_->metrics().CountQuery(Rpc::kScore,
                                 absl::StatusCode::kInvalidArgument);
-    return call;
+    return call->HandOff();
   }
   const duet::v1::ScoreRequest* request = &call->request();
   duet::v1::ScoreResponse* response = call->response();
@@ -151,7 +177,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
       !s.ok()) {
     core_->metrics().CountQuery(Rpc::kScore, s.code());
     call->Reply(common::ToGrpcStatus(s));
-    return call;
+    return call->HandOff();
   }
   ScoringCore::QuerySpec spec;
   spec.candidates = request->candidate_ids();
@@ -177,10 +203,10 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
       });
   if (!query.ok()) {
     call->Reply(common::ToGrpcStatus(query.status()));
-    return call;
+    return call->HandOff();
   }
   core_->ProvideUserVector(*query, request->user_vector());
-  return call;
+  return call->HandOff();
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
@@ -191,7 +217,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
   if (!call->parsed()) {
     core_->metrics().CountQuery(Rpc::kMonolithicScore,
                                 absl::StatusCode::kInvalidArgument);
-    return call;
+    return call->HandOff();
   }
   core_->MonolithicScore(
       call->request(), Deadline(context),
@@ -199,7 +225,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
         if (result.ok()) call->response()->Swap(&*result);
         call->Reply(common::ToGrpcStatus(result.status()));
       });
-  return call;
+  return call->HandOff();
 }
 
 grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
@@ -211,7 +237,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
   if (!call->parsed()) {
     core_->metrics().CountQuery(Rpc::kGetItemEmbeddings,
                                 absl::StatusCode::kInvalidArgument);
-    return call;
+    return call->HandOff();
   }
   core_->GetItemEmbeddings(
       call->request(), Deadline(context),
@@ -219,7 +245,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
         if (result.ok()) call->response()->Swap(&*result);
         call->Reply(common::ToGrpcStatus(result.status()));
       });
-  return call;
+  return call->HandOff();
 }
 
 }  // namespace duet::cloud

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/mutex.h"
 #include "grpcpp/grpcpp.h"
 
 namespace duet::common {
@@ -65,20 +66,29 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   // False: the call is already finished with parse_status().
   bool parsed() const { return parse_status_.ok(); }
+  // The handler's last use of the call, returning it to gRPC: gRPC runs
+  // OnDone only after the handler returned, on another thread (TSan is told;
+  // common/base/mutex.h).
+  grpc::ServerUnaryReactor* HandOff() {
+    tsan::Release(this);
+    return this;
+  }
   const grpc::Status& parse_status() const { return parse_status_; }
   const Request& request() const { return request_; }
   Response* response() { return &response_; }
 
   // Ends the call: with `status`, or when it is OK with the response.
   void Reply(const grpc::Status& status) {
-    if (status.ok()) {
-      Finish(SerializeMessage(response_, out_));
-    } else {
-      Finish(status);
-    }
+    const grpc::Status end =
+        status.ok() ? SerializeMessage(response_, out_) : status;
+    tsan::Release(this);  // gRPC's thread runs OnDone (common/base/mutex.h)
+    Finish(end);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    tsan::Acquire(this);
+    delete this;
+  }
 
  private:
   grpc::ByteBuffer* const out_;
