@@ -11,6 +11,11 @@
 #include "common/kernels/internal/onednn.h"
 #include "oneapi/dnnl/dnnl_debug.h"
 
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#endif
+
 namespace duet::common {
 namespace {
 
@@ -85,13 +90,32 @@ ProbeResult ProbeMatmul(const Int8LayerRanges& r, int64_t m) {
   return result;
 }
 
+// The ISA oneDNN may use. Its public query (2.6) names x86 ISAs only and on
+// aarch64 returns values that read as x86 names ("avx512_mic_4ops"), so
+// there this names what the CPU offers, as oneDNN's verbose mode does:
+// asimd or sve_<bits> (an ONEDNN_MAX_CPU_ISA cap is not reflected).
+std::string EffectiveIsa() {
+#if defined(__aarch64__)
+#if defined(HWCAP_SVE) && defined(PR_SVE_GET_VL)
+  if ((getauxval(AT_HWCAP) & HWCAP_SVE) != 0) {
+    const int vl = prctl(PR_SVE_GET_VL);
+    if (vl > 0) return absl::StrCat("sve_", (vl & PR_SVE_VL_LEN_MASK) * 8);
+  }
+#endif
+  return "asimd";
+#else
+  const char* isa = dnnl_cpu_isa2str(
+      static_cast<dnnl_cpu_isa_t>(dnnl::get_effective_cpu_isa()));
+  std::string name = isa != nullptr ? isa : "unknown";
+  if (absl::StartsWith(name, "cpu_isa_")) name.erase(0, 8);
+  return name;
+#endif
+}
+
 Int8KernelReport Probe() {
   internal::PinOneDnnToCallingThread();
   Int8KernelReport report;
-  const char* isa = dnnl_cpu_isa2str(
-      static_cast<dnnl_cpu_isa_t>(dnnl::get_effective_cpu_isa()));
-  report.isa = isa != nullptr ? isa : "unknown";
-  if (absl::StartsWith(report.isa, "cpu_isa_")) report.isa.erase(0, 8);
+  report.isa = EffectiveIsa();
   std::vector<std::string> implementations;
   try {
     for (Int8Arithmetic a : kAllInt8Arithmetics) {

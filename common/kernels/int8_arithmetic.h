@@ -55,7 +55,8 @@ Int8LayerRanges LayerRanges(Int8Arithmetic a, bool first_layer);
 // arithmetic at the row counts the MLPs use. ONEDNN_MAX_CPU_ISA caps what it
 // dispatches. Thread-safe.
 struct Int8KernelReport {
-  std::string isa;              // oneDNN's effective ISA, e.g. "avx2"
+  std::string isa;  // oneDNN's effective ISA, e.g. "avx2"; aarch64: "asimd",
+                    // "sve_256" (the CPU's, see int8_arithmetic.cc)
   std::string implementation;   // its u8s8 matmul, e.g. "gemm:jit"
   std::array<bool, 3> exact{};  // by Int8Arithmetic
   // The first exact one of kAllInt8Arithmetics (the most accurate), else
