@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "common/base/mutex.h"
 #include "common/base/status_matchers.h"
 #include "common/model/model_config.h"
@@ -226,7 +227,15 @@ TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
   ASSERT_TRUE(Recommend(*updater).ok());
   while (updater->stats().failures < 2) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_GE(metrics.model_updates_total("failed"), 2.0);
-  EXPECT_THAT(updater->update_status(),
+  // The status alternates between the last failure and the next attempt
+  // (1-20 ms back-off here): wait, bounded, for it to show a failure.
+  std::string status = updater->update_status();
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
+       !absl::StrContains(status, "failed:") && absl::Now() < give_up;
+       status = updater->update_status()) {
+    absl::SleepFor(absl::Microseconds(200));
+  }
+  EXPECT_THAT(status,
               HasSubstr("failed: DATA_LOSS: GetEdgeModel sent edge.safetensors "
                         "with SHA-256"));
   EXPECT_EQ(updater->runtime()->model().config().version(), 1u);
