@@ -114,7 +114,11 @@ class EdgeProcessTest : public testing::Test {
   // cloud session to be READY.
   void StartEdge(const std::vector<std::string>& extra = {},
                  bool wait_cloud = true) {
-    const std::vector<std::string> argv = EdgeArgv(extra);
+    StartEdgeArgv(EdgeArgv(extra), wait_cloud);
+  }
+  // StartEdge with the whole command line given.
+  void StartEdgeArgv(const std::vector<std::string>& argv,
+                     bool wait_cloud = true) {
     auto edge =
         Subprocess::Start(argv, dir_->path() + "/edge-" + TestName() + ".log");
     ASSERT_TRUE(edge.ok()) << edge.status();

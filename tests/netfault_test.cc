@@ -475,15 +475,7 @@ class NetFaultTest : public EdgeProcessTest {
         // No rotation: every new stream in these tests is a reconnect.
         "--cloud_stream_max_age_s", "0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto edge =
-        Subprocess::Start(argv, dir_->path() + "/edge-" + TestName() + ".log");
-    ASSERT_TRUE(edge.ok()) << edge.status();
-    edge_ = *std::move(edge);
-    const absl::Status healthy =
-        WaitForHealthy(EdgeTarget(), absl::Seconds(30), edge_.get());
-    ASSERT_TRUE(healthy.ok()) << healthy;
-    stub_ = v1::EdgeService::NewStub(
-        grpc::CreateChannel(EdgeTarget(), grpc::InsecureChannelCredentials()));
+    ASSERT_NO_FATAL_FAILURE(StartEdgeArgv(argv, /*wait_cloud=*/false));
     ASSERT_TRUE(WaitForCloud("READY", absl::Seconds(20)).has_value())
         << edge_->ReadLog();
   }
