@@ -95,12 +95,12 @@ void CheckError(const absl::Status& s) {
 
 void RunSession(const uint8_t* data, size_t size, bool stamp) {
   ScoringCore& core = Core();
-  common::Mutex mu;
+  duet::common::Mutex mu;
   std::vector<duet::v1::SessionResponse> responses;
   {
     duet::cloud::SessionMultiplexer mux(&core, absl::Now() + absl::Seconds(5),
                                         [&](duet::v1::SessionResponse r) {
-                                          common::MutexLock lock(&mu);
+                                          duet::common::MutexLock lock(&mu);
                                           responses.push_back(std::move(r));
                                         });
     std::vector<int> top_k;
@@ -124,7 +124,7 @@ void RunSession(const uint8_t* data, size_t size, bool stamp) {
     }
   }
   const int64_t num_items = core.model().catalog().num_items();
-  common::MutexLock lock(&mu);
+  duet::common::MutexLock lock(&mu);
   for (const auto& r : responses) {
     if (r.has_scores()) {
       for (const auto& item : r.scores().items()) {
@@ -154,7 +154,7 @@ void RunScore(const uint8_t* data, size_t size, bool stamp) {
   *begin.mutable_candidate_ids() = request.candidate_ids();
   begin.set_top_k(request.top_k());
   begin.set_relay_top(request.relay_top());
-  common::Notification done;
+  duet::common::Notification done;
   absl::StatusOr<duet::v1::Scores> result;
   auto query = core.Begin(begin, absl::Now() + absl::Seconds(5),
                           duet::cloud::Rpc::kScore,
@@ -180,7 +180,7 @@ void RunScore(const uint8_t* data, size_t size, bool stamp) {
 void RunMonolithic(const uint8_t* data, size_t size) {
   duet::v1::MonolithicScoreRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  common::Notification done;
+  duet::common::Notification done;
   absl::StatusOr<duet::v1::ScoreResponse> result;
   Core().MonolithicScore(request, absl::Now() + absl::Seconds(5),
                          [&](absl::StatusOr<duet::v1::ScoreResponse> r) {
@@ -198,7 +198,7 @@ void RunMonolithic(const uint8_t* data, size_t size) {
 void RunEmbeddings(const uint8_t* data, size_t size) {
   duet::v1::GetItemEmbeddingsRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  common::Notification done;
+  duet::common::Notification done;
   absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result;
   Core().GetItemEmbeddings(
       request, absl::Now() + absl::Seconds(5),
