@@ -154,11 +154,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetModelStatus(
   (void)context;
   auto* call = new common::UnaryCall<duet::v1::GetModelStatusRequest,
                                      duet::v1::ModelStatus>(bytes, out);
-  if (!call->parsed()) {
-    core_->metrics().CountQuery(Rpc::kGetModelStatus,
-                                absl::StatusCode::kInvalidArgument);
-    return call->HandOff();
-  }
+  if (!Parsed(Rpc::kGetModelStatus, *call)) return call->HandOff();
   const duet::v1::GetModelStatusRequest* request = &call->request();
   duet::v1::ModelStatus* response = call->response();
   const absl::Time now = absl::Now();

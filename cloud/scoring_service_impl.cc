@@ -165,11 +165,7 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::Score(
   auto* call =
       new common::UnaryCall<duet::v1::ScoreRequest, duet::v1::ScoreResponse>(
           bytes, out);
-  if (!call->parsed()) {
-    core_->metrics().CountQuery(Rpc::kScore,
-                                absl::StatusCode::kInvalidArgument);
-    return call->HandOff();
-  }
+  if (!Parsed(Rpc::kScore, *call)) return call->HandOff();
   const duet::v1::ScoreRequest* request = &call->request();
   duet::v1::ScoreResponse* response = call->response();
   // Check the user vector before any item-side work is spent on the query.
@@ -214,16 +210,11 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::MonolithicScore(
     grpc::ByteBuffer* out) {
   auto* call = new common::UnaryCall<duet::v1::MonolithicScoreRequest,
                                      duet::v1::ScoreResponse>(bytes, out);
-  if (!call->parsed()) {
-    core_->metrics().CountQuery(Rpc::kMonolithicScore,
-                                absl::StatusCode::kInvalidArgument);
-    return call->HandOff();
-  }
+  if (!Parsed(Rpc::kMonolithicScore, *call)) return call->HandOff();
   core_->MonolithicScore(
       call->request(), Deadline(context),
       [call](absl::StatusOr<duet::v1::ScoreResponse> result) {
-        if (result.ok()) call->response()->Swap(&*result);
-        call->Reply(common::ToGrpcStatus(result.status()));
+        call->ReplyWith(std::move(result));
       });
   return call->HandOff();
 }
@@ -234,16 +225,11 @@ grpc::ServerUnaryReactor* ScoringServiceImpl::GetItemEmbeddings(
   auto* call =
       new common::UnaryCall<duet::v1::GetItemEmbeddingsRequest,
                             duet::v1::GetItemEmbeddingsResponse>(bytes, out);
-  if (!call->parsed()) {
-    core_->metrics().CountQuery(Rpc::kGetItemEmbeddings,
-                                absl::StatusCode::kInvalidArgument);
-    return call->HandOff();
-  }
+  if (!Parsed(Rpc::kGetItemEmbeddings, *call)) return call->HandOff();
   core_->GetItemEmbeddings(
       call->request(), Deadline(context),
       [call](absl::StatusOr<duet::v1::GetItemEmbeddingsResponse> result) {
-        if (result.ok()) call->response()->Swap(&*result);
-        call->Reply(common::ToGrpcStatus(result.status()));
+        call->ReplyWith(std::move(result));
       });
   return call->HandOff();
 }

@@ -53,6 +53,15 @@ class ScoringServiceImpl final : public RawScoringService {
                                            grpc::ByteBuffer* response) override;
 
  private:
+  // Whether a unary call's request parsed; counts it in the query metrics
+  // (INVALID_ARGUMENT) when it did not (the call is then already finished).
+  template <typename Call>
+  bool Parsed(Rpc rpc, const Call& call) {
+    if (call.parsed()) return true;
+    core_->metrics().CountQuery(rpc, absl::StatusCode::kInvalidArgument);
+    return false;
+  }
+
   ScoringCore* const core_;
 };
 

@@ -15,8 +15,10 @@
 
 #include <cstdint>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/mutex.h"
+#include "common/rpc/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace duet::common {
@@ -83,6 +85,12 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
         status.ok() ? SerializeMessage(response_, out_) : status;
     tsan::Release(this);  // gRPC's thread runs OnDone (common/base/mutex.h)
     Finish(end);
+  }
+
+  // Ends the call with `result`: its value as the response, or its error.
+  void ReplyWith(absl::StatusOr<Response> result) {
+    if (result.ok()) response_.Swap(&*result);
+    Reply(ToGrpcStatus(result.status()));
   }
 
   void OnDone() override {
