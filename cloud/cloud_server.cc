@@ -95,6 +95,7 @@ absl::Status CloudServer::Init() {
       core_->options().max_candidates, core_->options().item_cache_entries));
   Log(core_->placement().DebugString());
   Log(core_->runtime()->CacheDebugString());
+  Log(core_->runtime()->WarmupDebugString());
   Log(core_->runtime()->ItemTableDebugString());
   Log(absl::StrFormat("strategy selector (%.2f s):\n%s",
                       absl::ToDoubleSeconds(absl::Now() - calib_start),

@@ -152,6 +152,13 @@ absl::Status CombinedTop::ScoreRecompute(const float* u, const float* v, int n,
   return model_->combined_top().Run(x, n, ctr);
 }
 
+absl::Status CombinedTop::Prepare(int max_n) const {
+  if (first_u_ != nullptr) RETURN_IF_ERROR(first_u_->Prepare(1));
+  RETURN_IF_ERROR(first_v_->Prepare(max_n));
+  if (rest_ != nullptr) RETURN_IF_ERROR(rest_->Prepare(max_n));
+  return model_->combined_top().Prepare(max_n);
+}
+
 int64_t CombinedTop::Flops(int n, UserStrategy strategy) const {
   const int64_t rest = rest_ != nullptr ? rest_->Flops(n) : 0;
   if (strategy == UserStrategy::kLoad) {

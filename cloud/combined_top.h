@@ -40,6 +40,10 @@ class CombinedTop {
                                   float* ctr) const;
   int first_layer_out() const { return hidden_; }
 
+  // Builds the oneDNN primitives of every strategy for up to max_n
+  // candidates (Fp32Mlp::Prepare).
+  absl::Status Prepare(int max_n) const;
+
   // Multiply-adds x 2 of one query under each strategy (for the selector's
   // log and the roofline estimate).
   int64_t Flops(int n, UserStrategy strategy) const;

@@ -50,6 +50,14 @@ ABSL_FLAG(std::string, item_cache_policy, "auto",
           "query uses the cache.");
 ABSL_FLAG(int, calibration_ms, 3000,
           "Start-up time budget of the strategy selector's calibration.");
+ABSL_FLAG(bool, warmup, true,
+          "Prepare each model version before it takes traffic: build its "
+          "oneDNN primitives for every candidate count it accepts on a "
+          "low-priority thread and, for a released version of the serving "
+          "version's architecture (new weights), reuse that version's "
+          "calibration instead of calibrating beside live queries. false: "
+          "calibrate beside them and build primitives on first use (the "
+          "behaviour before; for comparison).");
 ABSL_FLAG(int, max_connection_age_s, 300,
           "Send GOAWAY on a client connection after this many seconds, so "
           "clients re-resolve (dns:///) and open new calls elsewhere; 0 "
@@ -162,6 +170,7 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   c.item_cache_mode = *cache_mode;
   c.calibration_budget =
       absl::Milliseconds(absl::GetFlag(FLAGS_calibration_ms));
+  c.warmup = absl::GetFlag(FLAGS_warmup);
   return o;
 }
 

@@ -15,8 +15,17 @@
 #include "common/base/scratch.h"
 #include "common/base/status_macros.h"
 #include "common/model/catalog.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace duet::cloud {
+namespace {
+
+// nice 19 for the calling thread (Linux sets niceness per thread).
+void LowerThisThreadsPriority() {
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+}
+
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<ModelRuntime>> ModelRuntime::Create(
     std::unique_ptr<const common::Model> model, const Options& options,
@@ -65,6 +74,44 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
     monolithic_ = std::make_unique<common::MonolithicModel>(model_.get());
   }
 
+  if (o.calibrated_like != nullptr && SameArchitecture(*o.calibrated_like)) {
+    const ModelRuntime& prior = *o.calibrated_like;
+    selector_ = StrategySelector::Inherit(*prior.selector_);
+    calibration_from_ = prior.model_->config().version();
+    if (cache_ != nullptr) {
+      row_seconds_ = prior.row_seconds_;
+      hit_seconds_ = prior.hit_seconds_;
+      miss_seconds_ = prior.miss_seconds_;
+      SetCachePolicyFromCosts();
+    }
+  } else {
+    const absl::Time t0 = absl::Now();
+    RETURN_IF_ERROR(Calibrate(pool));
+    calibration_seconds_ = absl::ToDoubleSeconds(absl::Now() - t0);
+  }
+  if (o.prepare_kernels) {
+    // On its own low-priority thread: a release prepares beside queries.
+    const absl::Time t0 = absl::Now();
+    absl::Status status;
+    std::thread([&] {
+      LowerThisThreadsPriority();
+      status = PrepareKernels();
+    }).join();
+    RETURN_IF_ERROR(status);
+    prepare_seconds_ = absl::ToDoubleSeconds(absl::Now() - t0);
+  }
+
+  RETURN_IF_ERROR(PlanItemTable());
+  common::MutexLock lock(&buffers_mu_);
+  for (int i = 0; i < o.buffer_sets; ++i) {
+    free_buffers_.push_back(std::make_unique<QueryBuffers>(
+        o.max_candidates, model_->dims(), z_width()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelRuntime::Calibrate(common::ThreadPool* pool) {
+  const Options& o = options_;
   // Calibration runs on the pool, as queries do, over fixed pseudo-random
   // candidates with the cache bypassed.
   const common::ModelDims& d = model_->dims();
@@ -121,14 +168,64 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
       cache_policy_ = std::make_unique<CachePolicy>(CachePolicy::Always());
     }
   }
-
-  RETURN_IF_ERROR(PlanItemTable());
-  common::MutexLock lock(&buffers_mu_);
-  for (int i = 0; i < o.buffer_sets; ++i) {
-    free_buffers_.push_back(
-        std::make_unique<QueryBuffers>(max_n, d, z_width()));
-  }
   return absl::OkStatus();
+}
+
+bool ModelRuntime::SameArchitecture(const ModelRuntime& prior) const {
+  // The config without what names or fingerprints the weights: widths,
+  // table geometry, catalog size, split depth and rows scale remain.
+  auto shapes = [](const duet::v1::ModelConfig& config) {
+    duet::v1::ModelConfig c = config;
+    c.clear_version();
+    c.clear_description();
+    c.clear_files();
+    c.clear_user_top_int8();
+    c.clear_seed();
+    c.clear_signature();
+    c.mutable_catalog()->clear_seed();
+    return c;
+  };
+  if (!google::protobuf::util::MessageDifferencer::Equals(
+          shapes(model_->config()), shapes(prior.model_->config()))) {
+    return false;
+  }
+  const std::vector<TablePlan>& a = engine_->plan().tables;
+  const std::vector<TablePlan>& b = prior.engine_->plan().tables;
+  if (a.size() != b.size()) return false;
+  for (size_t t = 0; t < a.size(); ++t) {
+    if (a[t].name != b[t].name || a[t].mode != b[t].mode ||
+        a[t].num_shards != b[t].num_shards ||
+        a[t].hot_rows.size() != b[t].hot_rows.size()) {
+      return false;
+    }
+  }
+  return (cache_ == nullptr) == (prior.cache_ == nullptr);
+}
+
+absl::Status ModelRuntime::PrepareKernels() const {
+  const int max_n = options_.max_candidates;
+  std::vector<const common::Fp32Mlp*> mlps = {model_->item_top()};
+  if (monolithic_ != nullptr) {
+    mlps.insert(mlps.end(), {model_->static_bottom(), model_->dynamic_bottom(),
+                             &model_->user_top()});
+  }
+  for (const common::Fp32Mlp* mlp : mlps) {
+    if (mlp != nullptr) RETURN_IF_ERROR(mlp->Prepare(max_n));
+  }
+  return combined_->Prepare(max_n);
+}
+
+std::string ModelRuntime::WarmupDebugString() const {
+  std::string s =
+      calibration_from_ != 0
+          ? absl::StrCat("calibration reused from v", calibration_from_,
+                         " (same architecture)")
+          : absl::StrFormat("calibrated in %.2f s", calibration_seconds_);
+  if (options_.prepare_kernels) {
+    absl::StrAppendFormat(&s, "; kernels for N <= %d prepared in %.2f s",
+                          options_.max_candidates, prepare_seconds_);
+  }
+  return s;
 }
 
 int ModelRuntime::z_width() const {
@@ -184,7 +281,7 @@ void ModelRuntime::BuildItemTable() {
   // worker pool, which has no priorities: a chunk queued there would delay
   // the queries behind it, while the kernel preempts this thread for them
   // and still gives it the cores queries leave idle.
-  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+  LowerThisThreadsPriority();
   const absl::Time t0 = absl::Now();
   std::vector<float> f, v;
   auto report = [&](bool done, const absl::Status& status) {
@@ -380,6 +477,15 @@ absl::Status ModelRuntime::CalibrateCache(common::ThreadPool* pool) {
   row_seconds_ = median(rows);
   miss_seconds_ = median(misses);
   hit_seconds_ = median(hits);
+  SetCachePolicyFromCosts();
+  return absl::OkStatus();
+}
+
+void ModelRuntime::SetCachePolicyFromCosts() {
+  if (row_seconds_ == 0) {  // the prior's policy was "always"
+    cache_policy_ = std::make_unique<CachePolicy>(CachePolicy::Always());
+    return;
+  }
   CachePolicy::Options po;
   const double denominator = row_seconds_ + miss_seconds_ - hit_seconds_;
   po.break_even = denominator > 0 ? miss_seconds_ / denominator : 2.0;
@@ -387,7 +493,6 @@ absl::Status ModelRuntime::CalibrateCache(common::ThreadPool* pool) {
   // its hit ratio reported.
   if (po.break_even >= 1) po.sample_every = 64;
   cache_policy_ = std::make_unique<CachePolicy>(po);
-  return absl::OkStatus();
 }
 
 std::string ModelRuntime::CacheDebugString() const {

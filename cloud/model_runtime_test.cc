@@ -20,6 +20,7 @@ namespace {
 
 using common::StatusIs;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 constexpr int kWorkers = 2;
@@ -161,6 +162,89 @@ TEST_F(ModelRuntimeTest, UnforcedSelectorIsCalibratedUpToMaxCandidates) {
   for (size_t i = 0; i < selector.grid().size(); ++i) {
     EXPECT_EQ(selector.lookup_measurements()[i].n, selector.grid()[i]);
   }
+}
+
+// A release of new weights for the same architecture reuses the serving
+// version's calibration (selector choices and cache costs); another
+// architecture, or no prior, calibrates.
+TEST_F(ModelRuntimeTest, ReleaseOfTheSameArchitectureReusesTheCalibration) {
+  ModelRuntime::Options o = Fast();
+  o.force_lookup.reset();
+  o.force_user.reset();
+  o.calibration_budget = absl::Milliseconds(20);
+  o.item_cache_entries = 1000;
+  o.item_cache_mode = CacheMode::kAuto;
+  auto v1 = Runtime(CloudOnly(), o);
+  ASSERT_NE(v1, nullptr);
+  EXPECT_EQ(v1->calibration_from_version(), 0u);
+  EXPECT_THAT(v1->WarmupDebugString(), StartsWith("calibrated in "));
+
+  common::TempDir dir;
+  const auto generated = common::GenerateTestModel("rm2", 0.0005, dir.path(),
+                                                   /*seed=*/7, /*version=*/2);
+  ASSERT_TRUE(generated.ok()) << generated.status();
+  common::LoadOptions lo;
+  lo.parts.edge = false;
+  auto next = common::Model::Load(dir.path(), lo);
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_NE((*next)->config().signature(), v1->model().config().signature());
+  ModelRuntime::Options released = o;
+  released.calibrated_like = v1.get();
+  auto v2 = Runtime(*std::move(next), released);
+  ASSERT_NE(v2, nullptr);
+  EXPECT_EQ(v2->calibration_from_version(), 1u);
+  EXPECT_THAT(v2->WarmupDebugString(),
+              StartsWith("calibration reused from v1 (same architecture); "
+                         "kernels for N <= 64 prepared in "));
+  const StrategySelector& a = v1->selector();
+  const StrategySelector& b = v2->selector();
+  ASSERT_EQ(b.grid(), a.grid());
+  for (int n = 1; n <= kMaxCandidates; ++n) {
+    EXPECT_EQ(b.LookupFor(n), a.LookupFor(n)) << "n=" << n;
+  }
+  ASSERT_EQ(b.user_measurements().size(), a.user_measurements().size());
+  for (size_t i = 0; i < a.user_measurements().size(); ++i) {
+    EXPECT_EQ(b.user_measurements()[i].choice, a.user_measurements()[i].choice);
+  }
+  ASSERT_NE(v2->cache_policy(), nullptr);
+  EXPECT_EQ(v2->cache_policy()->break_even(), v1->cache_policy()->break_even());
+  EXPECT_EQ(v2->CacheDebugString(), v1->CacheDebugString());
+
+  // Another architecture (rm4's widths) calibrates for itself.
+  auto other = common::Model::Load(ModelDir("rm4"), lo);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto v3 = Runtime(*std::move(other), released);
+  ASSERT_NE(v3, nullptr);
+  EXPECT_EQ(v3->calibration_from_version(), 0u);
+  EXPECT_THAT(v3->WarmupDebugString(), StartsWith("calibrated in "));
+}
+
+// Every cloud MLP has its primitives for each candidate count before the
+// first query: 1 .. 15 and the multiples of 16 up to max_candidates.
+TEST_F(ModelRuntimeTest, PreparesTheKernelsOfEveryCandidateCount) {
+  std::vector<int64_t> expected;
+  for (int64_t m = 1; m <= 15; ++m) expected.push_back(m);
+  for (int64_t m = 16; m <= kMaxCandidates; m += 16) expected.push_back(m);
+  common::ModelParts all;
+  all.edge = true;
+  all.user_tables = true;
+  auto runtime = Runtime(Load(all), Fast());
+  ASSERT_NE(runtime, nullptr);
+  ASSERT_NE(runtime->monolithic(), nullptr);
+  const common::Model& m = runtime->model();
+  for (const common::Fp32Mlp* mlp :
+       {m.item_top(), &m.combined_top(), &m.user_top(), m.static_bottom()}) {
+    ASSERT_NE(mlp, nullptr);
+    EXPECT_EQ(mlp->PreparedRowCounts(), expected);
+  }
+  ModelRuntime::Options cold = Fast();
+  cold.prepare_kernels = false;
+  auto lazy = Runtime(Load(all), cold);
+  ASSERT_NE(lazy, nullptr);
+  EXPECT_EQ(lazy->model().combined_top().PreparedRowCounts(),
+            std::vector<int64_t>{1});
+  EXPECT_THAT(lazy->WarmupDebugString(), StartsWith("calibrated in "));
+  EXPECT_THAT(lazy->WarmupDebugString(), Not(HasSubstr("kernels")));
 }
 
 TEST_F(ModelRuntimeTest, ZeroCacheEntriesMeansNoCache) {

@@ -243,11 +243,12 @@ ModelWatcher::Result ModelWatcher::CheckModelDir(const std::string& dir,
     ++ok_;
   }
   Log(absl::StrFormat(
-      "model loaded: %s; load + checksums %.2f s, runtime + calibration "
-      "%.2f s; serving %s",
+      "model loaded: %s; load + checksums %.2f s, runtime %.2f s (%s); "
+      "serving %s",
       common::ModelLabel((*fresh)->model().config()),
       absl::ToDoubleSeconds(loaded - start),
-      absl::ToDoubleSeconds(absl::Now() - loaded), core_->served().Describe()));
+      absl::ToDoubleSeconds(absl::Now() - loaded),
+      (*fresh)->WarmupDebugString(), core_->served().Describe()));
   return {Outcome::kReloaded, absl::OkStatus()};
 }
 

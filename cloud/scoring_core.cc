@@ -77,7 +77,7 @@ absl::StatusOr<std::unique_ptr<ScoringCore>> ScoringCore::Create(
 }
 
 ModelRuntime::Options ScoringCore::RuntimeOptions(
-    absl::Duration calibration) const {
+    absl::Duration calibration, const ModelRuntime* calibrated_like) const {
   ModelRuntime::Options ro;
   ro.max_candidates = options_.max_candidates;
   ro.buffer_sets = options_.max_inflight;
@@ -88,6 +88,8 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
   ro.item_cache_entries = options_.item_cache_entries;
   ro.item_cache_mode = options_.item_cache_mode;
   ro.calibration_budget = calibration;
+  ro.prepare_kernels = options_.warmup;
+  ro.calibrated_like = options_.warmup ? calibrated_like : nullptr;
   ro.item_table_budget_bytes = options_.item_table_budget_bytes;
   ro.on_item_table_progress = [metrics = metrics_,
                                done = options_.on_item_table_built](
@@ -177,9 +179,10 @@ absl::StatusOr<std::shared_ptr<ModelRuntime>> ScoringCore::AddVersion(
   }
   ASSIGN_OR_RETURN(
       std::shared_ptr<ModelRuntime> rt,
-      ModelRuntime::Create(std::move(model),
-                           RuntimeOptions(options_.reload_calibration_budget),
-                           pool_.get()));
+      ModelRuntime::Create(
+          std::move(model),
+          RuntimeOptions(options_.reload_calibration_budget, newest.get()),
+          pool_.get()));
   // The new version's item table is built before it takes traffic (the
   // serving versions keep answering meanwhile).
   rt->WaitForItemTable();

@@ -69,6 +69,13 @@ struct ScoringCoreOptions {
   // The selector's calibration for a reloaded model: it runs beside live
   // queries, so it is kept shorter.
   absl::Duration reload_calibration_budget = absl::Milliseconds(500);
+  // Prepares every version before it takes traffic: its oneDNN primitives
+  // for each candidate count (ModelRuntime::Options::prepare_kernels) and,
+  // for a release of the newest version's architecture, that version's
+  // calibration instead of a new one beside live queries. false: the
+  // behaviour before (calibration on the pool, primitives built by the
+  // first queries), kept for comparisons.
+  bool warmup = true;
   // Precomputed item side (ModelRuntime::Options): bytes of rows per
   // version, 0: none. The first version builds it while serving; a
   // reloaded one builds it before it is served.
@@ -190,7 +197,9 @@ class ScoringCore {
   explicit ScoringCore(ScoringCoreOptions options)
       : options_(std::move(options)) {}
   absl::Status Init(std::unique_ptr<const common::Model> model);
-  ModelRuntime::Options RuntimeOptions(absl::Duration calibration) const;
+  ModelRuntime::Options RuntimeOptions(
+      absl::Duration calibration,
+      const ModelRuntime* calibrated_like = nullptr) const;
   void SetCacheBreakEven(const ModelRuntime& rt);
   // Adds `rt` to served_ with its edge part and its query counter.
   void Serve(std::shared_ptr<ModelRuntime> rt);

@@ -118,6 +118,18 @@ absl::StatusOr<std::unique_ptr<StrategySelector>> StrategySelector::Create(
   return s;
 }
 
+std::unique_ptr<StrategySelector> StrategySelector::Inherit(
+    const StrategySelector& prior) {
+  auto s = std::unique_ptr<StrategySelector>(new StrategySelector());
+  s->options_ = prior.options_;
+  s->grid_ = prior.grid_;
+  s->lookup_ = prior.lookup_;
+  s->user_ = prior.user_;
+  s->lookup_choice_ = prior.lookup_choice_;
+  s->user_choice_ = prior.user_choice_;
+  return s;
+}
+
 int StrategySelector::GridIndex(int n) const {
   const auto it = std::lower_bound(grid_.begin(), grid_.end(), n);
   return it == grid_.end() ? static_cast<int>(grid_.size()) - 1

@@ -60,6 +60,13 @@ class StrategySelector {
       const Options& options, const Probe& lookup_probe,
       const Probe& user_probe);
 
+  // A selector with `prior`'s options, measurements and choices and fresh
+  // counters: for a model version whose shapes and placement equal those of
+  // the version `prior` was calibrated for, on this machine (the choices
+  // depend on nothing else).
+  static std::unique_ptr<StrategySelector> Inherit(
+      const StrategySelector& prior);
+
   // Choice for a query of n candidates; counted.
   LookupStrategy ChooseLookup(int n);
   // The same choice, not counted.

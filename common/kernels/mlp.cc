@@ -74,6 +74,21 @@ absl::Status Fp32Mlp::Run(const float* in, int64_t m, float* out) const {
   return absl::OkStatus();
 }
 
+absl::Status Fp32Mlp::Prepare(int64_t max_m) const {
+  RETURN_IF_ERROR(CheckRows(max_m, "fp32"));
+  PinOneDnnToCallingThread();
+  try {
+    impl_->stack->Prepare(max_m);
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "create the fp32 MLP's primitives");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> Fp32Mlp::PreparedRowCounts() const {
+  return impl_->stack->PlannedRowCounts();
+}
+
 int Fp32Mlp::in_dim() const { return impl_->shape.in_dim; }
 int Fp32Mlp::out_dim() const { return impl_->shape.out_dim; }
 int Fp32Mlp::num_layers() const { return impl_->shape.num_layers; }

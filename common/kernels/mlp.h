@@ -69,6 +69,13 @@ class Fp32Mlp {
   // in: [m, in_dim()] row-major; out: [m, out_dim()]. m >= 1.
   absl::Status Run(const float* in, int64_t m, float* out) const;
 
+  // Builds the oneDNN primitives of every row count up to max_m now (they
+  // are otherwise built by the first Run of each count, on its caller's
+  // time): a warm-up before a model takes traffic.
+  absl::Status Prepare(int64_t max_m) const;
+  // The row counts prepared so far (by Prepare or Run), ascending.
+  std::vector<int64_t> PreparedRowCounts() const;
+
   int in_dim() const;
   int out_dim() const;
   int num_layers() const;

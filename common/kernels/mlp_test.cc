@@ -119,6 +119,34 @@ TEST(Fp32MlpTest, SpecificValuesAndFlops) {
   EXPECT_EQ((*mlp)->Flops(3), 2 * 3 * (2 * 2 + 2 * 1));
 }
 
+TEST(Fp32MlpTest, PrepareBuildsEveryRowCountARunUses) {
+  const Fp32Weights w({19, 24, 3}, 13);
+  auto mlp = Fp32Mlp::Create(w.layers, Activation::kRelu);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  // Create builds m = 1 (it validates the shapes with it).
+  EXPECT_THAT((*mlp)->PreparedRowCounts(), ElementsAre(1));
+  ASSERT_TRUE((*mlp)->Prepare(40).ok());
+  // Runs of up to 40 rows use 1 .. 15 (alone or as a tail) and 16, 32 (the
+  // chunk of m - m % 16).
+  std::vector<int64_t> expected;
+  for (int64_t m = 1; m <= 15; ++m) expected.push_back(m);
+  expected.push_back(16);
+  expected.push_back(32);
+  EXPECT_EQ((*mlp)->PreparedRowCounts(), expected);
+  // A prepared MLP's runs of every count up to 40 add none and stay exact.
+  for (int64_t m = 1; m <= 40; ++m) {
+    const std::vector<float> x = RandomInput(m * 19, static_cast<uint32_t>(m));
+    std::vector<float> out(m * 3), ref(m * 3);
+    ASSERT_TRUE((*mlp)->Run(x.data(), m, out.data()).ok());
+    Fp32MlpRef(w.layers, Activation::kRelu, x.data(), m, ref.data());
+    EXPECT_THAT(out, Pointwise(Fp32Close(1e-5f), ref)) << "m=" << m;
+  }
+  EXPECT_EQ((*mlp)->PreparedRowCounts(), expected);
+  const absl::Status bad = (*mlp)->Prepare(0);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("m >= 1 rows, got 0"));
+}
+
 TEST(Fp32MlpTest, OwnsItsWeights) {
   Fp32Weights w({24, 40, 8}, 5);
   auto mlp = Fp32Mlp::Create(w.layers, Activation::kRelu);

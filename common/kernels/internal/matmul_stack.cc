@@ -65,6 +65,22 @@ std::vector<std::string> MatmulStack::Implementations() const {
   return implementations_;
 }
 
+void MatmulStack::Prepare(int64_t max_m) const {
+  for (int64_t m = 1; m <= max_m; m += m < kChunkRows ? 1 : kChunkRows) {
+    GetPlan(m);
+  }
+}
+
+std::vector<int64_t> MatmulStack::PlannedRowCounts() const {
+  std::vector<int64_t> rows;
+  {
+    common::ReaderMutexLock lock(&mu_);
+    for (const auto& [m, plan] : plans_) rows.push_back(m);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
 const MatmulStack::Plan& MatmulStack::GetPlan(int64_t m) const {
   {
     common::ReaderMutexLock lock(&mu_);

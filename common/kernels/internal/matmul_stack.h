@@ -90,6 +90,13 @@ class MatmulStack {
   // Must be called inside a try block (oneDNN throws).
   void Run(ThreadState& ts, const void* in, int64_t m, float* out) const;
 
+  // Builds, now, the primitives of every row count a Run with m <= max_m
+  // uses (1 .. kChunkRows - 1 and the multiples of kChunkRows), so that no
+  // later Run creates one. Must be called inside a try block.
+  void Prepare(int64_t max_m) const;
+  // The row counts whose primitives exist, ascending.
+  std::vector<int64_t> PlannedRowCounts() const;
+
   // The oneDNN implementations of the primitives created so far (one per
   // layer and row count), each once.
   std::vector<std::string> Implementations() const;
