@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
+#include "common/kernels/embedding_bag.h"
 
 namespace duet::cloud {
 
@@ -12,34 +14,57 @@ const char* ItemTableFormName(ItemTableForm form) {
   return form == ItemTableForm::kItemVector ? "item_vector" : "first_layer";
 }
 
+const char* ItemTablePrecisionName(ItemTablePrecision precision) {
+  return precision == ItemTablePrecision::kFp32 ? "fp32" : "int8";
+}
+
+absl::StatusOr<ItemTablePrecisionChoice> ParseItemTablePrecision(
+    const std::string& s) {
+  if (s == "auto") return ItemTablePrecisionChoice::kAuto;
+  if (s == "fp32") return ItemTablePrecisionChoice::kFp32;
+  if (s == "int8") return ItemTablePrecisionChoice::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--item_table_precision is \"", s, "\", must be auto, fp32 or int8"));
+}
+
 std::string ItemTable::Plan::DebugString() const {
   return absl::StrFormat(
-      "%s rows (%d floats each), %d of %d items (%.1f%%), %.1f MiB",
-      ItemTableFormName(form), width, rows, num_items,
+      "%s rows (%d %s values each), %d of %d items (%.1f%%), %.1f MiB",
+      ItemTableFormName(form), width, ItemTablePrecisionName(precision), rows,
+      num_items,
       num_items > 0 ? 100.0 * static_cast<double>(rows) / num_items : 0.0,
       static_cast<double>(bytes()) / (1 << 20));
 }
 
 ItemTable::Plan ItemTable::ChoosePlan(int64_t num_items, int item_out,
-                                      int first_layer_out,
-                                      int64_t budget_bytes) {
-  auto fit = [&](int width) {
-    if (width <= 0 || budget_bytes <= 0) return int64_t{0};
-    return std::min(num_items, budget_bytes / (int64_t{4} * width));
-  };
-  Plan plan;
-  plan.num_items = num_items;
-  const int64_t first = fit(first_layer_out), vec = fit(item_out);
-  if (first >= vec) {
-    plan.form = ItemTableForm::kFirstLayer;
-    plan.width = first_layer_out;
-    plan.rows = first;
-  } else {
-    plan.form = ItemTableForm::kItemVector;
-    plan.width = item_out;
-    plan.rows = vec;
+                                      int first_layer_out, int64_t budget_bytes,
+                                      ItemTablePrecisionChoice precision) {
+  Plan best;
+  best.num_items = num_items;
+  // In order of preference on a tie.
+  for (ItemTablePrecision p :
+       {ItemTablePrecision::kFp32, ItemTablePrecision::kInt8}) {
+    if ((precision == ItemTablePrecisionChoice::kFp32 &&
+         p != ItemTablePrecision::kFp32) ||
+        (precision == ItemTablePrecisionChoice::kInt8 &&
+         p != ItemTablePrecision::kInt8)) {
+      continue;
+    }
+    for (auto [form, width] :
+         {std::pair{ItemTableForm::kFirstLayer, first_layer_out},
+          std::pair{ItemTableForm::kItemVector, item_out}}) {
+      if (width <= 0 || budget_bytes <= 0) continue;
+      const int64_t rows =
+          std::min(num_items, budget_bytes / Plan::RowBytes(width, p));
+      if (rows > best.rows) {
+        best.form = form;
+        best.precision = p;
+        best.width = width;
+        best.rows = rows;
+      }
+    }
   }
-  return plan;
+  return best;
 }
 
 absl::StatusOr<std::unique_ptr<ItemTable>> ItemTable::Create(
@@ -81,9 +106,11 @@ absl::Status ItemTable::Build(const ComputeRows& compute, int chunk,
                               const std::function<void()>& progress) {
   chunk = std::max(chunk, 1);
   if (data_.size() == 0) {
-    data_ = common::AlignedBuffer<float>(static_cast<size_t>(plan_.rows) *
-                                         plan_.width);
+    data_ = common::AlignedBuffer<uint8_t>(static_cast<size_t>(plan_.bytes()));
   }
+  const bool int8 = plan_.precision == ItemTablePrecision::kInt8;
+  // int8: a chunk's fp32 rows, quantized into the table.
+  std::vector<float> fp32(int8 ? static_cast<size_t>(chunk) * plan_.width : 0);
   std::vector<int64_t> items(chunk);
   for (int64_t begin = built_.load(std::memory_order_relaxed);
        begin < plan_.rows;) {
@@ -95,13 +122,25 @@ absl::Status ItemTable::Build(const ComputeRows& compute, int chunk,
     for (int i = 0; i < n; ++i) {
       items[i] = order_.empty() ? begin + i : order_[begin + i];
     }
-    RETURN_IF_ERROR(
-        compute(items.data(), n, data_.data() + begin * plan_.width));
+    uint8_t* rows = data_.data() + begin * plan_.row_bytes();
+    if (int8) {
+      RETURN_IF_ERROR(compute(items.data(), n, fp32.data()));
+      common::QuantizeRowwiseInt8(fp32.data(), n, plan_.width, rows);
+    } else {
+      RETURN_IF_ERROR(compute(items.data(), n, reinterpret_cast<float*>(rows)));
+    }
     begin += n;
     built_.store(begin, std::memory_order_release);
     if (progress) progress();
   }
   return absl::OkStatus();
+}
+
+void ItemTable::DequantizeRow(int64_t slot, float* out) const {
+  const common::EmbeddingTable view = common::EmbeddingTable::Int8Rowwise(
+      data_.data(), plan_.rows, plan_.width);
+  common::EmbeddingBagSumFixed(view, &slot, 1, 1, out, plan_.width,
+                               /*accumulate=*/false);
 }
 
 }  // namespace duet::cloud

@@ -5,7 +5,11 @@
 //   kFirstLayer: W_v v_j, the first combined layer's item contribution
 //                (width = that layer's outputs; its bias stays in the
 //                once-per-query W_u u + b),
-// in fp32, contiguous rows. Built once, front to back, by one thread
+// in fp32 or row-wise int8 (uint8 codes + fp32 scale and bias per row,
+// FBGEMM's fused 8-bit rowwise, dequantized by the int8 EmbeddingBag kernel;
+// 4x the rows in the same bytes, each element within (max - min) / 510 of
+// its row's fp32 value), contiguous rows. Built once, front to back, by one
+// thread
 // (Build); readers see a prefix of the rows, published with release/acquire,
 // so a partly built table is usable and lock-free. Thread-safe for one
 // builder and any number of readers.
@@ -14,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,36 +33,63 @@ enum class ItemTableForm { kItemVector, kFirstLayer };
 // "item_vector" | "first_layer"
 const char* ItemTableFormName(ItemTableForm form);
 
+enum class ItemTablePrecision { kFp32, kInt8 };
+// "fp32" | "int8"
+const char* ItemTablePrecisionName(ItemTablePrecision precision);
+// The precisions a plan may use: auto (either, see ChoosePlan), fp32, int8.
+enum class ItemTablePrecisionChoice { kAuto, kFp32, kInt8 };
+// "auto" | "fp32" | "int8"; INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<ItemTablePrecisionChoice> ParseItemTablePrecision(
+    const std::string& s);
+
 class ItemTable {
  public:
   struct Plan {
     ItemTableForm form = ItemTableForm::kFirstLayer;
-    int width = 0;          // floats per row
+    ItemTablePrecision precision = ItemTablePrecision::kFp32;
+    int width = 0;          // values per row
     int64_t rows = 0;       // items covered once built
     int64_t num_items = 0;  // the catalog
-    int64_t bytes() const { return rows * width * int64_t{4}; }
+    static int64_t RowBytes(int width, ItemTablePrecision precision) {
+      return precision == ItemTablePrecision::kFp32 ? int64_t{4} * width
+                                                    : int64_t{width} + 8;
+    }
+    int64_t row_bytes() const { return RowBytes(width, precision); }
+    int64_t bytes() const { return rows * row_bytes(); }
     std::string DebugString() const;
   };
 
-  // Of the two forms, the one that covers the most catalog items within
-  // `budget_bytes`; on a tie kFirstLayer, whose rows leave the least work
-  // per candidate (no W_v v_j GEMM). rows is 0 when not even one row fits.
-  static Plan ChoosePlan(int64_t num_items, int item_out, int first_layer_out,
-                         int64_t budget_bytes);
+  // Of the two forms and the allowed precisions, the plan that covers the
+  // most catalog items within `budget_bytes`; on a tie fp32 (exact) before
+  // int8, then kFirstLayer, whose rows leave the least work per candidate
+  // (no W_v v_j GEMM). So with `auto`, int8 is chosen only when fp32 rows
+  // of either form cannot cover the catalog. rows is 0 when not even one
+  // row fits.
+  static Plan ChoosePlan(
+      int64_t num_items, int item_out, int first_layer_out,
+      int64_t budget_bytes,
+      ItemTablePrecisionChoice precision = ItemTablePrecisionChoice::kAuto);
 
   // `order`: the plan.rows distinct items to cover, hottest first (they are
   // built in this order); empty means items 0 .. plan.rows - 1.
   static absl::StatusOr<std::unique_ptr<ItemTable>> Create(
       const Plan& plan, std::vector<int64_t> order);
 
-  // Rows published so far (acquire): read once per query, pass to Row.
+  // Rows published so far (acquire): read once per query, pass to CopyRow.
   int64_t built_rows() const { return built_.load(std::memory_order_acquire); }
-  // The row of `item` if it is among the first `built` rows, else null.
-  // `item` must be in [0, num_items).
-  const float* Row(int64_t item, int64_t built) const {
+  // Writes the row of `item` (plan.width floats, dequantized when int8) to
+  // `out` and returns true if the item is among the first `built` rows;
+  // else returns false. `item` must be in [0, num_items).
+  bool CopyRow(int64_t item, int64_t built, float* out) const {
     const int64_t slot = slot_.empty() ? item : slot_[item];
-    if (slot < 0 || slot >= built) return nullptr;
-    return data_.data() + slot * plan_.width;
+    if (slot < 0 || slot >= built) return false;
+    if (plan_.precision == ItemTablePrecision::kFp32) {
+      std::memcpy(out, data_.data() + slot * plan_.row_bytes(),
+                  static_cast<size_t>(plan_.width) * sizeof(float));
+    } else {
+      DequantizeRow(slot, out);
+    }
+    return true;
   }
 
   // Computes rows for n items: `rows` is [n, width] row-major.
@@ -80,6 +112,7 @@ class ItemTable {
  private:
   ItemTable(const Plan& plan, std::vector<int64_t> order)
       : plan_(plan), order_(std::move(order)) {}
+  void DequantizeRow(int64_t slot, float* out) const;
 
   const Plan plan_;
   const std::vector<int64_t> order_;  // empty: identity
@@ -87,7 +120,7 @@ class ItemTable {
   // Allocated (and zeroed: paged in) by Build, not by Create, so a reload
   // does not fault in the table on the caller's thread. Read only below
   // built_, which is published after the allocation.
-  common::AlignedBuffer<float> data_;
+  common::AlignedBuffer<uint8_t> data_;  // rows of plan_.row_bytes()
   std::atomic<int64_t> built_{0};
 };
 

@@ -1,8 +1,12 @@
 #include "cloud/item_table.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
+#include <numeric>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,25 +26,108 @@ using common::StatusIs;
 using ::testing::HasSubstr;
 
 TEST(ItemTablePlanTest, ChoosesTheFormCoveringMostItems) {
+  constexpr auto kFp32 = ItemTablePrecisionChoice::kFp32;
   // Both cover the catalog: the first layer's contributions (less work).
-  ItemTable::Plan p = ItemTable::ChoosePlan(1000, 32, 64, 1 << 20);
+  ItemTable::Plan p = ItemTable::ChoosePlan(1000, 32, 64, 1 << 20, kFp32);
   EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
+  EXPECT_EQ(p.precision, ItemTablePrecision::kFp32);
   EXPECT_EQ(p.rows, 1000);
   EXPECT_EQ(p.width, 64);
   // 100 rows of v_j fit, 50 of W_v v_j: v_j.
-  p = ItemTable::ChoosePlan(1000, 32, 64, 100 * 32 * 4);
+  p = ItemTable::ChoosePlan(1000, 32, 64, 100 * 32 * 4, kFp32);
   EXPECT_EQ(p.form, ItemTableForm::kItemVector);
   EXPECT_EQ(p.rows, 100);
   EXPECT_EQ(p.bytes(), 100 * 32 * 4);
   // A narrower first layer (the paper split's single output) always wins.
-  p = ItemTable::ChoosePlan(1000, 32, 1, 400);
+  p = ItemTable::ChoosePlan(1000, 32, 1, 400, kFp32);
   EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
   EXPECT_EQ(p.rows, 100);
   EXPECT_EQ(ItemTable::ChoosePlan(1000, 32, 64, 0).rows, 0);
 }
 
+TEST(ItemTablePlanTest, AutoTakesInt8RowsOnlyWhenFp32CannotCoverTheCatalog) {
+  // fp32 covers the catalog: fp32 (exact), although int8 would too.
+  ItemTable::Plan p = ItemTable::ChoosePlan(1000, 32, 64, 1000 * 64 * 4);
+  EXPECT_EQ(p.precision, ItemTablePrecision::kFp32);
+  EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
+  EXPECT_EQ(p.rows, 1000);
+  // 100 fp32 rows of v_j fit; int8 rows take 32 + 8 bytes: 320 of v_j.
+  p = ItemTable::ChoosePlan(1000, 32, 64, 100 * 32 * 4);
+  EXPECT_EQ(p.precision, ItemTablePrecision::kInt8);
+  EXPECT_EQ(p.form, ItemTableForm::kItemVector);
+  EXPECT_EQ(p.rows, 320);
+  EXPECT_EQ(p.row_bytes(), 40);
+  EXPECT_EQ(p.bytes(), 320 * 40);
+  // int8 covering the catalog: the first layer's form, as for fp32.
+  p = ItemTable::ChoosePlan(1000, 32, 64, 1000 * 72);
+  EXPECT_EQ(p.precision, ItemTablePrecision::kInt8);
+  EXPECT_EQ(p.form, ItemTableForm::kFirstLayer);
+  EXPECT_EQ(p.rows, 1000);
+  // Forced int8 even when fp32 would cover everything.
+  p = ItemTable::ChoosePlan(1000, 32, 64, 1 << 20,
+                            ItemTablePrecisionChoice::kInt8);
+  EXPECT_EQ(p.precision, ItemTablePrecision::kInt8);
+  EXPECT_EQ(p.rows, 1000);
+  EXPECT_EQ(
+      ItemTable::ChoosePlan(1000, 32, 64, 39, ItemTablePrecisionChoice::kInt8)
+          .rows,
+      0);
+}
+
+TEST(ItemTablePlanTest, ParsesThePrecisionFlag) {
+  EXPECT_EQ(*ParseItemTablePrecision("auto"), ItemTablePrecisionChoice::kAuto);
+  EXPECT_EQ(*ParseItemTablePrecision("fp32"), ItemTablePrecisionChoice::kFp32);
+  EXPECT_EQ(*ParseItemTablePrecision("int8"), ItemTablePrecisionChoice::kInt8);
+  EXPECT_THAT(ParseItemTablePrecision("fp16").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--item_table_precision is \"fp16\", must be "
+                                 "auto, fp32 or int8")));
+}
+
+// int8 rows hold each value within (max - min) / 510 of the computed row.
+TEST(ItemTableTest, Int8RowsAreWithinHalfAStepOfTheComputedRows) {
+  constexpr int kWidth = 19;
+  const ItemTable::Plan p = ItemTable::ChoosePlan(
+      50, kWidth, kWidth, 50 * (kWidth + 8), ItemTablePrecisionChoice::kInt8);
+  ASSERT_EQ(p.rows, 50);
+  auto table = ItemTable::Create(p, {});
+  ASSERT_TRUE(table.ok()) << table.status();
+  auto value = [](int64_t item, int k) {
+    return static_cast<float>(std::sin(0.37 * item + 1.3 * k) * (1 + item));
+  };
+  std::atomic<bool> stop{false};
+  ASSERT_TRUE((*table)
+                  ->Build(
+                      [&](const int64_t* items, int n, float* rows) {
+                        for (int i = 0; i < n; ++i) {
+                          for (int k = 0; k < kWidth; ++k) {
+                            rows[i * kWidth + k] = value(items[i], k);
+                          }
+                        }
+                        return absl::OkStatus();
+                      },
+                      16, stop, nullptr)
+                  .ok());
+  EXPECT_EQ((*table)->bytes(), 50 * (kWidth + 8));
+  std::vector<float> row(kWidth);
+  for (int64_t item = 0; item < 50; ++item) {
+    ASSERT_TRUE((*table)->CopyRow(item, (*table)->built_rows(), row.data()));
+    float lo = value(item, 0), hi = lo;
+    for (int k = 0; k < kWidth; ++k) {
+      lo = std::min(lo, value(item, k));
+      hi = std::max(hi, value(item, k));
+    }
+    const float half_step = (hi - lo) / 510 * 1.0001f + 1e-6f;
+    for (int k = 0; k < kWidth; ++k) {
+      EXPECT_NEAR(row[k], value(item, k), half_step)
+          << "item " << item << " k " << k;
+    }
+  }
+}
+
 TEST(ItemTableTest, CreateRejectsBadOrders) {
-  ItemTable::Plan p = ItemTable::ChoosePlan(10, 4, 4, 3 * 16);
+  ItemTable::Plan p =
+      ItemTable::ChoosePlan(10, 4, 4, 3 * 16, ItemTablePrecisionChoice::kFp32);
   ASSERT_EQ(p.rows, 3);
   EXPECT_THAT(ItemTable::Create(p, {1, 2}).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -54,12 +141,14 @@ TEST(ItemTableTest, CreateRejectsBadOrders) {
 }
 
 TEST(ItemTableTest, ReadersSeeTheBuiltPrefixOnly) {
-  ItemTable::Plan p = ItemTable::ChoosePlan(100, 2, 2, 6 * 8);
+  ItemTable::Plan p =
+      ItemTable::ChoosePlan(100, 2, 2, 6 * 8, ItemTablePrecisionChoice::kFp32);
   ASSERT_EQ(p.rows, 6);
   auto table = ItemTable::Create(p, {50, 7, 3, 99, 0, 12});
   ASSERT_TRUE(table.ok()) << table.status();
   ItemTable& t = **table;
-  EXPECT_EQ(t.Row(50, t.built_rows()), nullptr);
+  float row[2];
+  EXPECT_FALSE(t.CopyRow(50, t.built_rows(), row));
   std::atomic<bool> stop{false};
   int chunks = 0;
   const absl::Status s = t.Build(
@@ -75,25 +164,75 @@ TEST(ItemTableTest, ReadersSeeTheBuiltPrefixOnly) {
   const int64_t built = t.built_rows();
   ASSERT_EQ(built, 4);
   for (int64_t item : {50, 7, 3, 99}) {
-    const float* row = t.Row(item, built);
-    ASSERT_NE(row, nullptr) << item;
+    ASSERT_TRUE(t.CopyRow(item, built, row)) << item;
     EXPECT_EQ(row[0], item);
     EXPECT_EQ(row[1], -item);
   }
-  EXPECT_EQ(t.Row(0, built), nullptr);   // planned, not built
-  EXPECT_EQ(t.Row(12, built), nullptr);  // planned, not built
-  EXPECT_EQ(t.Row(1, built), nullptr);   // not covered
+  EXPECT_FALSE(t.CopyRow(0, built, row));   // planned, not built
+  EXPECT_FALSE(t.CopyRow(12, built, row));  // planned, not built
+  EXPECT_FALSE(t.CopyRow(1, built, row));   // not covered
   EXPECT_EQ(t.bytes(), 6 * 2 * 4 + 100 * 4);
 }
 
 // Scores through the item table equal the monolithic reference (DESIGN.md
 // §2: fp32 within 1e-5) for every preset, with the table covering every
 // candidate, some of them (the rest computed, through the cache or not) and
-// none, in both forms.
+// none, in both forms. int8 rows: within the bound below.
 struct ScoreCase {
   std::string preset;
   bool tight;  // a budget that makes v_j cover more items than W_v v_j
+  ItemTablePrecisionChoice precision = ItemTablePrecisionChoice::kFp32;
 };
+
+// max_o sum_i |W[o][i]| over columns [begin, end) of a [out, in] layer: the
+// operator norm of x -> W x in the max norm.
+double MaxRowAbsSum(const common::LinearLayer& w, int begin, int end) {
+  double norm = 0;
+  for (int o = 0; o < w.out; ++o) {
+    double sum = 0;
+    for (int i = begin; i < end; ++i) {
+      sum += std::fabs(w.weight[static_cast<size_t>(o) * w.in + i]);
+    }
+    norm = std::max(norm, sum);
+  }
+  return norm;
+}
+
+// An int8 row's values are within delta = (max - min) / 510 of the fp32
+// row's (round to the nearest of 256 levels spanning [min, max]; the
+// dequantized row keeps min and max). ReLU moves no difference up, a layer
+// W multiplies its max norm by at most ||W||_inf, and the sigmoid's slope
+// is at most 1/4. So a candidate's CTR moves by at most
+//   delta / 4 * ||W_1||_inf * ... * ||W_last||_inf
+// from the table's row (z_j = W_v v_j: the layers after the first; v_j:
+// also W_v). Returns that factor (delta excluded).
+double Int8Sensitivity(const common::Model& m, ItemTableForm form) {
+  const std::vector<common::LinearLayer>& layers = m.combined_top_layers();
+  double factor = 0.25;
+  for (size_t l = 1; l < layers.size(); ++l) {
+    factor *= MaxRowAbsSum(layers[l], 0, layers[l].in);
+  }
+  if (form == ItemTableForm::kItemVector) {
+    factor *= MaxRowAbsSum(layers[0], m.dims().user_out, layers[0].in);
+  }
+  return factor;
+}
+
+// How many of `want`'s k best candidates are among `got`'s k best.
+int TopKOverlap(const std::vector<float>& got, const std::vector<float>& want,
+                int k) {
+  auto best = [k](const std::vector<float>& ctr) {
+    std::vector<int> idx(ctr.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](int a, int b) { return ctr[a] > ctr[b]; });
+    return std::set<int>(idx.begin(), idx.begin() + k);
+  };
+  const std::set<int> a = best(got), b = best(want);
+  int overlap = 0;
+  for (int i : a) overlap += b.count(i) > 0 ? 1 : 0;
+  return overlap;
+}
 
 class ItemTableScoresTest : public ::testing::TestWithParam<ScoreCase> {
  protected:
@@ -161,9 +300,15 @@ TEST_P(ItemTableScoresTest, EqualTheMonolithicReference) {
     o.item_cache_entries = cache ? 1000 : 0;
     o.item_cache_mode = CacheMode::kAlways;
     o.item_table_order = order;
+    o.item_table_precision = c.precision;
     o.item_table_budget_bytes =
-        c.tight ? static_cast<int64_t>(order.size()) * d.item_out * 4
-                : int64_t{1} << 30;
+        c.tight
+            ? static_cast<int64_t>(order.size()) *
+                  ItemTable::Plan::RowBytes(
+                      d.item_out, c.precision == ItemTablePrecisionChoice::kInt8
+                                      ? ItemTablePrecision::kInt8
+                                      : ItemTablePrecision::kFp32)
+            : int64_t{1} << 30;
     auto reloaded = common::Model::Load(ModelDir(c.preset), {});
     ASSERT_TRUE(reloaded.ok());
     auto rt = ModelRuntime::Create(*std::move(reloaded), o, &pool_);
@@ -175,6 +320,23 @@ TEST_P(ItemTableScoresTest, EqualTheMonolithicReference) {
     ASSERT_LT(status.plan.rows, num_items);  // a budget under the catalog
     if (c.tight && d.item_out < (*rt)->combined_top().first_layer_out()) {
       EXPECT_EQ(status.plan.form, ItemTableForm::kItemVector);
+    }
+    const bool int8 = c.precision == ItemTablePrecisionChoice::kInt8;
+    ASSERT_EQ(status.plan.precision,
+              int8 ? ItemTablePrecision::kInt8 : ItemTablePrecision::kFp32);
+    // Per candidate: 1e-5, plus the int8 bound for a row from the table.
+    std::vector<double> tolerance(kN, 1e-5);
+    if (int8) {
+      const double factor = Int8Sensitivity(m, status.plan.form);
+      std::vector<float> row(status.plan.width);
+      for (int j = 0; j < kN; ++j) {
+        if (!(*rt)->item_table()->CopyRow(candidates[j], status.built_rows,
+                                          row.data())) {
+          continue;
+        }
+        const auto [lo, hi] = std::minmax_element(row.begin(), row.end());
+        tolerance[j] += factor * (*hi - *lo) / 510.0;
+      }
     }
     // Every candidate, the covered ones, the uncovered ones.
     struct Slice {
@@ -198,9 +360,15 @@ TEST_P(ItemTableScoresTest, EqualTheMonolithicReference) {
         ASSERT_TRUE(
             (*rt)->Combine(s.n, UserStrategy::kRecompute, b.get()).ok());
         for (int j = 0; j < s.n; ++j) {
-          ASSERT_NEAR(b->ctr[j], want[s.begin + j], 1e-5)
+          ASSERT_NEAR(b->ctr[j], want[s.begin + j], tolerance[s.begin + j])
               << c.preset << " candidate " << s.begin + j << " cache " << cache
-              << " form " << ItemTableFormName(status.plan.form);
+              << " form " << ItemTableFormName(status.plan.form) << " "
+              << ItemTablePrecisionName(status.plan.precision);
+        }
+        if (int8 && s.n == kN && rep == 0) {
+          // The ranking a user sees: the top 10 keep at least 9 items.
+          std::vector<float> got(b->ctr.data(), b->ctr.data() + kN);
+          EXPECT_GE(TopKOverlap(got, want, 10), 9) << c.preset;
         }
         (*rt)->ReturnBuffers(std::move(b));
       }
@@ -208,17 +376,29 @@ TEST_P(ItemTableScoresTest, EqualTheMonolithicReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Presets, ItemTableScoresTest,
-    ::testing::Values(ScoreCase{"tiny", false}, ScoreCase{"tiny", true},
-                      ScoreCase{"rm1", false}, ScoreCase{"rm1", true},
-                      ScoreCase{"rm2", false}, ScoreCase{"rm2", true},
-                      ScoreCase{"rm3", false}, ScoreCase{"rm3", true},
-                      ScoreCase{"rm4", false}, ScoreCase{"rm4", true},
-                      ScoreCase{"rm5", false}, ScoreCase{"rm5", true}),
-    [](const auto& info) {
-      return info.param.preset + (info.param.tight ? "_tight" : "_roomy");
-    });
+std::vector<ScoreCase> ScoreCases() {
+  std::vector<ScoreCase> cases;
+  for (const char* preset : {"tiny", "rm1", "rm2", "rm3", "rm4", "rm5"}) {
+    for (auto precision :
+         {ItemTablePrecisionChoice::kFp32, ItemTablePrecisionChoice::kInt8}) {
+      for (bool tight : {false, true}) {
+        cases.push_back({preset, tight, precision});
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, ItemTableScoresTest,
+                         ::testing::ValuesIn(ScoreCases()),
+                         [](const auto& info) {
+                           return info.param.preset +
+                                  (info.param.tight ? "_tight" : "_roomy") +
+                                  (info.param.precision ==
+                                           ItemTablePrecisionChoice::kInt8
+                                       ? "_int8"
+                                       : "_fp32");
+                         });
 
 // The whole catalog of the tiny preset, ids in order, and a budget that
 // covers only part of it: the rest is computed.
@@ -260,9 +440,10 @@ TEST(ItemTableRuntimeTest, IdentityOrderCoversAPrefixWithinTheBudget) {
   EXPECT_EQ(s.built_rows, s.plan.rows);
   EXPECT_GT(reports.load(), 0);
   const ItemTable* t = (*rt)->item_table();
-  EXPECT_NE(t->Row(0, s.built_rows), nullptr);
-  EXPECT_NE(t->Row(s.plan.rows - 1, s.built_rows), nullptr);
-  EXPECT_EQ(t->Row(s.plan.rows, s.built_rows), nullptr);
+  std::vector<float> row(s.plan.width);
+  EXPECT_TRUE(t->CopyRow(0, s.built_rows, row.data()));
+  EXPECT_TRUE(t->CopyRow(s.plan.rows - 1, s.built_rows, row.data()));
+  EXPECT_FALSE(t->CopyRow(s.plan.rows, s.built_rows, row.data()));
   EXPECT_EQ(t->bytes(), s.plan.bytes());  // no item -> row map
 }
 

@@ -43,6 +43,12 @@ ABSL_FLAG(int64_t, item_table_budget_mb, 0,
           "uncovered candidates are computed. 0 (the default) disables it: "
           "see docs/OPERATIONS.md for what it costs in memory and reload "
           "time.");
+ABSL_FLAG(std::string, item_table_precision, "auto",
+          "Rows of the precomputed item table: fp32 (exact), int8 (row-wise "
+          "codes with a scale and bias per row: 4x the items in the same "
+          "budget, each value within (max - min) / 510 of its row's), or "
+          "auto: fp32 when it covers the catalog within "
+          "--item_table_budget_mb, else whichever covers more.");
 ABSL_FLAG(std::string, item_cache_policy, "auto",
           "auto: measure at load the hit ratio above which the cache saves "
           "time for the model, track the live hit ratio and bypass the "
@@ -165,6 +171,10 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
         absl::StrCat("--item_table_budget_mb is ", table_mb, ", must be >= 0"));
   }
   c.item_table_budget_bytes = table_mb * (int64_t{1} << 20);
+  auto precision =
+      ParseItemTablePrecision(absl::GetFlag(FLAGS_item_table_precision));
+  if (!precision.ok()) return precision.status();
+  c.item_table_precision = *precision;
   auto cache_mode = ParseCacheMode(absl::GetFlag(FLAGS_item_cache_policy));
   if (!cache_mode.ok()) return cache_mode.status();
   c.item_cache_mode = *cache_mode;

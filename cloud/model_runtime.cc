@@ -241,7 +241,7 @@ absl::Status ModelRuntime::PlanItemTable() {
   const int64_t num_items = model_->catalog().num_items();
   ItemTable::Plan plan = ItemTable::ChoosePlan(
       num_items, model_->dims().item_out, combined_->first_layer_out(),
-      o.item_table_budget_bytes);
+      o.item_table_budget_bytes, o.item_table_precision);
   if (plan.rows == 0) return absl::OkStatus();
   std::vector<int64_t> order;
   if (!o.item_table_order.empty()) {
@@ -365,10 +365,8 @@ absl::Status ModelRuntime::ComputeItemSide(const int64_t* candidates, int n,
   int32_t* miss_rows = b->miss_rows.data();
   int misses = 0;
   for (int j = 0; j < n; ++j) {
-    if (const float* row = item_table_->Row(candidates[j], built)) {
-      std::memcpy(out + static_cast<size_t>(j) * width, row,
-                  width * sizeof(float));
-    } else {
+    if (!item_table_->CopyRow(candidates[j], built,
+                              out + static_cast<size_t>(j) * width)) {
       miss_ids[misses] = candidates[j];
       miss_rows[misses] = j;
       ++misses;

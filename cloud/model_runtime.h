@@ -64,6 +64,10 @@ class ModelRuntime {
     // Precomputed item side (ItemTable): at most this many bytes of rows,
     // built after Create on a low-priority thread; 0: none.
     int64_t item_table_budget_bytes = 0;
+    // fp32 or int8 rows (ItemTable::ChoosePlan): auto takes int8 only when
+    // fp32 cannot cover the catalog within the budget.
+    ItemTablePrecisionChoice item_table_precision =
+        ItemTablePrecisionChoice::kAuto;
     // The items to cover, hottest first; empty: ids from 0 up. Only the
     // first rows the budget allows are used.
     std::vector<int64_t> item_table_order;

@@ -91,6 +91,7 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
   ro.prepare_kernels = options_.warmup;
   ro.calibrated_like = options_.warmup ? calibrated_like : nullptr;
   ro.item_table_budget_bytes = options_.item_table_budget_bytes;
+  ro.item_table_precision = options_.item_table_precision;
   ro.on_item_table_progress = [metrics = metrics_,
                                done = options_.on_item_table_built](
                                   const ModelRuntime::ItemTableStatus& s) {

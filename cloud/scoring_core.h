@@ -80,6 +80,8 @@ struct ScoringCoreOptions {
   // version, 0: none. The first version builds it while serving; a
   // reloaded one builds it before it is served.
   int64_t item_table_budget_bytes = 0;
+  ItemTablePrecisionChoice item_table_precision =
+      ItemTablePrecisionChoice::kAuto;
   // Called once per version when its item table's build ends (on the build
   // thread; the server logs it). May be empty.
   std::function<void(const ModelRuntime::ItemTableStatus&)> on_item_table_built;
