@@ -64,6 +64,11 @@ ABSL_FLAG(bool, warmup, true,
           "calibration instead of calibrating beside live queries. false: "
           "calibrate beside them and build primitives on first use (the "
           "behaviour before; for comparison).");
+ABSL_FLAG(int, inline_max_candidates, 32,
+          "Queries of at most this many candidates run on gRPC's thread "
+          "instead of being handed to a worker: no thread hand-off, measured "
+          "faster and higher throughput up to N=32 (docs/BENCHMARKS.md, "
+          "small queries); 0: every query runs on the workers.");
 ABSL_FLAG(int, max_connection_age_s, 300,
           "Send GOAWAY on a client connection after this many seconds, so "
           "clients re-resolve (dns:///) and open new calls elsewhere; 0 "
@@ -181,6 +186,12 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
   c.calibration_budget =
       absl::Milliseconds(absl::GetFlag(FLAGS_calibration_ms));
   c.warmup = absl::GetFlag(FLAGS_warmup);
+  c.inline_max_candidates = absl::GetFlag(FLAGS_inline_max_candidates);
+  if (c.inline_max_candidates < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inline_max_candidates is ", c.inline_max_candidates,
+                     ", must be >= 0"));
+  }
   return o;
 }
 

@@ -389,11 +389,20 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     common::MutexLock lock(&q->mu);
     q->deadline_handle = deadlines_->Add(q->deadline, q);
   }
-  pool_->Schedule([this, q] { RunItemSide(q); });
+  if (RunsInline(*q)) {
+    RunItemSide(q, /*in_begin=*/true);
+  } else {
+    pool_->Schedule([this, q] { RunItemSide(q); });
+  }
   return q;
 }
 
-void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
+bool ScoringCore::RunsInline(const Query& q) const {
+  return static_cast<int>(q.candidates.size()) <=
+         options_.inline_max_candidates;
+}
+
+void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool in_begin) {
   if (q->finished.load()) return;
   common::ScopedCpuAccount cpu(&q->cpu_ns);
   const absl::Time pick = clock_->Now();
@@ -416,7 +425,11 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
     }
   }
   if (!status.ok()) {
-    Finish(*q, status);
+    if (in_begin) {
+      pool_->Schedule([this, q, status] { Finish(*q, status); });
+    } else {
+      Finish(*q, status);
+    }
     return;
   }
   bool combine;
@@ -430,7 +443,11 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q) {
     q->item_done_time = done;
     combine = q->user_arrived;
   }
-  if (combine) RunCombine(q);
+  if (combine && in_begin) {
+    pool_->Schedule([this, q] { RunCombine(q); });
+  } else if (combine) {
+    RunCombine(q);
+  }
 }
 
 void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
@@ -468,7 +485,12 @@ void ScoringCore::ProvideUserVector(const std::shared_ptr<Query>& q,
                    "query_id %d already received its user vector", q->id)));
     return;
   }
-  if (combine) pool_->Schedule([this, q] { RunCombine(q); });
+  if (!combine) return;
+  if (RunsInline(*q)) {
+    RunCombine(q);
+  } else {
+    pool_->Schedule([this, q] { RunCombine(q); });
+  }
 }
 
 void ScoringCore::RunCombine(const std::shared_ptr<Query>& q) {

@@ -19,7 +19,8 @@
 // ApplyVersionPolicy() retires versions the policy no longer keeps once they
 // have been idle for its grace period.
 // Thread-safe. Done callbacks run on pool threads, the deadline thread or
-// the caller's thread, and must not call back into the same query.
+// the caller's thread (ProvideUserVector, Cancel), and must not call back
+// into the same query.
 #ifndef DUET_CLOUD_SCORING_CORE_H_
 #define DUET_CLOUD_SCORING_CORE_H_
 
@@ -76,6 +77,11 @@ struct ScoringCoreOptions {
   // behaviour before (calibration on the pool, primitives built by the
   // first queries), kept for comparisons.
   bool warmup = true;
+  // Queries of at most this many candidates run on the calling (gRPC)
+  // thread instead of the worker pool: the item side in Begin, the combine
+  // in ProvideUserVector. 0: every query runs on the pool. Tiny queries
+  // then pay no thread hand-off (docs/BENCHMARKS.md, small queries).
+  int inline_max_candidates = 0;
   // Precomputed item side (ModelRuntime::Options): bytes of rows per
   // version, 0: none. The first version builds it while serving; a
   // reloaded one builds it before it is served.
@@ -129,9 +135,11 @@ class ScoringCore {
     static QuerySpec Of(const duet::v1::BeginQuery& begin);
   };
 
-  // Validates and admits; starts the item side. On error nothing started
-  // and `done` is dropped. `deadline` is absl::InfiniteFuture() for "use
-  // spec.timeout_us or the default".
+  // Validates and admits; starts the item side (on the pool, or here for a
+  // query of at most inline_max_candidates). Never calls `done` itself: an
+  // error of an item side run here is reported from the pool. On error
+  // nothing started and `done` is dropped. `deadline` is absl::InfiniteFuture()
+  // for "use spec.timeout_us or the default".
   absl::StatusOr<std::shared_ptr<Query>> Begin(const QuerySpec& spec,
                                                absl::Time deadline, Rpc rpc,
                                                Done done);
@@ -140,7 +148,9 @@ class ScoringCore {
       Done done) {
     return Begin(QuerySpec::Of(begin), deadline, rpc, std::move(done));
   }
-  // Completes `query` (or fails it: a vector of another model version than
+  // Completes `query` (on this thread for a query of at most
+  // inline_max_candidates whose item side is done, else on the pool) or
+  // fails it ( a vector of another model version than
   // the query was routed to is FAILED_PRECONDITION, bad length / NaN / Inf /
   // bad quantization is INVALID_ARGUMENT, a second vector for the query
   // INVALID_ARGUMENT).
@@ -217,7 +227,11 @@ class ScoringCore {
   // A query its holder dropped before it ended: counted CANCELLED, slot
   // freed, no reply.
   void Abandon(Rpc rpc);
-  void RunItemSide(const std::shared_ptr<Query>& q);
+  // `in_begin`: called from Begin, which must not end the query itself: an
+  // error (or, which cannot happen there, a ready user vector) goes to the
+  // pool.
+  void RunItemSide(const std::shared_ptr<Query>& q, bool in_begin = false);
+  bool RunsInline(const Query& q) const;
   void RunCombine(const std::shared_ptr<Query>& q);
   // The combined top MLP, top-k and relay of a query whose two sides are done.
   absl::StatusOr<duet::v1::Scores> Combine(Query& q);

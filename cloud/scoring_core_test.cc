@@ -215,6 +215,53 @@ TEST(ScoringCoreTest, ItemSideOverlapsWithUserVector) {
   }
 }
 
+// Queries of at most inline_max_candidates run on the caller's thread: the
+// item side inside Begin (which still never ends the query itself), the
+// combine inside ProvideUserVector; larger ones on the pool. Same scores.
+TEST(ScoringCoreTest, SmallQueriesRunOnTheCallersThread) {
+  ScoringCoreOptions o = FastOptions();
+  o.inline_max_candidates = 16;
+  for (const char* preset : {"tiny", "rm2"}) {
+    auto core = MakeCore(preset, o);
+    ASSERT_NE(core, nullptr);
+    const common::Model& m = core->model();
+    for (int n : {1, 16, 17, 64}) {
+      const auto ids = Candidates(m, n, n);
+      const auto u = RandomU(m, n);
+      std::thread::id done_on;
+      bool done_in_begin = true;
+      common::Notification done;
+      absl::StatusOr<duet::v1::Scores> result;
+      bool in_begin = true;
+      auto q = core->Begin(Begin(ids, n), absl::InfiniteFuture(), Rpc::kScore,
+                           [&](absl::StatusOr<duet::v1::Scores> r) {
+                             done_in_begin = in_begin;
+                             done_on = std::this_thread::get_id();
+                             result = std::move(r);
+                             done.Notify();
+                           });
+      in_begin = false;
+      ASSERT_TRUE(q.ok()) << q.status();
+      if (n <= 16) {
+        EXPECT_FALSE(done.HasBeenNotified()) << preset << " n=" << n;
+      }
+      core->ProvideUserVector(*q, Fp32Vector(m, u));
+      if (n <= 16) {
+        // Done before ProvideUserVector returned, on this thread.
+        ASSERT_TRUE(done.HasBeenNotified()) << preset << " n=" << n;
+        EXPECT_EQ(done_on, std::this_thread::get_id());
+      }
+      done.WaitForNotification();
+      EXPECT_FALSE(done_in_begin);
+      if (n > 16) {
+        EXPECT_NE(done_on, std::this_thread::get_id());
+      }
+      ASSERT_TRUE(result.ok()) << result.status();
+      ExpectMatchesSplitModel(m, u, ids, *result);
+    }
+  }
+}
+
 TEST(ScoringCoreTest, AdmissionControlRejectsBeyondMaxInflight) {
   ScoringCoreOptions o = FastOptions();
   o.max_inflight = 2;
