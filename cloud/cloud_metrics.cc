@@ -193,6 +193,14 @@ void CloudMetrics::SetItemTable(uint32_t version, int64_t num_items,
   table_bytes_->Add(labels).Set(static_cast<double>(bytes));
 }
 
+void CloudMetrics::RemoveItemTable(uint32_t version) {
+  const prometheus::Labels labels{{"version", absl::StrCat(version)}};
+  for (prometheus::Family<prometheus::Gauge>* family :
+       {table_coverage_, table_progress_, table_seconds_, table_bytes_}) {
+    if (family->Has(labels)) family->Remove(&family->Add(labels));
+  }
+}
+
 prometheus::Counter* CloudMetrics::VersionQueries(uint32_t version) {
   return &version_queries_->Add({{"version", absl::StrCat(version)}});
 }

@@ -71,6 +71,8 @@ class CloudMetrics {
   // duet_item_table_build_seconds, duet_item_table_bytes.
   void SetItemTable(uint32_t version, int64_t num_items, int64_t built,
                     int64_t planned, int64_t bytes, double seconds);
+  // Removes a retired version's item-table series (its table is gone).
+  void RemoveItemTable(uint32_t version);
   // duet_item_table_candidates_total{source="table"|"computed"}.
   void CountItemTable(int64_t from_table, int64_t computed) {
     if (from_table > 0) table_rows_->Increment(static_cast<double>(from_table));

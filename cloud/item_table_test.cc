@@ -471,6 +471,8 @@ TEST(ScoringCoreItemTableTest, QueriesReadTheTableAndReloadsBuildItFirst) {
   ScoringCoreOptions o = FastOptions();
   o.item_table_budget_bytes = int64_t{1} << 20;  // tiny's whole catalog
   o.item_cache_entries = 0;
+  o.versions.keep_latest = 1;
+  o.versions.grace = absl::ZeroDuration();
   auto registry = std::make_shared<prometheus::Registry>();
   o.registry = registry;
   std::atomic<int> built{0};
@@ -518,6 +520,16 @@ TEST(ScoringCoreItemTableTest, QueriesReadTheTableAndReloadsBuildItFirst) {
   EXPECT_EQ(built.load(), 2);
   EXPECT_EQ(Metric(*registry, "duet_item_table_coverage_ratio", "version", "2"),
             1.0);
+  // v1 was retired when v2 came (keep 1, no grace): its table's series
+  // went with it.
+  ASSERT_EQ(core->served().List().size(), 1u);
+  for (const char* name :
+       {"duet_item_table_coverage_ratio",
+        "duet_item_table_build_progress_ratio", "duet_item_table_build_seconds",
+        "duet_item_table_bytes"}) {
+    EXPECT_EQ(Metric(*registry, name, "version", "1"), -1) << name;
+    EXPECT_GE(Metric(*registry, name, "version", "2"), 0) << name;
+  }
 }
 
 }  // namespace

@@ -254,6 +254,9 @@ std::vector<ServedModels::Retired> ScoringCore::RetireOutsidePolicy() {
   std::vector<ServedModels::Retired> retired =
       served_->Apply(clock_->Now(), pinned_);
   metrics_->CountRetired(static_cast<int>(retired.size()));
+  for (const ServedModels::Retired& r : retired) {
+    metrics_->RemoveItemTable(r.version);
+  }
   PublishVersions();
 #ifdef __GLIBC__
   // A retired runtime frees tens of MB of heap (item cache, buffers, packed
