@@ -9,13 +9,14 @@
 // (alternating which runs first), medians in load_us / recompute_us: where
 // recompute_over_load crosses 1 is the selector's crossover.
 // split_vs_monolithic/<preset>: one query's in-process cloud work at N,
-// fresh random candidates each iteration, the three side by side (order
+// fresh random candidates each iteration, the four side by side (order
 // rotating): the monolithic evaluator (MonolithicScore's), the split item
 // side + combined top computed (no cache), and the same with the
 // precomputed item table (ModelRuntime, DUET_BENCH_ITEM_TABLE_MB, default
-// 1024 as duet-cloud's --item_table_budget_mb, built before timing).
-// Medians in mono_ms / split_ms / table_ms, ratios mono_over_split /
-// mono_over_table, the table's coverage and build time.
+// 1024 as duet-cloud's --item_table_budget_mb, built before timing) in fp32
+// rows and in int8 rows. Medians in mono_ms / split_ms / table_ms /
+// table8_ms, ratios mono_over_split / mono_over_table / mono_over_table8,
+// the tables' coverage (hit ratios), sizes and build time.
 //   item_model_benchmark [--benchmark_filter=...]
 //   DUET_BENCH_MODEL=DIR uses an existing model directory for item_model/;
 //   by default rm2 and rm3 are generated (personalized split) at
@@ -243,7 +244,7 @@ void BM_CombinedTop(benchmark::State& state, const std::string& preset,
 
 struct SplitFixture {
   std::unique_ptr<common::ThreadPool> pool;
-  std::shared_ptr<ModelRuntime> computed, table;
+  std::shared_ptr<ModelRuntime> computed, table, table8;
   double build_s = 0;
 };
 
@@ -259,7 +260,8 @@ SplitFixture& GetSplitFixture(const std::string& preset) {
       GeneratedModelDir(preset, common::PresetSplit::kPersonalized, scale);
   SplitFixture f;
   f.pool = std::make_unique<common::ThreadPool>(1, "bench");
-  for (int with_table = 0; with_table < 2; ++with_table) {
+  // 0: no table; 1: fp32 rows; 2: int8 rows.
+  for (int with_table = 0; with_table < 3; ++with_table) {
     common::LoadOptions lo;
     lo.parts = {true, true, true};
     lo.verify_checksums = false;
@@ -274,12 +276,14 @@ SplitFixture& GetSplitFixture(const std::string& preset) {
     o.placement_sample_items = 1000;
     o.item_cache_entries = 0;
     o.item_table_budget_bytes = with_table ? mb << 20 : 0;
+    o.item_table_precision = with_table == 2 ? ItemTablePrecisionChoice::kInt8
+                                             : ItemTablePrecisionChoice::kFp32;
     const auto t0 = Clock::now();
     auto rt = ModelRuntime::Create(*std::move(model), o, f.pool.get());
     if (!rt.ok()) std::abort();
     (*rt)->WaitForItemTable();
-    (with_table ? f.table : f.computed) = *rt;
-    if (with_table) {
+    (with_table == 0 ? f.computed : with_table == 1 ? f.table : f.table8) = *rt;
+    if (with_table == 1) {
       f.build_s = std::chrono::duration<double>(Clock::now() - t0).count();
     }
   }
@@ -306,26 +310,31 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
   std::vector<float> ctr(n);
   auto b0 = f.computed->TakeBuffers();
   auto b1 = f.table->TakeBuffers();
-  std::copy(u.begin(), u.end(), b0->u.data());
-  std::copy(u.begin(), u.end(), b1->u.data());
-  std::vector<double> times[3];
-  int64_t it = 0, from_table = 0;
+  auto b2 = f.table8->TakeBuffers();
+  ModelRuntime* runtimes[] = {nullptr, f.computed.get(), f.table.get(),
+                              f.table8.get()};
+  ModelRuntime::QueryBuffers* buffers[] = {nullptr, b0.get(), b1.get(),
+                                           b2.get()};
+  for (int v = 1; v < 4; ++v)
+    std::copy(u.begin(), u.end(), buffers[v]->u.data());
+  std::vector<double> times[4];
+  int64_t it = 0, from_table[4] = {0, 0, 0, 0};
   for (auto _ : state) {
     for (int64_t& c : candidates) c = item(rng);
-    for (int k = 0; k < 3; ++k) {
-      const int variant = static_cast<int>((k + it) % 3);
+    for (int k = 0; k < 4; ++k) {
+      const int variant = static_cast<int>((k + it) % 4);
       const auto t0 = Clock::now();
       absl::Status s;
       if (variant == 0) {
         s = f.computed->monolithic()->Score(user, candidates, ctr.data());
       } else {
-        ModelRuntime& rt = variant == 1 ? *f.computed : *f.table;
-        ModelRuntime::QueryBuffers* b = variant == 1 ? b0.get() : b1.get();
+        ModelRuntime& rt = *runtimes[variant];
+        ModelRuntime::QueryBuffers* b = buffers[variant];
         ModelRuntime::ItemSideCounts counts;
         s = rt.ComputeItemSide(candidates.data(), n, LookupStrategy::kBatch,
                                false, b, &counts);
         if (s.ok()) s = rt.Combine(n, UserStrategy::kLoad, b);
-        if (variant == 2) from_table += counts.table_rows;
+        from_table[variant] += counts.table_rows;
       }
       if (!s.ok()) {
         state.SkipWithError("scoring failed");
@@ -337,21 +346,27 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
     ++it;
   }
   const double mono = MedianOf(times[0]), split = MedianOf(times[1]),
-               table = MedianOf(times[2]);
+               table = MedianOf(times[2]), table8 = MedianOf(times[3]);
   const ModelRuntime::ItemTableStatus ts = f.table->item_table_status();
+  const ModelRuntime::ItemTableStatus ts8 = f.table8->item_table_status();
+  const double queried = static_cast<double>(n) * it;
   state.counters["mono_ms"] = 1e3 * mono;
   state.counters["split_ms"] = 1e3 * split;
   state.counters["table_ms"] = 1e3 * table;
+  state.counters["table8_ms"] = 1e3 * table8;
   state.counters["mono_over_split"] = mono / split;
   state.counters["mono_over_table"] = mono / table;
-  state.counters["table_hit_ratio"] =
-      static_cast<double>(from_table) / (static_cast<double>(n) * it);
+  state.counters["mono_over_table8"] = mono / table8;
+  state.counters["table_hit_ratio"] = from_table[2] / queried;
+  state.counters["table8_hit_ratio"] = from_table[3] / queried;
   state.counters["table_mib"] = static_cast<double>(ts.bytes) / (1 << 20);
+  state.counters["table8_mib"] = static_cast<double>(ts8.bytes) / (1 << 20);
   state.counters["table_first_layer"] =
       ts.plan.form == ItemTableForm::kFirstLayer ? 1 : 0;
   state.counters["table_build_s"] = f.build_s;
   f.computed->ReturnBuffers(std::move(b0));
   f.table->ReturnBuffers(std::move(b1));
+  f.table8->ReturnBuffers(std::move(b2));
 }
 
 void Register() {
