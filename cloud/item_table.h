@@ -81,16 +81,24 @@ class ItemTable {
   // `out` and returns true if the item is among the first `built` rows;
   // else returns false. `item` must be in [0, num_items).
   bool CopyRow(int64_t item, int64_t built, float* out) const {
-    const int64_t slot = slot_.empty() ? item : slot_[item];
-    if (slot < 0 || slot >= built) return false;
+    const int64_t slot = Slot(item, built);
+    if (slot < 0) return false;
     if (plan_.precision == ItemTablePrecision::kFp32) {
       std::memcpy(out, data_.data() + slot * plan_.row_bytes(),
                   static_cast<size_t>(plan_.width) * sizeof(float));
     } else {
-      DequantizeRow(slot, out);
+      DequantizeRows(&slot, 1, out);
     }
     return true;
   }
+  // The row index of `item` if it is among the first `built` rows, else -1.
+  int64_t Slot(int64_t item, int64_t built) const {
+    const int64_t slot = slot_.empty() ? item : slot_[item];
+    return slot >= 0 && slot < built ? slot : -1;
+  }
+  // int8 tables: rows `slots[0..n)` (each in [0, built)) dequantized into
+  // out ([n, width]), in one pass of the int8 EmbeddingBag kernel.
+  void DequantizeRows(const int64_t* slots, int n, float* out) const;
 
   // Computes rows for n items: `rows` is [n, width] row-major.
   using ComputeRows =
@@ -112,7 +120,6 @@ class ItemTable {
  private:
   ItemTable(const Plan& plan, std::vector<int64_t> order)
       : plan_(plan), order_(std::move(order)) {}
-  void DequantizeRow(int64_t slot, float* out) const;
 
   const Plan plan_;
   const std::vector<int64_t> order_;  // empty: identity

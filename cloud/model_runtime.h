@@ -96,14 +96,16 @@ class ModelRuntime {
           u(d.user_out),
           z(static_cast<size_t>(max_candidates) * z_width),
           miss_ids(max_candidates),
-          miss_rows(max_candidates) {}
+          miss_rows(max_candidates),
+          slots(max_candidates) {}
     common::AlignedBuffer<float> v, ctr, u;
     // The item side as first-layer contributions (z, [n, z_width]) instead
     // of v, when the item table holds them.
     common::AlignedBuffer<float> z;
     common::AlignedBuffer<int64_t> miss_ids;
     common::AlignedBuffer<int32_t> miss_rows;
-    bool has_z = false;  // set by ComputeItemSide
+    common::AlignedBuffer<int64_t> slots;  // int8 item-table rows per candidate
+    bool has_z = false;                    // set by ComputeItemSide
   };
 
   // How a query's item side was served.
