@@ -1,6 +1,7 @@
 #include "cloud/item_table.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -44,12 +45,10 @@ ItemTable::Plan ItemTable::ChoosePlan(int64_t num_items, int item_out,
   // In order of preference on a tie.
   for (ItemTablePrecision p :
        {ItemTablePrecision::kFp32, ItemTablePrecision::kInt8}) {
-    if ((precision == ItemTablePrecisionChoice::kFp32 &&
-         p != ItemTablePrecision::kFp32) ||
-        (precision == ItemTablePrecisionChoice::kInt8 &&
-         p != ItemTablePrecision::kInt8)) {
-      continue;
-    }
+    const bool allowed = precision == ItemTablePrecisionChoice::kAuto ||
+                         (precision == ItemTablePrecisionChoice::kFp32) ==
+                             (p == ItemTablePrecision::kFp32);
+    if (!allowed) continue;
     for (auto [form, width] :
          {std::pair{ItemTableForm::kFirstLayer, first_layer_out},
           std::pair{ItemTableForm::kItemVector, item_out}}) {
@@ -136,7 +135,15 @@ absl::Status ItemTable::Build(const ComputeRows& compute, int chunk,
   return absl::OkStatus();
 }
 
-void ItemTable::DequantizeRows(const int64_t* slots, int n, float* out) const {
+void ItemTable::ReadRows(const int64_t* slots, int n, float* out) const {
+  if (plan_.precision == ItemTablePrecision::kFp32) {
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(out + static_cast<size_t>(i) * plan_.width,
+                  data_.data() + slots[i] * plan_.row_bytes(),
+                  static_cast<size_t>(plan_.width) * sizeof(float));
+    }
+    return;
+  }
   // The int8 EmbeddingBag kernel with bags of one row: vectorized, rows
   // prefetched ahead. One call per row instead cost ~0.35 us per row, 4x
   // the whole fp32 path at N = 1024 (item_model_benchmark).

@@ -18,7 +18,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -75,7 +74,8 @@ class ItemTable {
   static absl::StatusOr<std::unique_ptr<ItemTable>> Create(
       const Plan& plan, std::vector<int64_t> order);
 
-  // Rows published so far (acquire): read once per query, pass to CopyRow.
+  // Rows published so far (acquire): read once per query, pass to Slot or
+  // CopyRow.
   int64_t built_rows() const { return built_.load(std::memory_order_acquire); }
   // Writes the row of `item` (plan.width floats, dequantized when int8) to
   // `out` and returns true if the item is among the first `built` rows;
@@ -83,12 +83,7 @@ class ItemTable {
   bool CopyRow(int64_t item, int64_t built, float* out) const {
     const int64_t slot = Slot(item, built);
     if (slot < 0) return false;
-    if (plan_.precision == ItemTablePrecision::kFp32) {
-      std::memcpy(out, data_.data() + slot * plan_.row_bytes(),
-                  static_cast<size_t>(plan_.width) * sizeof(float));
-    } else {
-      DequantizeRows(&slot, 1, out);
-    }
+    ReadRows(&slot, 1, out);
     return true;
   }
   // The row index of `item` if it is among the first `built` rows, else -1.
@@ -96,9 +91,9 @@ class ItemTable {
     const int64_t slot = slot_.empty() ? item : slot_[item];
     return slot >= 0 && slot < built ? slot : -1;
   }
-  // int8 tables: rows `slots[0..n)` (each in [0, built)) dequantized into
-  // out ([n, width]), in one pass of the int8 EmbeddingBag kernel.
-  void DequantizeRows(const int64_t* slots, int n, float* out) const;
+  // Rows `slots[0..n)` (each in [0, built)) into out ([n, width] floats):
+  // copied, or dequantized in one pass of the int8 EmbeddingBag kernel.
+  void ReadRows(const int64_t* slots, int n, float* out) const;
 
   // Computes rows for n items: `rows` is [n, width] row-major.
   using ComputeRows =

@@ -364,30 +364,19 @@ absl::Status ModelRuntime::ComputeItemSide(const int64_t* candidates, int n,
   int64_t* miss_ids = b->miss_ids.data();
   int32_t* miss_rows = b->miss_rows.data();
   int misses = 0;
-  if (item_table_->plan().precision == ItemTablePrecision::kInt8) {
-    // One kernel pass over every position; an uncovered one reads row 0 and
-    // is overwritten by its computed row below.
-    int64_t* slots = b->slots.data();
-    for (int j = 0; j < n; ++j) {
-      slots[j] = item_table_->Slot(candidates[j], built);
-      if (slots[j] < 0) {
-        slots[j] = 0;
-        miss_ids[misses] = candidates[j];
-        miss_rows[misses] = j;
-        ++misses;
-      }
-    }
-    item_table_->DequantizeRows(slots, n, out);
-  } else {
-    for (int j = 0; j < n; ++j) {
-      if (!item_table_->CopyRow(candidates[j], built,
-                                out + static_cast<size_t>(j) * width)) {
-        miss_ids[misses] = candidates[j];
-        miss_rows[misses] = j;
-        ++misses;
-      }
+  // Every position read in one pass (int8: one kernel call); an uncovered
+  // one reads row 0 and is overwritten by its computed row below.
+  int64_t* slots = b->slots.data();
+  for (int j = 0; j < n; ++j) {
+    slots[j] = item_table_->Slot(candidates[j], built);
+    if (slots[j] < 0) {
+      slots[j] = 0;
+      miss_ids[misses] = candidates[j];
+      miss_rows[misses] = j;
+      ++misses;
     }
   }
+  item_table_->ReadRows(slots, n, out);
   b->has_z = first_layer;
   c.table_rows = n - misses;
   c.computed = misses;

@@ -104,7 +104,7 @@ class ModelRuntime {
     common::AlignedBuffer<float> z;
     common::AlignedBuffer<int64_t> miss_ids;
     common::AlignedBuffer<int32_t> miss_rows;
-    common::AlignedBuffer<int64_t> slots;  // int8 item-table rows per candidate
+    common::AlignedBuffer<int64_t> slots;  // item-table rows per candidate
     bool has_z = false;                    // set by ComputeItemSide
   };
 
