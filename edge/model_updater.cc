@@ -237,8 +237,11 @@ void ModelUpdater::Run() {
     duet::v1::ModelTarget target;
     {
       common::MutexLock lock(&mu_);
-      const absl::Time wake_at =
-          std::min(next_poll, retry_at_ > absl::Now() ? retry_at_ : next_poll);
+      // A retry that fell due while this thread was busy (or descheduled)
+      // is due now: its deadline is kept even when it has already passed.
+      const absl::Time wake_at = retry_at_ == absl::InfinitePast()
+                                     ? next_poll
+                                     : std::min(next_poll, retry_at_);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || wake_ || poll_soon_;
       };
@@ -265,6 +268,7 @@ void ModelUpdater::Run() {
       target = target_;
       if (target.version() == 0 || OnModel(rt->model(), target)) {
         status_.clear();
+        retry_at_ = absl::InfinitePast();
         backoff = options_.initial_backoff;
         continue;
       }
@@ -275,6 +279,7 @@ void ModelUpdater::Run() {
         continue;
       }
       if (absl::Now() < retry_at_) continue;
+      retry_at_ = absl::InfinitePast();  // this attempt is the retry
     }
     const absl::Status s = Update(target);
     if (s.ok()) {

@@ -139,6 +139,7 @@ class ModelUpdater {
   bool poll_soon_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_refused_poll_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // When the failed target is tried again; InfinitePast: no retry pending.
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
   CallCanceller download_cancel_;  // cancelled by the destructor

@@ -260,6 +260,29 @@ TEST_F(EdgeModelUpdaterTest, ACorruptDownloadKeepsTheOldVersionServing) {
   EXPECT_EQ(metrics.model_updates_total("switched"), 1.0);
 }
 
+// A back-off shorter than the updater's own turn-around (here 1 ns; on a
+// loaded or emulated device, any back-off can be) has passed before the
+// updater waits again: the retry is due then, not forgotten until the next
+// announcement.
+TEST_F(EdgeModelUpdaterTest, RetriesWhoseBackOffHasAlreadyPassedStillHappen) {
+  ModelUpdater::Options o = Options();
+  o.initial_backoff = absl::Nanoseconds(1);
+  o.max_backoff = absl::Nanoseconds(1);
+  auto updater = Start(o);
+  cloud_.SetChunkHook([](duet::v1::EdgeModelChunk* chunk) {
+    if (chunk->file() == common::kEdgeFile) (*chunk->mutable_data())[9] ^= 1;
+  });
+  cloud_.SetTarget(&V2());
+  ASSERT_TRUE(Recommend(*updater).ok());
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (updater->stats().failures < 5 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_GE(updater->stats().failures, 5) << updater->update_status();
+  cloud_.SetChunkHook(nullptr);
+  ASSERT_TRUE(updater->WaitForVersion(2, absl::Seconds(60)));
+}
+
 // Releases v2, v3, then a roll-back to v1: each is downloaded and switched
 // to; models/ keeps the running version and the one before it.
 TEST_F(EdgeModelUpdaterTest, KeepsTheCurrentAndThePreviousDownload) {
