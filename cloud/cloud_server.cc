@@ -94,6 +94,12 @@ absl::Status CloudServer::Init() {
       core_->options().workers, core_->options().max_inflight,
       core_->options().max_candidates, core_->options().item_cache_entries));
   Log(core_->placement().DebugString());
+  const LookupEngine& engine = core_->runtime()->lookup_engine();
+  Log(engine.precision() == ItemEmbeddingPrecision::kInt8
+          ? absl::StrFormat("item embeddings int8 (quantized at load in %.2f "
+                            "s; the monolithic baseline reads fp32)",
+                            engine.quantize_seconds())
+          : std::string("item embeddings fp32"));
   Log(core_->runtime()->CacheDebugString());
   Log(core_->runtime()->WarmupDebugString());
   Log(core_->runtime()->ItemTableDebugString());

@@ -6,6 +6,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/base/scratch.h"
 
 namespace duet::cloud {
@@ -30,55 +32,74 @@ const char* LookupStrategyName(LookupStrategy s) {
   return s == LookupStrategy::kBatch ? "batch" : "table";
 }
 
+const char* ItemEmbeddingPrecisionName(ItemEmbeddingPrecision p) {
+  return p == ItemEmbeddingPrecision::kInt8 ? "int8" : "fp32";
+}
+
+absl::StatusOr<ItemEmbeddingPrecision> ParseItemEmbeddingPrecision(
+    const std::string& s) {
+  if (s == "fp32") return ItemEmbeddingPrecision::kFp32;
+  if (s == "int8") return ItemEmbeddingPrecision::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--item_embeddings is \"", s, "\", must be fp32 or int8"));
+}
+
 absl::StatusOr<std::unique_ptr<LookupEngine>> LookupEngine::Create(
     const common::Model* model, const PlacementPlan& plan,
-    common::ThreadPool* pool) {
+    common::ThreadPool* pool, ItemEmbeddingPrecision precision) {
   if (static_cast<int>(plan.tables.size()) != model->num_item_tables()) {
     return absl::InvalidArgumentError(
         absl::StrCat("placement plan has ", plan.tables.size(),
                      " tables, the model has ", model->num_item_tables()));
   }
-  auto engine =
-      std::unique_ptr<LookupEngine>(new LookupEngine(model, plan, pool));
-  const int dim = model->config().embedding_dim();
-  engine->dim_ = dim;
+  auto engine = std::unique_ptr<LookupEngine>(
+      new LookupEngine(model, plan, pool, precision));
+  engine->dim_ = model->config().embedding_dim();
   engine->stride_ = model->dims().item_top_in;
   const int copies = pool->size();
+  for (int t = 0; t < model->num_item_tables(); ++t) {
+    if (model->item_table(t).format != common::EmbeddingTable::Format::kFp32) {
+      return absl::UnimplementedError("only fp32 item tables are supported");
+    }
+  }
+  if (precision == ItemEmbeddingPrecision::kInt8) {
+    const absl::Time start = absl::Now();
+    engine->int8_ = std::make_unique<common::Int8ItemTables>(*model);
+    engine->quantize_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
+  }
   for (int t = 0; t < model->num_item_tables(); ++t) {
     const TablePlan& p = plan.tables[t];
     Table table;
     table.mode = p.mode;
     table.shared = model->item_table(t);
     table.bag = model->catalog().lookups_per_item(t);
-    if (table.shared.format != common::EmbeddingTable::Format::kFp32) {
-      return absl::UnimplementedError("only fp32 item tables are supported");
-    }
-    const float* src = static_cast<const float*>(table.shared.data);
-    const size_t floats = static_cast<size_t>(table.shared.rows) * dim;
+    if (engine->int8_ != nullptr) table.shared = engine->int8_->tables()[t];
+    const int64_t rows = table.shared.rows;
+    const size_t row_bytes = table.shared.row_stride();
+    const auto* src = static_cast<const uint8_t*>(table.shared.data);
     if (p.mode == PlacementMode::kReplicate) {
       for (int w = 0; w < copies; ++w) {
-        common::AlignedBuffer<float> copy(floats);
-        std::memcpy(copy.data(), src, floats * sizeof(float));
+        common::AlignedBuffer<uint8_t> copy(rows * row_bytes);
+        std::memcpy(copy.data(), src, rows * row_bytes);
         table.replicas.push_back(std::move(copy));
       }
     } else if (!p.hot_rows.empty()) {
       table.num_hot = static_cast<int64_t>(p.hot_rows.size());
-      table.hot_slot.assign(table.shared.rows, -1);
+      table.hot_slot.assign(rows, -1);
       for (int64_t h = 0; h < table.num_hot; ++h) {
         const int64_t row = p.hot_rows[h];
-        if (row < 0 || row >= table.shared.rows) {
+        if (row < 0 || row >= rows) {
           return absl::InvalidArgumentError(
               absl::StrCat("hot row ", row, " of table ", p.name,
-                           " is outside [0, ", table.shared.rows, ")"));
+                           " is outside [0, ", rows, ")"));
         }
         table.hot_slot[row] = static_cast<int32_t>(h);
       }
       for (int w = 0; w < copies; ++w) {
-        common::AlignedBuffer<float> copy(static_cast<size_t>(table.num_hot) *
-                                          dim);
+        common::AlignedBuffer<uint8_t> copy(table.num_hot * row_bytes);
         for (int64_t h = 0; h < table.num_hot; ++h) {
-          std::memcpy(copy.data() + h * dim, src + p.hot_rows[h] * dim,
-                      dim * sizeof(float));
+          std::memcpy(copy.data() + h * row_bytes,
+                      src + p.hot_rows[h] * row_bytes, row_bytes);
         }
         table.hot_copies.push_back(std::move(copy));
       }
@@ -89,9 +110,9 @@ absl::StatusOr<std::unique_ptr<LookupEngine>> LookupEngine::Create(
   return engine;
 }
 
-std::vector<TableStats> LookupEngine::SampleStats(const common::Model& model,
-                                                  int64_t sample_items,
-                                                  int top_rows) {
+std::vector<TableStats> LookupEngine::SampleStats(
+    const common::Model& model, int64_t sample_items, int top_rows,
+    ItemEmbeddingPrecision precision) {
   const auto& c = model.config();
   const common::Catalog& catalog = model.catalog();
   const int64_t items = std::min(sample_items, catalog.num_items());
@@ -102,7 +123,9 @@ std::vector<TableStats> LookupEngine::SampleStats(const common::Model& model,
     TableStats s;
     s.name = c.item_tables(t).name();
     s.rows = c.item_tables(t).rows();
-    s.row_bytes = static_cast<int64_t>(model.item_table(t).row_stride());
+    s.row_bytes = precision == ItemEmbeddingPrecision::kInt8
+                      ? c.embedding_dim() + 8
+                      : static_cast<int64_t>(model.item_table(t).row_stride());
     absl::flat_hash_map<int64_t, uint64_t> counts;
     ids.resize(catalog.lookups_per_item(t));
     for (int64_t i = 0; i < items; ++i) {
@@ -146,11 +169,11 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
   }
   float* dst = out + static_cast<size_t>(t) * dim_;
   if (table.mode == PlacementMode::kReplicate) {
-    const common::AlignedBuffer<float>& copy =
+    const common::AlignedBuffer<uint8_t>& copy =
         table.replicas[CopyIndex(static_cast<int>(table.replicas.size()))];
-    common::EmbeddingBagSumFixed(
-        common::EmbeddingTable::Fp32(copy.data(), table.shared.rows, dim_), ids,
-        n, bag, dst, stride_, /*accumulate=*/false);
+    common::EmbeddingBagSumFixed(table.View(copy.data(), table.shared.rows),
+                                 ids, n, bag, dst, stride_,
+                                 /*accumulate=*/false);
     return;
   }
   if (table.num_hot == 0) {
@@ -180,11 +203,10 @@ void LookupEngine::GatherTable(int t, const int64_t* candidates, int n,
     hot_off[j + 1] = nh;
     cold_off[j + 1] = nc;
   }
-  const common::AlignedBuffer<float>& copy =
+  const common::AlignedBuffer<uint8_t>& copy =
       table.hot_copies[CopyIndex(static_cast<int>(table.hot_copies.size()))];
-  common::EmbeddingBagSum(
-      common::EmbeddingTable::Fp32(copy.data(), table.num_hot, dim_), hot,
-      hot_off, n, dst, stride_, /*accumulate=*/false);
+  common::EmbeddingBagSum(table.View(copy.data(), table.num_hot), hot, hot_off,
+                          n, dst, stride_, /*accumulate=*/false);
   common::EmbeddingBagSum(table.shared, cold, cold_off, n, dst, stride_,
                           /*accumulate=*/true);
 }

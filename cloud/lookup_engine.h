@@ -20,11 +20,23 @@
 #include "common/base/thread_pool.h"
 #include "common/kernels/embedding_bag.h"
 #include "common/model/model.h"
+#include "common/model/reference_model.h"
 
 namespace duet::cloud {
 
 enum class LookupStrategy { kBatch, kTable };
 const char* LookupStrategyName(LookupStrategy s);  // "batch" | "table"
+
+// How the engine holds the item embedding tables. kInt8: quantized at load
+// into the fused 8-bit row-wise layout (common::QuantizeRowwiseInt8: per-row
+// scale and bias, dim + 8 bytes a row instead of 4 dim) and gathered by the
+// int8 EmbeddingBag kernel; every copy (shards, replicas, hot rows) is int8,
+// and the fp32 rows of the model file are not read after the load.
+enum class ItemEmbeddingPrecision { kFp32, kInt8 };
+const char* ItemEmbeddingPrecisionName(ItemEmbeddingPrecision p);
+// "fp32" | "int8"; INVALID_ARGUMENT naming --item_embeddings otherwise.
+absl::StatusOr<ItemEmbeddingPrecision> ParseItemEmbeddingPrecision(
+    const std::string& s);
 
 class LookupEngine {
  public:
@@ -32,14 +44,16 @@ class LookupEngine {
   // part) and the pool must outlive the engine.
   static absl::StatusOr<std::unique_ptr<LookupEngine>> Create(
       const common::Model* model, const PlacementPlan& plan,
-      common::ThreadPool* pool);
+      common::ThreadPool* pool,
+      ItemEmbeddingPrecision precision = ItemEmbeddingPrecision::kFp32);
 
   // Access statistics of every item table, sampled over up to `sample_items`
   // catalog items spread evenly over the id range; keeps the `top_rows` most
-  // accessed rows per table. Input of the TablePlacement planner.
-  static std::vector<TableStats> SampleStats(const common::Model& model,
-                                             int64_t sample_items,
-                                             int top_rows);
+  // accessed rows per table. Input of the TablePlacement planner; row_bytes
+  // are those of `precision`.
+  static std::vector<TableStats> SampleStats(
+      const common::Model& model, int64_t sample_items, int top_rows,
+      ItemEmbeddingPrecision precision = ItemEmbeddingPrecision::kFp32);
 
   // f rows of candidates[0, n) into out ([n, item_top_in] row-major), in
   // parallel on the pool (the caller takes part). Ids must be valid.
@@ -54,27 +68,45 @@ class LookupEngine {
   int NumChunks(int n) const;
   const PlacementPlan& plan() const { return plan_; }
   int64_t rows_gathered_per_item() const { return lookups_per_item_; }
+  ItemEmbeddingPrecision precision() const { return precision_; }
+  // Seconds Create spent quantizing (kInt8), 0 for fp32.
+  double quantize_seconds() const { return quantize_seconds_; }
 
  private:
   struct Table {
     PlacementMode mode = PlacementMode::kShard;
-    common::EmbeddingTable shared;  // the mmap'd rows
-    std::vector<common::AlignedBuffer<float>>
-        replicas;  // kReplicate: per worker
-    std::vector<common::AlignedBuffer<float>> hot_copies;  // kShard: per worker
+    // The rows every shard reads: the mmap'd fp32 rows, or int8_'s.
+    common::EmbeddingTable shared;
+    // Per worker, in shared's format: kReplicate the whole table, kShard
+    // the hot rows.
+    std::vector<common::AlignedBuffer<uint8_t>> replicas;
+    std::vector<common::AlignedBuffer<uint8_t>> hot_copies;
     std::vector<int32_t> hot_slot;  // row -> hot row or -1
     int64_t num_hot = 0;
     int bag = 0;
+    // A view of `rows` rows at `data`, in shared's format.
+    common::EmbeddingTable View(const uint8_t* data, int64_t rows) const {
+      common::EmbeddingTable v = shared;
+      v.data = data;
+      v.rows = rows;
+      return v;
+    }
   };
   LookupEngine(const common::Model* model, PlacementPlan plan,
-               common::ThreadPool* pool)
-      : model_(model), plan_(std::move(plan)), pool_(pool) {}
+               common::ThreadPool* pool, ItemEmbeddingPrecision precision)
+      : model_(model),
+        plan_(std::move(plan)),
+        pool_(pool),
+        precision_(precision) {}
   // The copy of replica/hot data the current thread should read.
   static int CopyIndex(int copies);
 
   const common::Model* model_;
   const PlacementPlan plan_;
   common::ThreadPool* pool_;
+  const ItemEmbeddingPrecision precision_;
+  std::unique_ptr<const common::Int8ItemTables> int8_;  // kInt8
+  double quantize_seconds_ = 0;
   std::vector<Table> tables_;
   int dim_ = 0;
   int stride_ = 0;

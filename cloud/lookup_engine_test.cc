@@ -38,11 +38,24 @@ int64_t SpecRow(const duet::v1::ModelConfig& c, int64_t item, int t, int k) {
                               static_cast<uint64_t>(c.item_tables(t).rows()));
 }
 
+// The model's item tables in the fused 8-bit row-wise layout: dim codes,
+// then float scale and float bias per row (embedding_bag.h).
+using Int8Tables = common::Int8ItemTables;
+
+// Row r of int8 table t.
+const uint8_t* Int8Row(const Int8Tables& q, int t, int64_t r) {
+  const common::EmbeddingTable& table = q.tables()[t];
+  return static_cast<const uint8_t*>(table.data) + r * table.row_stride();
+}
+
 // f_jt = SUM of rows of item table t at the catalog's ids for candidate j,
 // with plain loops in double; `abs` gets SUM |row value| per element (for
-// the error bound).
+// the error bound). With `int8`, the rows are its dequantized ones,
+// scale * code + bias, and `abs` gets SUM |scale * code| + |bias|: the
+// terms the int8 kernel adds in float.
 void ScalarReference(const common::Model& m, const std::vector<int64_t>& ids,
-                     std::vector<double>* f, std::vector<double>* abs) {
+                     std::vector<double>* f, std::vector<double>* abs,
+                     const Int8Tables* int8 = nullptr) {
   const auto& c = m.config();
   const int d = c.embedding_dim();
   const int width = m.dims().item_top_in;
@@ -54,9 +67,17 @@ void ScalarReference(const common::Model& m, const std::vector<int64_t>& ids,
       for (int k = 0; k < c.item_tables(t).lookups_per_item(); ++k) {
         const int64_t r = SpecRow(c, ids[j], t, k);
         for (int e = 0; e < d; ++e) {
-          const double x = rows[r * d + e];
+          double x = rows[r * d + e], a = std::fabs(x);
+          if (int8 != nullptr) {
+            const uint8_t* row = Int8Row(*int8, t, r);
+            float scale, bias;
+            std::memcpy(&scale, row + d, 4);
+            std::memcpy(&bias, row + d + 4, 4);
+            x = double{scale} * row[e] + bias;
+            a = std::fabs(double{scale} * row[e]) + std::fabs(bias);
+          }
           (*f)[j * width + t * d + e] += x;
-          (*abs)[j * width + t * d + e] += std::fabs(x);
+          (*abs)[j * width + t * d + e] += a;
         }
       }
     }
@@ -85,8 +106,10 @@ class LookupEngineTest : public ::testing::Test {
     return Plan(o);
   }
 
-  std::unique_ptr<LookupEngine> Engine(const PlacementPlan& plan) {
-    auto engine = LookupEngine::Create(model_, plan, &pool_);
+  std::unique_ptr<LookupEngine> Engine(
+      const PlacementPlan& plan,
+      ItemEmbeddingPrecision precision = ItemEmbeddingPrecision::kFp32) {
+    auto engine = LookupEngine::Create(model_, plan, &pool_, precision);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return engine.ok() ? std::move(engine).value() : nullptr;
   }
@@ -107,17 +130,22 @@ class LookupEngineTest : public ::testing::Test {
   // u = 2^-24 (Higham, Accuracy and Stability, §4.2); m u bounds that for
   // m u << 1, and the double reference itself is exact to ~m 2^-53. A wrong
   // row or a lost bag misses by ~|row value| (~0.1 here), far above it.
+  // With `int8` the reference is its dequantized rows and the kernel adds
+  // 2m + 1 float terms (m products scale * code, m biases, their sums):
+  // the same bound with 2m + 2 for m.
   void ExpectMatchesReference(const std::vector<int64_t>& ids,
                               const std::vector<float>& got,
-                              const std::string& label) {
+                              const std::string& label,
+                              const Int8Tables* int8 = nullptr) {
     std::vector<double> want, abs;
-    ScalarReference(*model_, ids, &want, &abs);
+    ScalarReference(*model_, ids, &want, &abs, int8);
     ASSERT_EQ(got.size(), want.size()) << label;
     const int width = model_->dims().item_top_in;
     const int d = model_->config().embedding_dim();
     for (size_t i = 0; i < want.size(); ++i) {
       const int t = static_cast<int>(i % width) / d;
-      const int m = model_->catalog().lookups_per_item(t);
+      const int bag = model_->catalog().lookups_per_item(t);
+      const int m = int8 != nullptr ? 2 * bag + 2 : bag;
       const double bound = m * std::ldexp(1.0, -24) * abs[i];
       ASSERT_LE(std::fabs(got[i] - want[i]), bound)
           << label << " row " << i / width << " table " << t << " got "
@@ -127,8 +155,10 @@ class LookupEngineTest : public ::testing::Test {
 
   // Gather (both strategies) and GatherRows against the reference; the two
   // strategies pool each bag in one kernel call, so they agree bit for bit.
-  void CheckPlan(const PlacementPlan& plan, const std::string& name) {
-    auto engine = Engine(plan);
+  void CheckPlan(const PlacementPlan& plan, const std::string& name,
+                 const Int8Tables* int8 = nullptr) {
+    auto engine = Engine(plan, int8 != nullptr ? ItemEmbeddingPrecision::kInt8
+                                               : ItemEmbeddingPrecision::kFp32);
     ASSERT_NE(engine, nullptr);
     const int width = model_->dims().item_top_in;
     for (int n : {1, 31, 97, 1024}) {
@@ -139,9 +169,9 @@ class LookupEngineTest : public ::testing::Test {
       engine->Gather(ids.data(), n, LookupStrategy::kTable, table.data());
       engine->GatherRows(ids.data(), n, rows.data());
       const std::string label = absl::StrCat(name, " n=", n);
-      ExpectMatchesReference(ids, batch, label + " batch");
-      ExpectMatchesReference(ids, table, label + " table");
-      ExpectMatchesReference(ids, rows, label + " rows");
+      ExpectMatchesReference(ids, batch, label + " batch", int8);
+      ExpectMatchesReference(ids, table, label + " table", int8);
+      ExpectMatchesReference(ids, rows, label + " rows", int8);
       EXPECT_EQ(0, std::memcmp(batch.data(), table.data(),
                                batch.size() * sizeof(float)))
           << label;
@@ -188,6 +218,75 @@ TEST_F(LookupEngineTest, MixedPlanFromTablePlacementMatchesScalarReference) {
   ASSERT_EQ(plan.num_replicated(), 1) << plan.DebugString();
   ASSERT_EQ(plan.num_sharded(), model_->num_item_tables() - 1);
   CheckPlan(plan, "mixed");
+}
+
+// int8 tables under every placement: the replicas, the shards and the hot
+// copies are all int8 rows, read by the same kernel as the reference's.
+TEST_F(LookupEngineTest, Int8TablesMatchTheDequantizedReferenceInEveryPlan) {
+  const Int8Tables q(*model_);
+  CheckPlan(Plan(PlacementMode::kReplicate, -1), "int8 replicate", &q);
+  CheckPlan(Plan(PlacementMode::kShard, -1), "int8 shard", &q);
+  CheckPlan(Plan(PlacementMode::kShard, 64), "int8 shard+hot64", &q);
+}
+
+// Each int8 value is within half a step, (max - min) / 510, of its fp32
+// value, so a pooled f element is within the sum of its rows' half steps
+// of the fp32 gather (plus float rounding); and the int8 engine does not
+// silently gather fp32 (it differs from fp32 somewhere).
+TEST_F(LookupEngineTest, Int8GatherIsWithinHalfAStepPerRowOfTheFp32One) {
+  auto fp32 = Engine(Plan(PlacementMode::kShard, 16));
+  auto int8 =
+      Engine(Plan(PlacementMode::kShard, 16), ItemEmbeddingPrecision::kInt8);
+  ASSERT_NE(fp32, nullptr);
+  ASSERT_NE(int8, nullptr);
+  EXPECT_EQ(int8->precision(), ItemEmbeddingPrecision::kInt8);
+  EXPECT_GT(int8->quantize_seconds(), 0.0);
+  EXPECT_EQ(fp32->quantize_seconds(), 0.0);
+  const auto& c = model_->config();
+  const int d = c.embedding_dim(), width = model_->dims().item_top_in;
+  const int n = 97;
+  const auto ids = Ids(n);
+  std::vector<float> a(static_cast<size_t>(n) * width), b(a.size());
+  fp32->Gather(ids.data(), n, LookupStrategy::kBatch, a.data());
+  int8->Gather(ids.data(), n, LookupStrategy::kBatch, b.data());
+  const Int8Tables q(*model_);
+  double max_diff = 0;
+  for (int j = 0; j < n; ++j) {
+    for (int t = 0; t < c.item_tables_size(); ++t) {
+      double half_steps = 0;
+      for (int k = 0; k < c.item_tables(t).lookups_per_item(); ++k) {
+        float scale;
+        std::memcpy(&scale, Int8Row(q, t, SpecRow(c, ids[j], t, k)) + d, 4);
+        half_steps += scale / 2;
+      }
+      for (int e = 0; e < d; ++e) {
+        const size_t i = static_cast<size_t>(j) * width + t * d + e;
+        const double diff = std::fabs(double{a[i]} - b[i]);
+        max_diff = std::max(max_diff, diff);
+        ASSERT_LE(diff, half_steps * (1 + 1e-5) + 1e-5)
+            << "candidate " << j << " table " << t << " element " << e;
+      }
+    }
+  }
+  EXPECT_GT(max_diff, 0.0);
+}
+
+TEST_F(LookupEngineTest, Int8StatsCostDimPlusEightBytesARow) {
+  const auto stats =
+      LookupEngine::SampleStats(*model_, 100, 0, ItemEmbeddingPrecision::kInt8);
+  for (const TableStats& s : stats) {
+    EXPECT_EQ(s.row_bytes, model_->config().embedding_dim() + 8) << s.name;
+  }
+  EXPECT_STREQ(ItemEmbeddingPrecisionName(ItemEmbeddingPrecision::kInt8),
+               "int8");
+  EXPECT_EQ(*ParseItemEmbeddingPrecision("fp32"),
+            ItemEmbeddingPrecision::kFp32);
+  EXPECT_EQ(*ParseItemEmbeddingPrecision("int8"),
+            ItemEmbeddingPrecision::kInt8);
+  EXPECT_THAT(ParseItemEmbeddingPrecision("int4"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--item_embeddings is \"int4\", must be "
+                                 "fp32 or int8")));
 }
 
 TEST_F(LookupEngineTest, HotSlotsMapArbitraryRowListsBack) {

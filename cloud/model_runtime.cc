@@ -56,11 +56,12 @@ absl::Status ModelRuntime::Init(common::ThreadPool* pool) {
   const Options& o = options_;
   const int top_rows = static_cast<int>(std::max<int64_t>(
       {o.placement.max_hot_rows, o.placement.force_hot_rows, 0}));
-  const std::vector<TableStats> stats =
-      LookupEngine::SampleStats(*model_, o.placement_sample_items, top_rows);
+  const std::vector<TableStats> stats = LookupEngine::SampleStats(
+      *model_, o.placement_sample_items, top_rows, o.item_embeddings);
   ASSIGN_OR_RETURN(const PlacementPlan plan,
                    TablePlacement::Plan(stats, o.placement));
-  ASSIGN_OR_RETURN(engine_, LookupEngine::Create(model_.get(), plan, pool));
+  ASSIGN_OR_RETURN(engine_, LookupEngine::Create(model_.get(), plan, pool,
+                                                 o.item_embeddings));
   if (o.item_cache_entries > 0) {
     ItemCache::Options co;
     co.capacity = o.item_cache_entries;
@@ -189,6 +190,7 @@ bool ModelRuntime::SameArchitecture(const ModelRuntime& prior) const {
           shapes(model_->config()), shapes(prior.model_->config()))) {
     return false;
   }
+  if (engine_->precision() != prior.engine_->precision()) return false;
   const std::vector<TablePlan>& a = engine_->plan().tables;
   const std::vector<TablePlan>& b = prior.engine_->plan().tables;
   if (a.size() != b.size()) return false;

@@ -60,6 +60,11 @@ class ModelRuntime {
     int64_t placement_sample_items = 20000;
     int64_t item_cache_entries = 100000;  // 0: no cache
     CacheMode item_cache_mode = CacheMode::kAuto;
+    // The item embedding tables as the model stores them (fp32) or
+    // quantized at load (int8; LookupEngine). Applies to the split path's
+    // item side (and with it the cache and the item table); the monolithic
+    // baseline reads the model's fp32 rows.
+    ItemEmbeddingPrecision item_embeddings = ItemEmbeddingPrecision::kFp32;
     absl::Duration calibration_budget = absl::Seconds(3);
     // Precomputed item side (ItemTable): at most this many bytes of rows,
     // built after Create on a low-priority thread; 0: none.

@@ -87,6 +87,7 @@ ModelRuntime::Options ScoringCore::RuntimeOptions(
   ro.placement_sample_items = options_.placement_sample_items;
   ro.item_cache_entries = options_.item_cache_entries;
   ro.item_cache_mode = options_.item_cache_mode;
+  ro.item_embeddings = options_.item_embeddings;
   ro.calibration_budget = calibration;
   ro.prepare_kernels = options_.warmup;
   ro.calibrated_like = options_.warmup ? calibrated_like : nullptr;

@@ -66,6 +66,8 @@ struct ScoringCoreOptions {
   int64_t placement_sample_items = 20000;
   int64_t item_cache_entries = 100000;           // 0 disables the cache
   CacheMode item_cache_mode = CacheMode::kAuto;  // see CachePolicy
+  // fp32 or int8 item embedding tables (ModelRuntime::Options).
+  ItemEmbeddingPrecision item_embeddings = ItemEmbeddingPrecision::kFp32;
   absl::Duration calibration_budget = absl::Seconds(3);
   // The selector's calibration for a reloaded model: it runs beside live
   // queries, so it is kept shorter.

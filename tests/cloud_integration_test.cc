@@ -3,13 +3,16 @@
 // that stays usable, health and SIGTERM draining. Every RPC has a deadline.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/kernels/quantize.h"
 #include "common/model/model.h"
@@ -108,11 +111,13 @@ class CloudProcess {
     }
     return ids;
   }
-  // Reference CTR per candidate id (fp32 split model).
-  std::map<int64_t, float> Reference(const std::vector<float>& u,
-                                     const std::vector<int64_t>& ids) const {
+  // Reference CTR per candidate id (fp32 split model; over `item_tables`
+  // instead of the model's when given).
+  std::map<int64_t, float> Reference(
+      const std::vector<float>& u, const std::vector<int64_t>& ids,
+      const std::vector<common::EmbeddingTable>* item_tables = nullptr) const {
     std::vector<float> ctr(ids.size());
-    EXPECT_TRUE(common::SplitModel(model_.get())
+    EXPECT_TRUE(common::SplitModel(model_.get(), item_tables)
                     .ScoreItems(u.data(), ids, ctr.data())
                     .ok());
     std::map<int64_t, float> out;
@@ -466,6 +471,49 @@ TEST(CloudIntegrationRm2Test, ScaledPresetStreamAndUnaryEqualReference) {
   cloud->ExpectMatches(r.scores().items(), want, 10);
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
+}
+
+// --item_embeddings int8: the served CTRs are the split model's over the
+// item tables quantized row-wise (not the fp32 ones), computed and from the
+// precomputed item table alike (its rows in fp32: no rounding of its own);
+// the start-up log says so.
+TEST(CloudIntegrationRm2Test, Int8ItemEmbeddingsServeTheQuantizedTables) {
+  auto cloud = CloudProcess::Start(
+      "rm2", 0.0005,
+      {"--item_embeddings=int8", "--item_cache_entries=0",
+       "--item_table_budget_mb=64", "--item_table_precision=fp32"});
+  ASSERT_NE(cloud, nullptr);
+  const common::Int8ItemTables int8(cloud->model());
+  const auto ids = cloud->Candidates(kMaxCandidates, 5);
+  const auto u = cloud->RandomU(4);
+  const auto want = cloud->Reference(u, ids, &int8.tables());
+  const auto fp32 = cloud->Reference(u, ids);
+  double moved = 0;
+  for (const auto& [id, ctr] : want) {
+    moved = std::max<double>(moved, std::fabs(ctr - fp32.at(id)));
+  }
+  ASSERT_GT(moved, 1e-5) << "int8 tables that score like fp32 prove nothing";
+  // Before and after the item table is built (it covers the catalog).
+  for (int round = 0; round < 2; ++round) {
+    v1::ScoreRequest request;
+    for (int64_t i : ids) request.add_candidate_ids(i);
+    request.set_top_k(kMaxCandidates);
+    *request.mutable_user_vector() = cloud->Fp32(u);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ScoreResponse response;
+    const grpc::Status s = cloud->stub().Score(&context, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    cloud->ExpectMatches(response.items(), want, kMaxCandidates);
+    for (const absl::Time give_up = absl::Now() + absl::Seconds(60);
+         round == 0 && !absl::StrContains(cloud->process().ReadLog(),
+                                          "item table of v1: built");) {
+      ASSERT_LT(absl::Now(), give_up) << cloud->process().ReadLog();
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  EXPECT_THAT(cloud->process().ReadLog(),
+              HasSubstr("item embeddings int8 (quantized at load in"));
 }
 
 TEST(CloudIntegrationShutdownTest, SigtermDrainsInFlightQueryAndExitsZero) {

@@ -1,5 +1,7 @@
 // duet-model's commands for models people trained (issue 13), run as the
 // real binary: preset --json, score, quantize and verify.
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -116,9 +118,13 @@ TEST_F(ModelCliTest, ScoreWritesTheReferenceCtrsOfRecordedQueries) {
   const float* mono = get("monolithic_fp32");
   const float* fp32 = get("split_fp32");
   const float* int8 = get("split_int8");
-  ASSERT_TRUE(mono && fp32 && int8);
+  const float* items8 = get("split_int8_items");
+  ASSERT_TRUE(mono && fp32 && int8 && items8);
   const common::MonolithicModel reference(&m);
   const common::SplitModel split(&m);
+  const common::Int8ItemTables int8_tables(m);
+  const common::SplitModel split_items8(&m, &int8_tables.tables());
+  double items8_moved = 0;
   for (int64_t i = 0; i < q; ++i) {
     common::UserInputs user;
     user.static_features.assign(s.f32.begin() + i * d.static_in,
@@ -129,9 +135,18 @@ TEST_F(ModelCliTest, ScoreWritesTheReferenceCtrsOfRecordedQueries) {
                         hist.i64.begin() + (i + 1) * h);
     const std::vector<int64_t> items(cand.i64.begin() + i * n,
                                      cand.i64.begin() + (i + 1) * n);
-    std::vector<float> want(n), pooled(d.pooled), u(d.user_out), want8(n);
+    std::vector<float> want(n), pooled(d.pooled), u(d.user_out), want8(n),
+        want_items8(n);
     ASSERT_TRUE(reference.Score(user, items, want.data()).ok());
     common::PoolHistory(m, user.history, pooled.data());
+    // int8 item tables: the fp32 user vector, int8 rows gathered.
+    ASSERT_TRUE(split
+                    .UserVector(user.static_features.data(),
+                                user.dynamic_features.data(), pooled.data(),
+                                /*int8=*/false, u.data())
+                    .ok());
+    ASSERT_TRUE(
+        split_items8.ScoreItems(u.data(), items, want_items8.data()).ok());
     ASSERT_TRUE(split
                     .UserVector(user.static_features.data(),
                                 user.dynamic_features.data(), pooled.data(),
@@ -142,8 +157,12 @@ TEST_F(ModelCliTest, ScoreWritesTheReferenceCtrsOfRecordedQueries) {
       EXPECT_FLOAT_EQ(mono[i * n + j], want[j]);
       EXPECT_NEAR(fp32[i * n + j], want[j], 1e-5);
       EXPECT_FLOAT_EQ(int8[i * n + j], want8[j]);
+      EXPECT_FLOAT_EQ(items8[i * n + j], want_items8[j]);
+      items8_moved = std::max<double>(items8_moved,
+                                      std::fabs(items8[i * n + j] - want[j]));
     }
   }
+  EXPECT_GT(items8_moved, 1e-6) << "split_int8_items holds fp32 CTRs";
   // An item outside the catalog is named.
   cand.i64[4] = m.catalog().num_items();
   const std::string bad = Write("bad.safetensors", {s, c, hist, cand});

@@ -72,11 +72,13 @@ Usage:
       exactly: full with VNNI, else reduced-weights), full, reduced-weights
       or reduced-activations.
   duet-model score DIR --queries FILE --out FILE [--int8-arithmetic A]
-      CTRs of recorded queries with the monolithic reference, the fp32 split
-      and (if DIR has one) the int8 user top MLP. FILE (safetensors): I64
-      history [Q, H] (item ids, oldest first), I64 candidates [Q, N], F32
+      CTRs of recorded queries with the monolithic reference, the fp32 split,
+      the fp32 split over int8 item tables (duet-cloud --item_embeddings
+      int8) and (if DIR has one) the int8 user top MLP. FILE (safetensors):
+      I64 history [Q, H] (item ids, oldest first), I64 candidates [Q, N], F32
       static [Q, s] and context [Q, c] when the model has those features.
-      Writes F32 monolithic_fp32, split_fp32 and split_int8 [Q, N] to --out.
+      Writes F32 monolithic_fp32, split_fp32, split_int8_items and
+      split_int8 [Q, N] to --out.
   duet-model --help | -h | help | COMMAND --help
       This text, on stdout.
 

@@ -110,9 +110,13 @@ absl::Status ScoreQueries(const common::Model& m, const Queries& in,
   const ModelDims& d = m.dims();
   const common::MonolithicModel mono(&m);
   const common::SplitModel split(&m);
+  // What duet-cloud --item_embeddings int8 computes (fp32 user side).
+  const common::Int8ItemTables int8_tables(m);
+  const common::SplitModel split_int8_items(&m, &int8_tables.tables());
   const bool int8 = m.has_user_top_int8();
   const size_t total = static_cast<size_t>(in.q) * in.n;
-  std::vector<float> mono_ctr(total), fp32_ctr(total), int8_ctr(total);
+  std::vector<float> mono_ctr(total), fp32_ctr(total), int8_ctr(total),
+      items8_ctr(total);
   std::vector<float> pooled(d.pooled), u(d.user_out);
   for (int64_t q = 0; q < in.q; ++q) {
     common::UserInputs user;
@@ -145,11 +149,16 @@ absl::Status ScoreQueries(const common::Model& m, const Queries& in,
                                        pooled.data(), quantized, u.data()));
       RETURN_IF_ERROR(split.ScoreItems(
           u.data(), cands, (quantized ? int8_ctr : fp32_ctr).data() + at));
+      if (!quantized) {
+        RETURN_IF_ERROR(split_int8_items.ScoreItems(u.data(), cands,
+                                                    items8_ctr.data() + at));
+      }
     }
   }
   std::vector<common::TensorSpec> specs = {
       {"monolithic_fp32", common::DType::kF32, {in.q, in.n}},
-      {"split_fp32", common::DType::kF32, {in.q, in.n}}};
+      {"split_fp32", common::DType::kF32, {in.q, in.n}},
+      {"split_int8_items", common::DType::kF32, {in.q, in.n}}};
   if (int8) specs.push_back({"split_int8", common::DType::kF32, {in.q, in.n}});
   ASSIGN_OR_RETURN(
       auto writer,
@@ -158,7 +167,7 @@ absl::Status ScoreQueries(const common::Model& m, const Queries& in,
           {{"model", common::ModelLabel(m.config())},
            {"int8_arithmetic",
             int8 ? common::Int8ArithmeticName(m.int8_arithmetic()) : "none"}}));
-  for (const auto* v : {&mono_ctr, &fp32_ctr, &int8_ctr}) {
+  for (const auto* v : {&mono_ctr, &fp32_ctr, &items8_ctr, &int8_ctr}) {
     if (v == &int8_ctr && !int8) break;
     RETURN_IF_ERROR(writer->Append(v->data(), v->size() * sizeof(float)));
   }

@@ -85,8 +85,28 @@ void PoolHistory(const Model& model, absl::Span<const int64_t> history,
   }
 }
 
+Int8ItemTables::Int8ItemTables(const Model& model) {
+  const int dim = model.config().embedding_dim();
+  for (int t = 0; t < model.num_item_tables(); ++t) {
+    const EmbeddingTable& fp32 = model.item_table(t);
+    AlignedBuffer<uint8_t> rows(static_cast<size_t>(fp32.rows) * (dim + 8));
+    QuantizeRowwiseInt8(static_cast<const float*>(fp32.data), fp32.rows, dim,
+                        rows.data());
+    views_.push_back(EmbeddingTable::Int8Rowwise(rows.data(), fp32.rows, dim));
+    rows_.push_back(std::move(rows));
+  }
+}
+
+int64_t Int8ItemTables::bytes() const {
+  int64_t total = 0;
+  for (const EmbeddingTable& t : views_) {
+    total += t.rows * static_cast<int64_t>(t.row_stride());
+  }
+  return total;
+}
+
 void GatherItemFeatures(const Model& model, const int64_t* candidates, int n,
-                        float* out) {
+                        float* out, const std::vector<EmbeddingTable>* tables) {
   const Catalog& catalog = model.catalog();
   const int dim = model.config().embedding_dim();
   const int stride = model.dims().item_top_in;
@@ -96,7 +116,8 @@ void GatherItemFeatures(const Model& model, const int64_t* candidates, int n,
     int64_t* p = GrowTo(ids, static_cast<size_t>(n) * bag);
     for (int j = 0; j < n; ++j)
       catalog.ItemSparseIds(candidates[j], t, p + j * bag);
-    EmbeddingBagSumFixed(model.item_table(t), p, n, bag, out + t * dim, stride,
+    EmbeddingBagSumFixed(tables != nullptr ? (*tables)[t] : model.item_table(t),
+                         p, n, bag, out + t * dim, stride,
                          /*accumulate=*/false);
   }
 }
@@ -187,7 +208,8 @@ absl::Status SplitModel::ScoreItems(const float* u,
   const int64_t n = static_cast<int64_t>(candidates.size());
   Scratch& s = ThreadScratch();
   float* f = GrowTo(s.a, n * d.item_top_in);
-  GatherItemFeatures(m, candidates.data(), static_cast<int>(n), f);
+  GatherItemFeatures(m, candidates.data(), static_cast<int>(n), f,
+                     item_tables_);
   float* v = GrowTo(s.b, n * d.item_out);
   RETURN_IF_ERROR(RunOrIdentity(m.item_top(), f, n, d.item_top_in, v));
   float* x = GrowTo(s.c, n * d.combined_in);

@@ -12,6 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/base/aligned_buffer.h"
+#include "common/kernels/embedding_bag.h"
 #include "common/model/model.h"
 
 namespace duet::common {
@@ -46,10 +48,29 @@ class MonolithicModel {
   const Model* model_;
 };
 
+// A model's item tables quantized row-wise to int8 (QuantizeRowwiseInt8:
+// dim codes + float scale + float bias a row), owning their rows: what
+// duet-cloud --item_embeddings int8 gathers. Needs the cloud part; does not
+// borrow the model after construction. Immutable and thread-safe.
+class Int8ItemTables {
+ public:
+  explicit Int8ItemTables(const Model& model);
+  const std::vector<EmbeddingTable>& tables() const { return views_; }
+  int64_t bytes() const;
+
+ private:
+  std::vector<AlignedBuffer<uint8_t>> rows_;
+  std::vector<EmbeddingTable> views_;
+};
+
 class SplitModel {
  public:
-  // UserVector needs the edge part; ScoreItems the cloud part.
-  explicit SplitModel(const Model* model) : model_(model) {}
+  // UserVector needs the edge part; ScoreItems the cloud part. ScoreItems
+  // gathers `item_tables` instead of the model's when given (same shapes,
+  // e.g. Int8ItemTables::tables(); they must outlive this).
+  explicit SplitModel(const Model* model,
+                      const std::vector<EmbeddingTable>* item_tables = nullptr)
+      : model_(model), item_tables_(item_tables) {}
 
   // u = UserTopMLP([StaticBottom(s), DynamicBottom(c), pooled]), with the
   // fp32 or the int8 user top MLP.
@@ -62,12 +83,15 @@ class SplitModel {
 
  private:
   const Model* model_;
+  const std::vector<EmbeddingTable>* item_tables_;
 };
 
 // Item features f_j = [f_j1 .. f_jTi] of n candidates into out ([n,
-// item_top_in] row-major), with the production gather kernel.
+// item_top_in] row-major), with the production gather kernel, from the
+// model's item tables or from `tables` (same shapes) when given.
 void GatherItemFeatures(const Model& model, const int64_t* candidates, int n,
-                        float* out);
+                        float* out,
+                        const std::vector<EmbeddingTable>* tables = nullptr);
 
 }  // namespace duet::common
 

@@ -250,7 +250,9 @@ def run_one(args, tool, preset, split, seed, c, d, base, log):
     s = score_metrics(d.heldout.labels, d.heldout.relevance, {
         "monolithic_fp32": scores["monolithic_fp32"],
         "split_fp32": scores["split_fp32"],
-        "split_int8": scores["split_int8"], "torch_ctr": held["torch_ctr"]})
+        "split_int8": scores["split_int8"],
+        "split_int8_items": scores["split_int8_items"],
+        "torch_ctr": held["torch_ctr"]})
     per_query = s["evals"]["split_fp32"].pop("ndcg_per_query")
     for e in s["evals"].values():
         e.pop("ndcg_per_query", None)

@@ -48,11 +48,17 @@ def evaluation_metrics(labels, relevance, ctr):
             "ndcg_per_query": per_query}
 
 
+# Quantized evaluations (duet-model score's outputs) and the prefix of
+# their impact against split fp32: the int8 user top MLP, and int8 item
+# tables (duet-cloud --item_embeddings int8).
+QUANTIZED = {"split_int8": "int8", "split_int8_items": "int8_items"}
+
+
 def score_metrics(labels, relevance, scores):
     """Everything that compares one model's evaluations. `scores` maps
-    monolithic_fp32, split_fp32, split_int8 (optional) and torch_ctr to
-    CTRs [Q, N]. Raises ValueError when split fp32 or torch differ from
-    monolithic fp32 by more than AGREEMENT_TOL."""
+    monolithic_fp32, split_fp32, split_int8 and split_int8_items (both
+    optional) and torch_ctr to CTRs [Q, N]. Raises ValueError when split
+    fp32 or torch differ from monolithic fp32 by more than AGREEMENT_TOL."""
     mono = scores["monolithic_fp32"].astype(np.float64)
     out = {"evals": {}, "agreement": {}}
     for name, ctr in scores.items():
@@ -66,16 +72,19 @@ def score_metrics(labels, relevance, scores):
                 f"{name} differs from monolithic_fp32 by "
                 f"{a[f'{name}_vs_monolithic_max_abs']:.3g}, expected at most "
                 f"{AGREEMENT_TOL:g}")
-    if "split_int8" in scores:
-        fp32, int8 = scores["split_fp32"], scores["split_int8"]
-        diff = np.abs(int8.astype(np.float64) - fp32)
-        e8, e32 = out["evals"]["split_int8"], out["evals"]["split_fp32"]
-        a["int8_mean_abs"] = float(diff.mean())
-        a["int8_max_abs"] = float(diff.max())
-        a["int8_top10_overlap"] = top_k_overlap(fp32, int8)
-        a["int8_delta_auc_pct"] = 100.0 * (e8["auc"] - e32["auc"]) / e32["auc"]
-        a["int8_delta_log_loss"] = e8["log_loss"] - e32["log_loss"]
-        a["int8_delta_ndcg10"] = e8["ndcg10"] - e32["ndcg10"]
+    fp32, e32 = scores["split_fp32"], out["evals"]["split_fp32"]
+    for name, prefix in QUANTIZED.items():
+        if name not in scores:
+            continue
+        diff = np.abs(scores[name].astype(np.float64) - fp32)
+        e8 = out["evals"][name]
+        a[f"{prefix}_mean_abs"] = float(diff.mean())
+        a[f"{prefix}_max_abs"] = float(diff.max())
+        a[f"{prefix}_top10_overlap"] = top_k_overlap(fp32, scores[name])
+        a[f"{prefix}_delta_auc_pct"] = \
+            100.0 * (e8["auc"] - e32["auc"]) / e32["auc"]
+        a[f"{prefix}_delta_log_loss"] = e8["log_loss"] - e32["log_loss"]
+        a[f"{prefix}_delta_ndcg10"] = e8["ndcg10"] - e32["ndcg10"]
     return out
 
 
@@ -127,6 +136,11 @@ RUN_FIELDS = {
     "int8_delta_auc_pct": ("agreement", "int8_delta_auc_pct"),
     "int8_delta_log_loss": ("agreement", "int8_delta_log_loss"),
     "int8_delta_ndcg10": ("agreement", "int8_delta_ndcg10"),
+    "int8_items_mean_abs": ("agreement", "int8_items_mean_abs"),
+    "int8_items_max_abs": ("agreement", "int8_items_max_abs"),
+    "int8_items_top10_overlap": ("agreement", "int8_items_top10_overlap"),
+    "int8_items_delta_auc_pct": ("agreement", "int8_items_delta_auc_pct"),
+    "int8_items_delta_log_loss": ("agreement", "int8_items_delta_log_loss"),
     "seconds_data": ("seconds", "data"),
     "seconds_train": ("seconds", "train"),
     "seconds_export": ("seconds", "export"),
@@ -258,6 +272,18 @@ def format_tables(agg):
                            **m["int8_delta_auc_pct"]),
                        _pm(m["int8_delta_log_loss"], 5),
                        _pm(m["int8_top10_overlap"], 3)] for m in ms]))
+    parts.append("### int8 item tables (duet-cloud --item_embeddings int8) "
+                 "against split fp32\n\n" + _table(
+                     ["model", "split", "mean \\|ΔCTR\\|", "max \\|ΔCTR\\|",
+                      "ΔAUC (%) [min, max]", "Δlog loss",
+                      "top-10 overlap"],
+                     [[_name(m), m["split"], _pm(m["int8_items_mean_abs"]),
+                       f"{m['int8_items_max_abs']['max']:.4f}",
+                       _pm(m["int8_items_delta_auc_pct"], 3) +
+                       " [{min:+.3f}, {max:+.3f}]".format(
+                           **m["int8_items_delta_auc_pct"]),
+                       _pm(m["int8_items_delta_log_loss"], 5),
+                       _pm(m["int8_items_top10_overlap"], 3)] for m in ms]))
     parts.append("### NDCG@10 against the planted click probability\n\n" +
                  _table(["model", "split", "split fp32", "split int8",
                          "popularity", "best single order", "planted"],

@@ -78,9 +78,14 @@ def _scores(rng, q=20, n=12):
 def test_score_metrics_compares_every_evaluation():
     labels, relevance, ctr = _scores(np.random.default_rng(3))
     int8 = ctr + np.float32(0.01)
+    # int8 item tables: the two best of every query swapped.
+    items8 = ctr.copy()
+    best = np.argsort(-ctr, axis=1)[:, :2]
+    rows = np.arange(len(ctr))[:, None]
+    items8[rows, best] = ctr[rows, best[:, ::-1]]
     out = accuracy_report.score_metrics(labels, relevance, {
         "monolithic_fp32": ctr, "split_fp32": ctr + np.float32(1e-6),
-        "split_int8": int8, "torch_ctr": ctr})
+        "split_int8": int8, "split_int8_items": items8, "torch_ctr": ctr})
     a = out["agreement"]
     assert a["split_fp32_vs_monolithic_max_abs"] == pytest.approx(1e-6,
                                                                    rel=0.2)
@@ -90,6 +95,10 @@ def test_score_metrics_compares_every_evaluation():
     assert a["int8_delta_auc_pct"] == pytest.approx(0.0, abs=1e-9)
     assert a["int8_delta_ndcg10"] == pytest.approx(0.0, abs=1e-9)
     assert a["int8_delta_log_loss"] != 0.0
+    # A swap inside the top 10 keeps it, moves CTRs, changes the NDCG.
+    assert a["int8_items_top10_overlap"] == 1.0
+    assert a["int8_items_max_abs"] > 0.0
+    assert a["int8_items_delta_ndcg10"] != 0.0
     e = out["evals"]["split_fp32"]
     assert len(e["ndcg_per_query"]) == 20
     assert e["ndcg10"] == pytest.approx(np.mean(e["ndcg_per_query"]))
@@ -136,7 +145,8 @@ def _run(preset, split, seed, auc, ndcg, user_units=3):
     return {
         "preset": preset, "split": split, "seed": seed, "width_scale": 0.25,
         "evals": {k: dict(ev) for k in ("monolithic_fp32", "split_fp32",
-                                        "split_int8", "torch_ctr")},
+                                        "split_int8", "split_int8_items",
+                                        "torch_ctr")},
         "baselines": {"planted_auc": 0.88, "planted_log_loss": 0.41,
                       "popularity_auc": 0.7,
                       "popularity_ndcg10": 0.82, "planted_ndcg10": 1.0,
@@ -145,7 +155,12 @@ def _run(preset, split, seed, auc, ndcg, user_units=3):
                       "torch_ctr_vs_monolithic_max_abs": 2e-7,
                       "int8_mean_abs": 0.002, "int8_max_abs": 0.01,
                       "int8_top10_overlap": 0.99, "int8_delta_auc_pct": 0.01,
-                      "int8_delta_log_loss": 1e-4, "int8_delta_ndcg10": 0.0},
+                      "int8_delta_log_loss": 1e-4, "int8_delta_ndcg10": 0.0,
+                      "int8_items_mean_abs": 0.001,
+                      "int8_items_max_abs": 0.005,
+                      "int8_items_top10_overlap": 0.995,
+                      "int8_items_delta_auc_pct": -0.01,
+                      "int8_items_delta_log_loss": 1e-5},
         "seconds": {"data": 0.5, "train": 17.0, "export": 0.2,
                     "quantize": 0.1, "score": 0.2},
         "towers": {"user_units_varying": user_units, "user_units": 24,
@@ -201,6 +216,7 @@ def test_tables():
     text = accuracy_report.format_tables(agg)
     assert text.startswith("Mean ± sample sd over 3 data seed(s)")
     for heading in ("### Accuracy on held-out clicks", "### Precision",
+                    "### int8 item tables",
                     "### NDCG@10", "### Personalized − paper",
                     "### Cost of the split (as trained)",
                     "full width", "### Seconds per model"):
@@ -218,8 +234,8 @@ def test_tables():
         if lines:
             cells = {len(ln.replace("\\|", "").split("|")) for ln in lines}
             assert len(cells) == 1, block
-    # Six tables with a row per split, one of gaps, one of 3 seeds x 2.
-    assert len(rows) == 2 * 6 + 1 + 6
+    # Seven tables with a row per split, one of gaps, one of 3 seeds x 2.
+    assert len(rows) == 2 * 7 + 1 + 6
 
 
 def test_runs_that_did_not_learn_are_named_and_left_out_of_one_gap():
