@@ -1,7 +1,8 @@
 """The model architecture as a plain dict with ModelConfig's field names.
 
 Sources: `duet-model preset P --split S --json` (protobuf JSON of the
-architecture-only ModelConfig) or a file with the same JSON. `normalize`
+architecture-only ModelConfig), a file with the same JSON, or a model
+directory's model.pbtxt (`load_model_dir`). `normalize`
 turns either into a dict with snake_case keys and Python ints (proto3 JSON
 prints 64-bit integers as strings, may use lowerCamelCase names and omits
 zero or empty fields). The trainer then scales it (`scale_widths`,
@@ -13,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+
+from . import pbtxt
 
 LAYER_FIELDS = ("static_bottom_layers", "dynamic_bottom_layers",
                 "user_top_layers", "item_top_layers", "combined_top_layers")
@@ -194,3 +197,26 @@ def preset_config(duet_model, preset, split):
 def load_config(path):
     with open(path, encoding="utf-8") as f:
         return normalize(json.load(f))
+
+
+# ModelConfig's repeated fields; every other field of model.pbtxt is
+# singular (the last value wins, as in protobuf).
+_REPEATED = LAYER_FIELDS + ("user_tables", "item_tables", "files")
+
+
+def _singular(fields):
+    return {k: ([_singular(x) if isinstance(x, dict) else x for x in v]
+                if k in _REPEATED else
+                (_singular(v[-1]) if isinstance(v[-1], dict) else v[-1]))
+            for k, v in fields.items()}
+
+
+def from_pbtxt(text):
+    """The normalized architecture dict of model.pbtxt's text."""
+    return normalize(_singular(pbtxt.parse(text)))
+
+
+def load_model_dir(model_dir):
+    """The architecture of a model directory (its model.pbtxt)."""
+    with open(os.path.join(model_dir, "model.pbtxt"), encoding="utf-8") as f:
+        return from_pbtxt(f.read())

@@ -1,11 +1,13 @@
-"""model.pbtxt: a ModelConfig dict printed in protobuf text format, and the
-model's signature.
+"""model.pbtxt: a ModelConfig dict printed in protobuf text format, the
+model's signature, and a reader of the text format (`parse`).
 
 Fields are printed in field-number order like protobuf's own printer
 (duet/v1/model.proto), repeated scalars one per line. There is no
 user_top_int8 block: `duet-model quantize` adds it with the int8 tensors.
 """
+import codecs
 import hashlib
+import re
 
 HEADER = ("# proto-file: duet/v1/model.proto\n"
           "# proto-message: duet.v1.ModelConfig\n")
@@ -81,3 +83,65 @@ def format_config(config):
               f"signature: {_string(c['signature'])}",
               f"split_depth: {int(c['split_depth'])}"]
     return HEADER + "\n".join(lines) + "\n"
+
+
+_TOKEN = re.compile(r'''\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+                        |(?P<sym>[{}:])|(?P<word>[^\s{}:"'\#]+)''', re.X)
+_INT = re.compile(r"-?(?:0x[0-9a-fA-F]+|\d+)$")
+
+
+def _value(kind, text):
+    if kind == "str":
+        return codecs.escape_decode(text[1:-1].encode("utf-8"))[0].decode(
+            "utf-8")
+    if _INT.match(text):
+        return int(text, 0) if "x" in text else int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text  # an enum or bool name
+
+
+def parse(text):
+    """Protobuf text format (what format_config and the C++ TextFormat
+    printer write) as {field: [value, ...]}: every field as a list in file
+    order, a message field's values being dicts of the same form. Knows no
+    schema (config.from_pbtxt decides which fields are repeated). Raises
+    ValueError at the first token it cannot place."""
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"model.pbtxt: cannot read {text[pos:pos + 20]!r}")
+        pos = m.end()
+        if m.lastgroup:
+            tokens.append((m.lastgroup, m.group(m.lastgroup)))
+    stack = [{}]
+    i = 0
+    while i < len(tokens):
+        kind, tok = tokens[i]
+        if kind == "sym" and tok == "}" and len(stack) > 1:
+            stack.pop()
+            i += 1
+            continue
+        if kind != "word":
+            raise ValueError(f"model.pbtxt: expected a field name, got {tok!r}")
+        i += 1
+        if i < len(tokens) and tokens[i] == ("sym", ":"):
+            i += 1
+        if i >= len(tokens):
+            raise ValueError(f"model.pbtxt: field {tok} has no value")
+        vkind, vtok = tokens[i]
+        i += 1
+        if (vkind, vtok) == ("sym", "{"):
+            block = {}
+            stack[-1].setdefault(tok, []).append(block)
+            stack.append(block)
+        elif vkind == "sym":
+            raise ValueError(f"model.pbtxt: field {tok}: unexpected {vtok!r}")
+        else:
+            stack[-1].setdefault(tok, []).append(_value(vkind, vtok))
+    if len(stack) != 1:
+        raise ValueError("model.pbtxt: a message block is not closed")
+    return stack[0]

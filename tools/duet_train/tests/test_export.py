@@ -140,6 +140,34 @@ def test_model_pbtxt_fields(tmp_path, tiny):
     assert len(final["signature"]) == 16
 
 
+
+def test_load_model_dir_reads_what_export_writes(tmp_path, tiny):
+    _, final, out = _export(tmp_path, tiny)
+    back = cfg.load_model_dir(out)
+    assert back == cfg.normalize(final)
+    assert back["description"] == 'says "how"\nand more'
+    # An int8 block (duet-model quantize) and comments are read past.
+    text = open(os.path.join(out, "model.pbtxt")).read()
+    text += 'user_top_int8 {\n  calibration_samples: 512\n}  # done\n'
+    assert cfg.from_pbtxt(text) == back
+    with pytest.raises(ValueError, match="not closed"):
+        cfg.from_pbtxt(text + "catalog {\n")
+
+
+def test_load_model_dir_reads_duet_model_gen(tmp_path, duet_model):
+    out = str(tmp_path / "rm5")
+    subprocess.run([duet_model, "gen", "--preset", "rm5", "--rows-scale",
+                    "0.001", "--out", out], check=True,
+                   stdout=subprocess.DEVNULL)
+    c = cfg.load_model_dir(out)
+    preset = cfg.preset_config(duet_model, "rm5", "personalized")
+    for key in ("embedding_dim", "split_depth", "user_top_layers",
+                "combined_top_layers"):
+        assert c[key] == preset[key], key
+    assert [t["history_length"] for t in c["user_tables"]] == [1, 199, 199]
+    assert c["catalog"]["num_items"] == 1000000 and c["rows_scale"] == 0.001
+
+
 def test_duet_model_verify_accepts_the_directory(tmp_path, tiny, duet_model):
     tool = duet_model
     _, _, out = _export(tmp_path, tiny)
