@@ -9,14 +9,16 @@
 // (alternating which runs first), medians in load_us / recompute_us: where
 // recompute_over_load crosses 1 is the selector's crossover.
 // split_vs_monolithic/<preset>: one query's in-process cloud work at N,
-// fresh random candidates each iteration, the four side by side (order
+// fresh random candidates each iteration, the five side by side (order
 // rotating): the monolithic evaluator (MonolithicScore's), the split item
-// side + combined top computed (no cache), and the same with the
+// side + combined top computed (no cache) over fp32 and over int8 item
+// embedding tables (--item_embeddings int8), and the fp32 one with the
 // precomputed item table (ModelRuntime, DUET_BENCH_ITEM_TABLE_MB, default
 // 1024 as duet-cloud's --item_table_budget_mb, built before timing) in fp32
-// rows and in int8 rows. Medians in mono_ms / split_ms / table_ms /
-// table8_ms, ratios mono_over_split / mono_over_table / mono_over_table8,
-// the tables' coverage (hit ratios), sizes and build time.
+// rows and in int8 rows. Medians in mono_ms / split_ms / split8_ms /
+// table_ms / table8_ms, ratios mono_over_split / split_over_split8 /
+// mono_over_table / mono_over_table8, the tables' coverage (hit ratios),
+// sizes and build time.
 //   item_model_benchmark [--benchmark_filter=...]
 //   DUET_BENCH_MODEL=DIR uses an existing model directory for item_model/;
 //   by default rm2 and rm3 are generated (personalized split) at
@@ -244,7 +246,7 @@ void BM_CombinedTop(benchmark::State& state, const std::string& preset,
 
 struct SplitFixture {
   std::unique_ptr<common::ThreadPool> pool;
-  std::shared_ptr<ModelRuntime> computed, table, table8;
+  std::shared_ptr<ModelRuntime> computed, computed8, table, table8;
   double build_s = 0;
 };
 
@@ -260,8 +262,8 @@ SplitFixture& GetSplitFixture(const std::string& preset) {
       GeneratedModelDir(preset, common::PresetSplit::kPersonalized, scale);
   SplitFixture f;
   f.pool = std::make_unique<common::ThreadPool>(1, "bench");
-  // 0: no table; 1: fp32 rows; 2: int8 rows.
-  for (int with_table = 0; with_table < 3; ++with_table) {
+  // 0: no table; 1: fp32 rows; 2: int8 rows; 3: no table, int8 embeddings.
+  for (int with_table = 0; with_table < 4; ++with_table) {
     common::LoadOptions lo;
     lo.parts = {true, true, true};
     lo.verify_checksums = false;
@@ -275,14 +277,20 @@ SplitFixture& GetSplitFixture(const std::string& preset) {
     o.placement.num_workers = 1;
     o.placement_sample_items = 1000;
     o.item_cache_entries = 0;
-    o.item_table_budget_bytes = with_table ? mb << 20 : 0;
+    o.item_table_budget_bytes =
+        with_table == 1 || with_table == 2 ? mb << 20 : 0;
+    o.item_embeddings = with_table == 3 ? ItemEmbeddingPrecision::kInt8
+                                        : ItemEmbeddingPrecision::kFp32;
     o.item_table_precision = with_table == 2 ? ItemTablePrecisionChoice::kInt8
                                              : ItemTablePrecisionChoice::kFp32;
     const auto t0 = Clock::now();
     auto rt = ModelRuntime::Create(*std::move(model), o, f.pool.get());
     if (!rt.ok()) std::abort();
     (*rt)->WaitForItemTable();
-    (with_table == 0 ? f.computed : with_table == 1 ? f.table : f.table8) = *rt;
+    (with_table == 0   ? f.computed
+     : with_table == 1 ? f.table
+     : with_table == 2 ? f.table8
+                       : f.computed8) = *rt;
     if (with_table == 1) {
       f.build_s = std::chrono::duration<double>(Clock::now() - t0).count();
     }
@@ -308,28 +316,28 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
   for (float& x : u) x = unit(rng);
   std::vector<int64_t> candidates(n);
   std::vector<float> ctr(n);
-  auto b0 = f.computed->TakeBuffers();
-  auto b1 = f.table->TakeBuffers();
-  auto b2 = f.table8->TakeBuffers();
-  ModelRuntime* runtimes[] = {nullptr, f.computed.get(), f.table.get(),
-                              f.table8.get()};
-  ModelRuntime::QueryBuffers* buffers[] = {nullptr, b0.get(), b1.get(),
-                                           b2.get()};
-  for (int v = 1; v < 4; ++v)
+  // Variant 0 is the monolithic evaluator; the others run a runtime.
+  constexpr int kVariants = 5;
+  ModelRuntime* runtimes[kVariants] = {nullptr, f.computed.get(), f.table.get(),
+                                       f.table8.get(), f.computed8.get()};
+  std::unique_ptr<ModelRuntime::QueryBuffers> buffers[kVariants];
+  for (int v = 1; v < kVariants; ++v) {
+    buffers[v] = runtimes[v]->TakeBuffers();
     std::copy(u.begin(), u.end(), buffers[v]->u.data());
-  std::vector<double> times[4];
-  int64_t it = 0, from_table[4] = {0, 0, 0, 0};
+  }
+  std::vector<double> times[kVariants];
+  int64_t it = 0, from_table[kVariants] = {};
   for (auto _ : state) {
     for (int64_t& c : candidates) c = item(rng);
-    for (int k = 0; k < 4; ++k) {
-      const int variant = static_cast<int>((k + it) % 4);
+    for (int k = 0; k < kVariants; ++k) {
+      const int variant = static_cast<int>((k + it) % kVariants);
       const auto t0 = Clock::now();
       absl::Status s;
       if (variant == 0) {
         s = f.computed->monolithic()->Score(user, candidates, ctr.data());
       } else {
         ModelRuntime& rt = *runtimes[variant];
-        ModelRuntime::QueryBuffers* b = buffers[variant];
+        ModelRuntime::QueryBuffers* b = buffers[variant].get();
         ModelRuntime::ItemSideCounts counts;
         s = rt.ComputeItemSide(candidates.data(), n, LookupStrategy::kBatch,
                                false, b, &counts);
@@ -346,12 +354,15 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
     ++it;
   }
   const double mono = MedianOf(times[0]), split = MedianOf(times[1]),
-               table = MedianOf(times[2]), table8 = MedianOf(times[3]);
+               table = MedianOf(times[2]), table8 = MedianOf(times[3]),
+               split8 = MedianOf(times[4]);
   const ModelRuntime::ItemTableStatus ts = f.table->item_table_status();
   const ModelRuntime::ItemTableStatus ts8 = f.table8->item_table_status();
   const double queried = static_cast<double>(n) * it;
   state.counters["mono_ms"] = 1e3 * mono;
   state.counters["split_ms"] = 1e3 * split;
+  state.counters["split8_ms"] = 1e3 * split8;
+  state.counters["split_over_split8"] = split / split8;
   state.counters["table_ms"] = 1e3 * table;
   state.counters["table8_ms"] = 1e3 * table8;
   state.counters["mono_over_split"] = mono / split;
@@ -364,9 +375,9 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
   state.counters["table_first_layer"] =
       ts.plan.form == ItemTableForm::kFirstLayer ? 1 : 0;
   state.counters["table_build_s"] = f.build_s;
-  f.computed->ReturnBuffers(std::move(b0));
-  f.table->ReturnBuffers(std::move(b1));
-  f.table8->ReturnBuffers(std::move(b2));
+  for (int v = 1; v < kVariants; ++v) {
+    runtimes[v]->ReturnBuffers(std::move(buffers[v]));
+  }
 }
 
 void Register() {
