@@ -111,6 +111,18 @@ class CloudProcess {
     }
     return ids;
   }
+  // Unary Score of every one of `ids` with the fp32 user vector u.
+  void ScoreAll(const std::vector<int64_t>& ids, const std::vector<float>& u,
+                v1::ScoreResponse* response) {
+    v1::ScoreRequest request;
+    for (int64_t i : ids) request.add_candidate_ids(i);
+    request.set_top_k(static_cast<int>(ids.size()));
+    *request.mutable_user_vector() = Fp32(u);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status s = stub_->Score(&context, request, response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
   // Reference CTR per candidate id (fp32 split model; over `item_tables`
   // instead of the model's when given).
   std::map<int64_t, float> Reference(
@@ -446,15 +458,8 @@ TEST(CloudIntegrationRm2Test, ScaledPresetStreamAndUnaryEqualReference) {
   const auto u = cloud->RandomU(3);
   const auto want = cloud->Reference(u, ids);
   for (int round = 0; round < 2; ++round) {  // second round: cache hits
-    v1::ScoreRequest request;
-    for (int64_t i : ids) request.add_candidate_ids(i);
-    request.set_top_k(kMaxCandidates);
-    *request.mutable_user_vector() = cloud->Fp32(u);
-    grpc::ClientContext context;
-    SetDeadline(&context);
     v1::ScoreResponse response;
-    const grpc::Status s = cloud->stub().Score(&context, request, &response);
-    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_NO_FATAL_FAILURE(cloud->ScoreAll(ids, u, &response));
     cloud->ExpectMatches(response.items(), want, kMaxCandidates);
     if (round == 1) {
       EXPECT_EQ(response.timings().cache_hits(), kMaxCandidates);
@@ -495,15 +500,8 @@ TEST(CloudIntegrationRm2Test, Int8ItemEmbeddingsServeTheQuantizedTables) {
   ASSERT_GT(moved, 1e-5) << "int8 tables that score like fp32 prove nothing";
   // Before and after the item table is built (it covers the catalog).
   for (int round = 0; round < 2; ++round) {
-    v1::ScoreRequest request;
-    for (int64_t i : ids) request.add_candidate_ids(i);
-    request.set_top_k(kMaxCandidates);
-    *request.mutable_user_vector() = cloud->Fp32(u);
-    grpc::ClientContext context;
-    SetDeadline(&context);
     v1::ScoreResponse response;
-    const grpc::Status s = cloud->stub().Score(&context, request, &response);
-    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_NO_FATAL_FAILURE(cloud->ScoreAll(ids, u, &response));
     cloud->ExpectMatches(response.items(), want, kMaxCandidates);
     for (const absl::Time give_up = absl::Now() + absl::Seconds(60);
          round == 0 && !absl::StrContains(cloud->process().ReadLog(),
