@@ -19,6 +19,8 @@
 // table_ms / table8_ms, ratios mono_over_split / split_over_split8 /
 // mono_over_table / mono_over_table8, the tables' coverage (hit ratios),
 // sizes and build time.
+// item_side_batched/<preset>/<n>: cross-query batching of the item side
+// (BM_ItemSideBatched).
 //   item_model_benchmark [--benchmark_filter=...]
 //   DUET_BENCH_MODEL=DIR uses an existing model directory for item_model/;
 //   by default rm2 and rm3 are generated (personalized split) at
@@ -397,7 +399,76 @@ void BM_SplitVsMonolithic(benchmark::State& state, const std::string& preset) {
   }
 }
 
+// K = 8 queries of n candidates each: their item sides one by one (as
+// duet-cloud runs them without --item_batch_max_candidates) and as one pass
+// of 8n candidates split back into the queries (the batcher's work), side
+// by side in every iteration, alternating which runs first; medians in
+// alone_us / batched_us, ratio alone_over_batched. No cache, no item table:
+// the computed item side, the work batching shares.
+void BM_ItemSideBatched(benchmark::State& state, const std::string& preset) {
+  constexpr int kQueries = 8;
+  const int n = static_cast<int>(state.range(0));
+  Fixture& f = GetFixture(preset, kQueries * n);
+  const std::shared_ptr<ModelRuntime> runtime = f.core->runtime();
+  std::unique_ptr<ModelRuntime::QueryBuffers> batch = runtime->TakeBuffers();
+  std::unique_ptr<ModelRuntime::QueryBuffers> one = runtime->TakeBuffers();
+  const LookupStrategy strategy = LookupStrategy::kBatch;
+  std::vector<double> alone, batched;
+  bool alone_first = true;
+  const auto run_alone = [&] {
+    for (int q = 0; q < kQueries; ++q) {
+      if (!runtime
+               ->ComputeItemSide(f.candidates.data() + q * n, n, strategy,
+                                 /*use_cache=*/false, one.get(), nullptr)
+               .ok()) {
+        std::abort();
+      }
+    }
+  };
+  const auto run_batched = [&] {
+    if (!runtime
+             ->ComputeItemSide(f.candidates.data(), kQueries * n, strategy,
+                               /*use_cache=*/false, batch.get(), nullptr)
+             .ok()) {
+      std::abort();
+    }
+    for (int q = 0; q < kQueries; ++q) {
+      runtime->CopyItemSide(*batch, q * n, n, one.get());
+    }
+  };
+  run_alone();  // warm-up: page-ins and kernels for both shapes
+  run_batched();
+  for (auto _ : state) {
+    for (int k = 0; k < 2; ++k) {
+      const bool do_alone = (k == 0) == alone_first;
+      const auto t0 = Clock::now();
+      do_alone ? run_alone() : run_batched();
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      (do_alone ? alone : batched).push_back(s);
+    }
+    alone_first = !alone_first;
+  }
+  runtime->ReturnBuffers(std::move(batch));
+  runtime->ReturnBuffers(std::move(one));
+  const double a = MedianOf(alone), b = MedianOf(batched);
+  state.counters["alone_us"] = 1e6 * a;
+  state.counters["batched_us"] = 1e6 * b;
+  state.counters["alone_over_batched"] = a / b;
+}
+
 void Register() {
+  for (const char* preset : {"rm1", "rm2", "rm3", "rm4", "rm5"}) {
+    benchmark::RegisterBenchmark(
+        (std::string("item_side_batched/") + preset).c_str(),
+        [preset = std::string(preset)](benchmark::State& st) {
+          BM_ItemSideBatched(st, preset);
+        })
+        ->Arg(8)
+        ->Arg(16)
+        ->Arg(32)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
   for (const char* preset : {"rm1", "rm2", "rm3", "rm4", "rm5"}) {
     benchmark::RegisterBenchmark(
         (std::string("split_vs_monolithic/") + preset).c_str(),

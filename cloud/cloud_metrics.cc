@@ -135,6 +135,20 @@ CloudMetrics::CloudMetrics(std::shared_ptr<prometheus::Registry> registry)
           .Register(r);
   table_rows_ = &table_rows.Add({{"source", "table"}});
   computed_rows_ = &table_rows.Add({{"source", "computed"}});
+  batch_queries_ = &prometheus::BuildHistogram()
+                        .Name("duet_item_batch_queries")
+                        .Help(
+                            "Queries per pass of the item-side batcher "
+                            "(--item_batch_max_candidates)")
+                        .Register(r)
+                        .Add({}, prometheus::Histogram::BucketBoundaries{
+                                     1, 2, 3, 4, 6, 8, 12, 16, 32, 64});
+  batch_candidates_ = &prometheus::BuildHistogram()
+                           .Name("duet_item_batch_candidates")
+                           .Help("Candidates per pass of the item-side batcher")
+                           .Register(r)
+                           .Add({}, prometheus::Histogram::BucketBoundaries{
+                                        8, 16, 32, 64, 128, 256, 512, 1024});
   placement_tables_ = &prometheus::BuildGauge()
                            .Name("duet_placement_tables")
                            .Help("Item tables per placement mode")

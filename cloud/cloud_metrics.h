@@ -78,6 +78,12 @@ class CloudMetrics {
     if (from_table > 0) table_rows_->Increment(static_cast<double>(from_table));
     if (computed > 0) computed_rows_->Increment(static_cast<double>(computed));
   }
+  // duet_item_batch_queries / duet_item_batch_candidates: one observation
+  // per pass of the item-side batcher (ScoringCore).
+  void ObserveItemBatch(int queries, int candidates) {
+    batch_queries_->Observe(queries);
+    batch_candidates_->Observe(candidates);
+  }
   // duet_placement_tables{mode} and duet_placement_table_info{table,mode};
   // a new plan (model reload) replaces the previous plan's series.
   void SetPlacement(const PlacementPlan& plan);
@@ -127,6 +133,8 @@ class CloudMetrics {
   prometheus::Family<prometheus::Gauge>* table_bytes_ = nullptr;
   prometheus::Counter* table_rows_ = nullptr;
   prometheus::Counter* computed_rows_ = nullptr;
+  prometheus::Histogram* batch_queries_ = nullptr;
+  prometheus::Histogram* batch_candidates_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_tables_ = nullptr;
   prometheus::Family<prometheus::Gauge>* placement_info_ = nullptr;
   common::Mutex placement_mu_;

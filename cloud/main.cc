@@ -75,6 +75,17 @@ ABSL_FLAG(int, inline_max_candidates, 32,
           "instead of being handed to a worker: no thread hand-off, measured "
           "faster and higher throughput up to N=32 (docs/BENCHMARKS.md, "
           "small queries); 0: every query runs on the workers.");
+ABSL_FLAG(int, item_batch_max_candidates, 0,
+          "Cross-query batching: the item sides of concurrent queries of at "
+          "most this many candidates run as one pass of up to this many "
+          "candidates (at most --max_candidates; takes precedence over "
+          "--inline_max_candidates for the item side); 0: off, each query's "
+          "item side runs alone (docs/BENCHMARKS.md, cross-query batching).");
+ABSL_FLAG(int, item_batch_max_queue_delay_us, 0,
+          "With --item_batch_max_candidates: how long a worker waits for more "
+          "queries to fill a batch (never past half of a query's time to its "
+          "deadline); 0: greedy, a batch is what queued while the workers "
+          "were busy.");
 ABSL_FLAG(int, max_connection_age_s, 300,
           "Send GOAWAY on a client connection after this many seconds, so "
           "clients re-resolve (dns:///) and open new calls elsewhere; 0 "
@@ -202,6 +213,19 @@ absl::StatusOr<duet::cloud::CloudServerOptions> OptionsFromFlags() {
         absl::StrCat("--inline_max_candidates is ", c.inline_max_candidates,
                      ", must be >= 0"));
   }
+  c.item_batch_max_candidates = absl::GetFlag(FLAGS_item_batch_max_candidates);
+  if (c.item_batch_max_candidates < 0 ||
+      c.item_batch_max_candidates > c.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--item_batch_max_candidates is ", c.item_batch_max_candidates,
+        ", must be in [0, --max_candidates = ", c.max_candidates, "]"));
+  }
+  const int delay_us = absl::GetFlag(FLAGS_item_batch_max_queue_delay_us);
+  if (delay_us < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--item_batch_max_queue_delay_us is ", delay_us, ", must be >= 0"));
+  }
+  c.item_batch_max_queue_delay = absl::Microseconds(delay_us);
   return o;
 }
 

@@ -403,6 +403,16 @@ absl::Status ModelRuntime::ComputeItemSide(const int64_t* candidates, int n,
   return absl::OkStatus();
 }
 
+void ModelRuntime::CopyItemSide(const QueryBuffers& from, int first, int n,
+                                QueryBuffers* to) const {
+  const int width = from.has_z ? z_width() : model_->dims().item_out;
+  const float* src = (from.has_z ? from.z : from.v).data() +
+                     static_cast<size_t>(first) * width;
+  float* dst = (from.has_z ? to->z : to->v).data();
+  std::memcpy(dst, src, static_cast<size_t>(n) * width * sizeof(float));
+  to->has_z = from.has_z;
+}
+
 absl::Status ModelRuntime::Combine(int n, UserStrategy strategy,
                                    QueryBuffers* b) const {
   if (b->has_z) {

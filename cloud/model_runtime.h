@@ -138,6 +138,10 @@ class ModelRuntime {
   absl::Status ComputeItemSide(const int64_t* candidates, int n,
                                LookupStrategy strategy, bool use_cache,
                                QueryBuffers* b, ItemSideCounts* counts) const;
+  // Rows [first, first + n) of the item side ComputeItemSide left in `from`
+  // into rows [0, n) of `to` (a batch of queries split back into them).
+  void CopyItemSide(const QueryBuffers& from, int first, int n,
+                    QueryBuffers* to) const;
   // b->ctr from b->u and the item side ComputeItemSide left in b. Ignores
   // `strategy` when b holds contributions (memory load from the table).
   absl::Status Combine(int n, UserStrategy strategy, QueryBuffers* b) const;

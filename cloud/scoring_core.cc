@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cloud/user_vector_checks.h"
+#include "common/base/scratch.h"
 #include "common/base/status_macros.h"
 #include "common/kernels/quantize.h"
 #include "common/kernels/top_k.h"
@@ -120,6 +121,15 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
   if (o.default_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("default timeout must be positive");
   }
+  if (o.item_batch_max_candidates < 0 ||
+      o.item_batch_max_candidates > o.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "item_batch_max_candidates is %d, must be in [0, max_candidates = %d]",
+        o.item_batch_max_candidates, o.max_candidates));
+  }
+  if (o.item_batch_max_queue_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("item batch queue delay must be >= 0");
+  }
   if (o.registry == nullptr)
     o.registry = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_shared<CloudMetrics>(o.registry);
@@ -145,6 +155,13 @@ absl::Status ScoringCore::Init(std::unique_ptr<const common::Model> model) {
       clock_, [this](std::vector<std::weak_ptr<Query>> expired) {
         Expire(std::move(expired));
       });
+  if (o.item_batch_max_candidates > 0) {
+    item_batches_ =
+        std::make_unique<common::BatchQueue<std::shared_ptr<Query>>>(
+            clock_,
+            common::BatchQueue<std::shared_ptr<Query>>::Options{
+                o.item_batch_max_candidates, o.item_batch_max_queue_delay});
+  }
   return absl::OkStatus();
 }
 
@@ -393,7 +410,13 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     common::MutexLock lock(&q->mu);
     q->deadline_handle = deadlines_->Add(q->deadline, q);
   }
-  if (RunsInline(*q)) {
+  const int n = static_cast<int>(q->candidates.size());
+  if (item_batches_ != nullptr && n <= options_.item_batch_max_candidates) {
+    // A batch waits for company at most until half of this query's time is
+    // gone, leaving the other half for its work.
+    item_batches_->Push(q, n, q->rt.get(), now + (q->deadline - now) / 2);
+    pool_->Schedule([this] { RunItemBatch(); });
+  } else if (RunsInline(*q)) {
     RunItemSide(q, /*in_begin=*/true);
   } else {
     pool_->Schedule([this, q] { RunItemSide(q); });
@@ -408,26 +431,117 @@ bool ScoringCore::RunsInline(const Query& q) const {
 
 void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool in_begin) {
   if (q->finished.load()) return;
-  common::ScopedCpuAccount cpu(&q->cpu_ns);
-  const absl::Time pick = clock_->Now();
-  const int n = static_cast<int>(q->candidates.size());
-  const LookupStrategy strategy = q->rt->selector().ChooseLookup(n);
-  metrics_->CountLookup(strategy);
-  CachePolicy* policy = q->rt->cache_policy();
-  const bool use_cache = policy != nullptr && policy->UseForQuery();
+  absl::Time pick, done;
+  LookupStrategy strategy;
   ModelRuntime::ItemSideCounts counts;
-  const absl::Status status = q->rt->ComputeItemSide(
-      q->candidates.data(), n, strategy, use_cache, q->buffers.get(), &counts);
-  const int hits = counts.cache_hits;
-  const absl::Time done = clock_->Now();
-  metrics_->CountItemTable(counts.table_rows, counts.computed);
-  if (policy != nullptr && counts.computed > 0) {
+  absl::Status status;
+  {
+    common::ScopedCpuAccount cpu(&q->cpu_ns);
+    pick = clock_->Now();
+    status = ComputeItemSide(*q->rt, q->candidates.data(),
+                             static_cast<int>(q->candidates.size()),
+                             q->buffers.get(), &strategy, &counts);
+    done = clock_->Now();
+  }
+  ItemSideDone(q, std::move(status), pick, done, strategy, counts.cache_hits,
+               /*batch_queries=*/1, in_begin);
+}
+
+absl::Status ScoringCore::ComputeItemSide(
+    const ModelRuntime& rt, const int64_t* candidates, int n,
+    ModelRuntime::QueryBuffers* b, LookupStrategy* strategy,
+    ModelRuntime::ItemSideCounts* counts) {
+  *strategy = rt.selector().ChooseLookup(n);
+  metrics_->CountLookup(*strategy);
+  CachePolicy* policy = rt.cache_policy();
+  const bool use_cache = policy != nullptr && policy->UseForQuery();
+  const absl::Status status =
+      rt.ComputeItemSide(candidates, n, *strategy, use_cache, b, counts);
+  metrics_->CountItemTable(counts->table_rows, counts->computed);
+  if (policy != nullptr && counts->computed > 0) {
     metrics_->CountCacheQuery(use_cache);
     if (use_cache && status.ok()) {
-      policy->Observe(hits, counts.computed);
-      metrics_->CountCache(hits, counts.computed - hits);
+      policy->Observe(counts->cache_hits, counts->computed);
+      metrics_->CountCache(counts->cache_hits,
+                           counts->computed - counts->cache_hits);
     }
   }
+  return status;
+}
+
+void ScoringCore::RunItemBatch() {
+  thread_local common::BatchQueue<std::shared_ptr<Query>>::Batch batch;
+  item_batches_->Take(&batch);
+  if (batch.more) pool_->Schedule([this] { RunItemBatch(); });
+  // Queries that ended while queued (deadline, cancel) are skipped.
+  std::vector<std::shared_ptr<Query>>& queries = batch.items;
+  queries.erase(std::remove_if(queries.begin(), queries.end(),
+                               [](const std::shared_ptr<Query>& q) {
+                                 return q->finished.load();
+                               }),
+                queries.end());
+  if (queries.size() == 1) {
+    metrics_->ObserveItemBatch(
+        1, static_cast<int>(queries.front()->candidates.size()));
+    RunItemSide(queries.front());
+  } else if (queries.size() > 1) {
+    RunBatchedItemSide(queries);
+  }
+  queries.clear();  // the queries are not kept alive by this thread
+}
+
+void ScoringCore::RunBatchedItemSide(
+    const std::vector<std::shared_ptr<Query>>& queries) {
+  const ModelRuntime& rt = *queries.front()->rt;
+  int total = 0;
+  for (const std::shared_ptr<Query>& q : queries) {
+    total += static_cast<int>(q->candidates.size());
+  }
+  metrics_->ObserveItemBatch(static_cast<int>(queries.size()), total);
+  // The batch's rows go to a buffer set of the runtime (sized for
+  // max_candidates >= item_batch_max_candidates), then to each query's.
+  std::unique_ptr<ModelRuntime::QueryBuffers> b = rt.TakeBuffers();
+  std::atomic<int64_t> cpu_ns{0};
+  absl::Time pick, done;
+  LookupStrategy strategy;
+  ModelRuntime::ItemSideCounts counts;
+  absl::Status status;
+  {
+    common::ScopedCpuAccount cpu(&cpu_ns);
+    pick = clock_->Now();
+    thread_local std::vector<int64_t> ids;
+    int64_t* all = common::GrowTo(ids, static_cast<size_t>(total));
+    int first = 0;
+    for (const std::shared_ptr<Query>& q : queries) {
+      std::copy(q->candidates.begin(), q->candidates.end(), all + first);
+      first += static_cast<int>(q->candidates.size());
+    }
+    status = ComputeItemSide(rt, all, total, b.get(), &strategy, &counts);
+    if (status.ok()) {
+      first = 0;
+      for (const std::shared_ptr<Query>& q : queries) {
+        const int n = static_cast<int>(q->candidates.size());
+        rt.CopyItemSide(*b, first, n, q->buffers.get());
+        first += n;
+      }
+    }
+    done = clock_->Now();
+  }
+  rt.ReturnBuffers(std::move(b));
+  for (const std::shared_ptr<Query>& q : queries) {
+    // Each query is charged its candidates' share of the pass.
+    q->cpu_ns +=
+        cpu_ns.load() * static_cast<int64_t>(q->candidates.size()) / total;
+    ItemSideDone(q, status, pick, done, strategy, counts.cache_hits,
+                 static_cast<int>(queries.size()), /*in_begin=*/false);
+  }
+}
+
+void ScoringCore::ItemSideDone(const std::shared_ptr<Query>& q,
+                               absl::Status status, absl::Time pick,
+                               absl::Time done, LookupStrategy strategy,
+                               int cache_hits, int batch_queries,
+                               bool in_begin) {
   if (!status.ok()) {
     if (in_begin) {
       pool_->Schedule([this, q, status] { Finish(*q, status); });
@@ -442,7 +556,8 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool in_begin) {
     q->timings.set_queue_us(Micros(pick - q->start));
     q->timings.set_item_model_us(Micros(done - pick));
     q->timings.set_lookup_strategy(LookupStrategyName(strategy));
-    q->timings.set_cache_hits(hits);
+    q->timings.set_cache_hits(cache_hits);
+    q->timings.set_item_batch_queries(batch_queries);
     q->item_done = true;
     q->item_done_time = done;
     combine = q->user_arrived;

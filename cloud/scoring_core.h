@@ -4,7 +4,9 @@
 // the pool:
 //  * Begin() validates and admits a query (bounded in flight, else
 //    RESOURCE_EXHAUSTED at once) under the current runtime, which the query
-//    keeps to the end, and starts its item side immediately;
+//    keeps to the end, and starts its item side immediately — or queues it
+//    for the item-side batcher, which runs the queued item sides of one
+//    runtime as one pass (item_batch_max_candidates);
 //  * ProvideUserVector() checks the model version, dequantizes u and, once
 //    the item side is done, runs the combined top MLP + top-k + relay;
 //  * every admitted query ends exactly once through its Done callback: with
@@ -41,6 +43,7 @@
 #include "cloud/model_runtime.h"
 #include "cloud/release_policy.h"
 #include "cloud/served_models.h"
+#include "common/base/batch_queue.h"
 #include "common/base/clock.h"
 #include "common/base/deadline_queue.h"
 #include "common/base/mutex.h"
@@ -84,6 +87,19 @@ struct ScoringCoreOptions {
   // in ProvideUserVector. 0: every query runs on the pool. Tiny queries
   // then pay no thread hand-off (docs/BENCHMARKS.md, small queries).
   int inline_max_candidates = 0;
+  // Cross-query batching of the item side: concurrent queries of at most
+  // this many candidates (each) go through one queue, and a worker runs the
+  // item sides of the queued queries of one model version as one pass of up
+  // to this many candidates (the item model's MLPs then see one larger M),
+  // then splits the rows back. 0: off, every item side runs alone. Takes
+  // precedence over inline_max_candidates for the item side. At most
+  // max_candidates.
+  int item_batch_max_candidates = 0;
+  // How long the worker that takes the oldest queued item side waits for
+  // more to fill the batch (Triton's max_queue_delay); never past the point
+  // where a queued query has used half of its time to the deadline. Zero:
+  // greedy, a batch is what queued while the workers were busy.
+  absl::Duration item_batch_max_queue_delay = absl::ZeroDuration();
   // Precomputed item side (ModelRuntime::Options): bytes of rows per
   // version, 0: none. The first version builds it while serving; a
   // reloaded one builds it before it is served.
@@ -233,6 +249,22 @@ class ScoringCore {
   // error (or, which cannot happen there, a ready user vector) goes to the
   // pool.
   void RunItemSide(const std::shared_ptr<Query>& q, bool in_begin = false);
+  // The runtime's ComputeItemSide with the selector's strategy and the
+  // cache policy's choice, counted in the metrics.
+  absl::Status ComputeItemSide(const ModelRuntime& rt,
+                               const int64_t* candidates, int n,
+                               ModelRuntime::QueryBuffers* b,
+                               LookupStrategy* strategy,
+                               ModelRuntime::ItemSideCounts* counts);
+  // Records a query's finished item side (timings, or the error) and starts
+  // its combine when its user vector is there.
+  void ItemSideDone(const std::shared_ptr<Query>& q, absl::Status status,
+                    absl::Time pick, absl::Time done, LookupStrategy strategy,
+                    int cache_hits, int batch_queries, bool in_begin);
+  // The batcher's pool task: takes a batch of queued item sides and runs it.
+  void RunItemBatch();
+  // Several queries' item sides (one runtime) as one ComputeItemSide.
+  void RunBatchedItemSide(const std::vector<std::shared_ptr<Query>>& queries);
   bool RunsInline(const Query& q) const;
   void RunCombine(const std::shared_ptr<Query>& q);
   // The combined top MLP, top-k and relay of a query whose two sides are done.
@@ -275,6 +307,8 @@ class ScoringCore {
 
   common::Clock* clock_ = nullptr;
   std::unique_ptr<common::DeadlineQueue<std::weak_ptr<Query>>> deadlines_;
+  // Null unless item_batch_max_candidates > 0.
+  std::unique_ptr<common::BatchQueue<std::shared_ptr<Query>>> item_batches_;
 
   friend class Query;
 };

@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -512,6 +513,36 @@ TEST(CloudIntegrationRm2Test, Int8ItemEmbeddingsServeTheQuantizedTables) {
   }
   EXPECT_THAT(cloud->process().ReadLog(),
               HasSubstr("item embeddings int8 (quantized at load in"));
+}
+
+// Cross-query batching: four concurrent unary queries of 16 candidates fill
+// one batch of 64 on the only worker (its queue delay is long enough for
+// all four to arrive; a full batch does not wait) and each gets its own
+// scores.
+TEST(CloudIntegrationRm2Test, ConcurrentQueriesShareOneItemSidePass) {
+  auto cloud = CloudProcess::Start(
+      "rm2", 0.0005,
+      {"--workers=1", "--item_batch_max_candidates=64",
+       "--item_batch_max_queue_delay_us=5000000", "--inline_max_candidates=0"});
+  ASSERT_NE(cloud, nullptr);
+  constexpr int kQueries = 4, kN = 16;
+  std::vector<v1::ScoreResponse> responses(kQueries);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kQueries; ++i) {
+    clients.emplace_back([&, i] {
+      cloud->ScoreAll(cloud->Candidates(kN, 10 + i), cloud->RandomU(20 + i),
+                      &responses[i]);
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kQueries; ++i) {
+    SCOPED_TRACE(absl::StrCat("query ", i));
+    cloud->ExpectMatches(
+        responses[i].items(),
+        cloud->Reference(cloud->RandomU(20 + i), cloud->Candidates(kN, 10 + i)),
+        kN);
+    EXPECT_EQ(responses[i].timings().item_batch_queries(), kQueries);
+  }
 }
 
 TEST(CloudIntegrationShutdownTest, SigtermDrainsInFlightQueryAndExitsZero) {
