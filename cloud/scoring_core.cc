@@ -417,7 +417,7 @@ absl::StatusOr<std::shared_ptr<ScoringCore::Query>> ScoringCore::Begin(
     item_batches_->Push(q, n, q->rt.get(), now + (q->deadline - now) / 2);
     pool_->Schedule([this] { RunItemBatch(); });
   } else if (RunsInline(*q)) {
-    RunItemSide(q, /*in_begin=*/true);
+    RunItemSide(q, /*defer=*/true);
   } else {
     pool_->Schedule([this, q] { RunItemSide(q); });
   }
@@ -429,7 +429,7 @@ bool ScoringCore::RunsInline(const Query& q) const {
          options_.inline_max_candidates;
 }
 
-void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool in_begin) {
+void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool defer) {
   if (q->finished.load()) return;
   absl::Time pick, done;
   LookupStrategy strategy;
@@ -444,7 +444,7 @@ void ScoringCore::RunItemSide(const std::shared_ptr<Query>& q, bool in_begin) {
     done = clock_->Now();
   }
   ItemSideDone(q, std::move(status), pick, done, strategy, counts.cache_hits,
-               /*batch_queries=*/1, in_begin);
+               /*batch_queries=*/1, defer);
 }
 
 absl::Status ScoringCore::ComputeItemSide(
@@ -528,22 +528,25 @@ void ScoringCore::RunBatchedItemSide(
     done = clock_->Now();
   }
   rt.ReturnBuffers(std::move(b));
-  for (const std::shared_ptr<Query>& q : queries) {
+  for (size_t i = 0; i < queries.size(); ++i) {
+    const std::shared_ptr<Query>& q = queries[i];
     // Each query is charged its candidates' share of the pass.
     q->cpu_ns +=
         cpu_ns.load() * static_cast<int64_t>(q->candidates.size()) / total;
+    // The first query's combine runs here, the others' on the pool: a
+    // batch's combines must not queue behind each other on this worker
+    // while the other workers are idle.
     ItemSideDone(q, status, pick, done, strategy, counts.cache_hits,
-                 static_cast<int>(queries.size()), /*in_begin=*/false);
+                 static_cast<int>(queries.size()), /*defer=*/i > 0);
   }
 }
 
 void ScoringCore::ItemSideDone(const std::shared_ptr<Query>& q,
                                absl::Status status, absl::Time pick,
                                absl::Time done, LookupStrategy strategy,
-                               int cache_hits, int batch_queries,
-                               bool in_begin) {
+                               int cache_hits, int batch_queries, bool defer) {
   if (!status.ok()) {
-    if (in_begin) {
+    if (defer) {
       pool_->Schedule([this, q, status] { Finish(*q, status); });
     } else {
       Finish(*q, status);
@@ -562,7 +565,7 @@ void ScoringCore::ItemSideDone(const std::shared_ptr<Query>& q,
     q->item_done_time = done;
     combine = q->user_arrived;
   }
-  if (combine && in_begin) {
+  if (combine && defer) {
     pool_->Schedule([this, q] { RunCombine(q); });
   } else if (combine) {
     RunCombine(q);

@@ -245,10 +245,10 @@ class ScoringCore {
   // A query its holder dropped before it ended: counted CANCELLED, slot
   // freed, no reply.
   void Abandon(Rpc rpc);
-  // `in_begin`: called from Begin, which must not end the query itself: an
-  // error (or, which cannot happen there, a ready user vector) goes to the
-  // pool.
-  void RunItemSide(const std::shared_ptr<Query>& q, bool in_begin = false);
+  // `defer`: hand the rest to the pool — an error's Finish and the combine
+  // (Begin must not end the query itself; a batch's later queries must not
+  // wait behind its first one's combine).
+  void RunItemSide(const std::shared_ptr<Query>& q, bool defer = false);
   // The runtime's ComputeItemSide with the selector's strategy and the
   // cache policy's choice, counted in the metrics.
   absl::Status ComputeItemSide(const ModelRuntime& rt,
@@ -260,7 +260,7 @@ class ScoringCore {
   // its combine when its user vector is there.
   void ItemSideDone(const std::shared_ptr<Query>& q, absl::Status status,
                     absl::Time pick, absl::Time done, LookupStrategy strategy,
-                    int cache_hits, int batch_queries, bool in_begin);
+                    int cache_hits, int batch_queries, bool defer);
   // The batcher's pool task: takes a batch of queued item sides and runs it.
   void RunItemBatch();
   // Several queries' item sides (one runtime) as one ComputeItemSide.
