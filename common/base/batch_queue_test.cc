@@ -158,7 +158,7 @@ TEST(BatchQueueTest, ItemsLeftBehindByACollectingConsumerAreReported) {
   q.Push("a2", 8, &kA, kNoDeadline);  // fills the first one's batch
   const Queue::Batch b = first.Join();
   EXPECT_THAT(b.items, ElementsAre("a", "a2"));
-  EXPECT_TRUE(b.more);  // "b1" needs a consumer
+  EXPECT_TRUE(b.more);                   // "b1" needs a consumer
   clock.Advance(absl::Milliseconds(1));  // "b1" has waited its delay
   EXPECT_THAT(Take(&q).items, ElementsAre("b1"));
 }
