@@ -326,6 +326,9 @@ class NetFaultTest : public EdgeProcessTest {
   void SetUp() override {
     if (skip_reason_ == nullptr) GTEST_FAIL() << "suite set-up failed";
     if (setup_error_ != nullptr) GTEST_FAIL() << *setup_error_;
+    // Not root, no TUN device or `ip`, or namespaces not allowed: the link
+    // emulator and its namespaces cannot be made here (CreateNetwork says
+    // which).
     if (!skip_reason_->empty()) GTEST_SKIP() << *skip_reason_;
     EdgeProcessTest::SetUp();
     cloud_port_ = kCloudPort;

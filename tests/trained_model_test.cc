@@ -79,6 +79,8 @@ class TrainedModelTest : public EdgeProcessTest {
     EdgeProcessTest::TearDownTestSuite();
   }
   void SetUp() override {
+    // No PyTorch for /usr/bin/python3: no model can be trained (the reason,
+    // with the package to install, was set by SetUpTestSuite).
     if (!skip_->empty()) GTEST_SKIP() << *skip_;
     EdgeProcessTest::SetUp();
   }

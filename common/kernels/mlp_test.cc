@@ -230,6 +230,8 @@ TEST(Fp32MlpTest, CreateRejectsBadShapes) {
 class Int8ArithmeticTest : public ::testing::TestWithParam<Int8Arithmetic> {
  protected:
   void SetUp() override {
+    // This CPU (or the run's ISA cap) cannot compute this arithmetic exactly,
+    // so its exactness checks do not apply; `why` names the CPU and the ISA.
     if (const std::string why = InexactInt8Reason(GetParam()); !why.empty()) {
       GTEST_SKIP() << why;
     }
