@@ -5,9 +5,12 @@
 // query_id, and a reader thread per stream dispatches Scores / QueryError to
 // the waiting query. round_robin picks a backend per call, not per message,
 // so it is the lanes' several streams that spread queries over replicas:
-// BeginQuery takes the next ready lane in turn. GetItemEmbeddings and
-// GetModelStatus are unary calls on the channel, GetEdgeModel a
-// server-streaming one.
+// BeginQuery takes the next ready lane in turn. round_robin picks among
+// READY backends only and the channel is READY once its first connection is,
+// so lanes that open before the other connections are up all land on the
+// first backend; rotation (below) spreads them within one stream age.
+// GetItemEmbeddings and GetModelStatus are unary calls on the channel,
+// GetEdgeModel a server-streaming one.
 //
 // Failure: when a stream breaks, its open queries fail with UNAVAILABLE and
 // its lane reopens a stream once the channel is READY again, backing off

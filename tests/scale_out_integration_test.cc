@@ -180,18 +180,30 @@ common::Model* EdgeScaleOutIntegrationTest::model_ = nullptr;
 
 TEST_F(EdgeScaleOutIntegrationTest, OneEdgeSpreadsQueriesOverTwoClouds) {
   ASSERT_NO_FATAL_FAILURE(StartClouds());
-  ASSERT_NO_FATAL_FAILURE(StartEdge({}));
-  for (int i = 0; i < 40; ++i) {
+  // round_robin places a stream on a READY backend, and the channel is READY
+  // as soon as its first connection is: a lane that opens its stream before
+  // the second connection is up lands on the first cloud (CI saw all four
+  // there under load). Rotation moves streams to whatever backends are ready
+  // by then, so with streams replaced every ~1 s the queries reach both
+  // clouds within a few seconds however the lanes started.
+  ASSERT_NO_FATAL_FAILURE(StartEdge({"--cloud_stream_max_age_s", "1"}));
+  int sent = 0;
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (sent < 40 || ((CloudQueries(0) == 0 || CloudQueries(1) == 0) &&
+                       absl::Now() < give_up)) {
     const grpc::Status s = Recommend();
-    ASSERT_TRUE(s.ok()) << "Recommend " << i << ": " << s.error_message();
+    ASSERT_TRUE(s.ok()) << "Recommend " << sent << ": " << s.error_message();
+    ++sent;
+    if (sent >= 40) absl::SleepFor(absl::Milliseconds(50));
   }
   const double first = CloudQueries(0), second = CloudQueries(1);
-  EXPECT_GT(first, 0) << "cloud 1 answered no query";
-  EXPECT_GT(second, 0) << "cloud 2 answered no query";
-  EXPECT_EQ(first + second, 40);
+  EXPECT_GT(first, 0) << "cloud 1 answered none of " << sent << " queries";
+  EXPECT_GT(second, 0) << "cloud 2 answered none of " << sent << " queries";
+  // Each query answered once, by one of them.
+  EXPECT_EQ(first + second, sent);
   EXPECT_EQ(EdgeMetric("duet_queries_total", {"side=\"edge\"", "code=\"OK\""}),
-            40);
-  EXPECT_EQ(EdgeMetric("duet_cloud_streams_opened_total", {}), 4);
+            sent);
+  EXPECT_GE(EdgeMetric("duet_cloud_streams_opened_total", {}), 4);
 }
 
 TEST_F(EdgeScaleOutIntegrationTest, StreamRotationUnderLoadFailsNoQuery) {
