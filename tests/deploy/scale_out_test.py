@@ -2,7 +2,10 @@
 """Scale-out: one duet-edge spreads its queries over two duet-cloud replicas
 given as one multi-address target (--cloud ipv4:127.0.0.1:P1,127.0.0.1:P2,
 round_robin): after a short load, both clouds' duet_queries_total of the split
-path (ScoringSession, Score) with code OK must be above zero.
+path (ScoringSession, Score) with code OK must be above zero. The edge rotates
+its streams every ~1 s: round_robin places a stream on a backend that is READY,
+and the channel is READY at its first connection, so lanes that open before the
+second connection is up all land on cloud1 until they rotate.
     scale_out_test.py --cloud BIN --edge BIN --model BIN --loadgen BIN --probe BIN
 """
 import os
@@ -24,7 +27,8 @@ def main():
         c1, m1 = s.start_cloud("cloud1", model)
         c2, m2 = s.start_cloud("cloud2", model)
         target = f"ipv4:{c1},{c2}"
-        edge, edge_metrics = s.start_edge("edge", model, target)
+        edge, edge_metrics = s.start_edge(
+            "edge", model, target, extra=["--cloud_stream_max_age_s", "1"])
         s.loadgen("edge", edge, model, seconds=5, qps=40, name="load-edge")
         counts = {}
         for name, addr in (("cloud1", m1), ("cloud2", m2)):
