@@ -326,6 +326,9 @@ TEST_F(EdgeIntegrationTest, ForcedInt8ArithmeticIsServedExportedAndExact) {
   const common::Int8Arithmetic forced =
       common::Int8Arithmetic::kReducedActivations;
   if (const std::string why = common::InexactInt8Reason(forced); !why.empty()) {
+    // This CPU (or the run's ISA cap) cannot compute the forced arithmetic
+    // exactly, so "ranks as the reference" cannot be checked; `why` names
+    // the CPU and the ISA.
     GTEST_SKIP() << why;
   }
   common::LoadOptions lo;
